@@ -1,0 +1,1 @@
+"""dropout-sweep: Optuna sweeps, MLflow curves and ablations on the numpy model."""
