@@ -1,0 +1,327 @@
+"""MLflow bookkeeping: spool files -> runs, through MlflowClient with explicit run ids.
+
+Why not `mlflow.start_run` or optuna-integration's MLflowCallback: the fluent
+API keeps one active run per process and the callback (deprecated since
+Optuna 4.9) loses parent links under parallel workers. Here only the parent
+process talks to MLflow, from one background thread (`Tracker`), addressing
+every run by id; workers write spool files (sweep.spool).
+
+Layout in MLflow: one experiment per study (named after it); one parent run
+per study (tag `sweep.parent_key=study`) and one per ablation
+(`sweep.parent_key=ablation:<name>`); one child run per trial or ablation
+cell, named `trial-NNNN` / `cell-...`, tagged `mlflow.parentRunId`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sweep import spool
+
+if TYPE_CHECKING:  # importing mlflow costs ~1.8 s: only the tracker thread does it
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+PARENT_KEY_TAG = "sweep.parent_key"
+# MLflow's per-request limits for log_batch.
+_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
+
+
+def default_tracking_uri(workdir: Path | None = None) -> str:
+    """MLflow's own default store, as an absolute URI so every process agrees."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    db = (workdir or Path.cwd()).resolve() / "mlflow.db"
+    return f"sqlite:///{db}"
+
+
+def ui_url(host: str, port: int, experiment_id: str | None = None) -> str:
+    """Address of the classic runs table (MLflow 3 opens a GenAI view by default)."""
+    base = f"http://{host}:{port}"
+    if experiment_id is None:
+        return base
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def make_client(tracking_uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # created meanwhile by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def find_parent_run(client: MlflowClient, experiment_id: str, key: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_KEY_TAG}` = '{key}'",
+        max_results=1,
+        order_by=["attributes.start_time ASC"],
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Every child run of a parent (all pages)."""
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+@dataclass
+class ParentSpec:
+    """A parent run to find (by key) or create."""
+
+    key: str
+    run_name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _FileState:
+    run_id: str | None = None
+    offset: int = 0
+    closed: bool = False
+
+
+class Tracker:
+    """Background thread that mirrors a spool folder into MLflow.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment_name: experiment to log into (created if missing).
+        spool_dir: folder of `*.jsonl` event files (see sweep.spool).
+        parents: parent runs that child runs may name in their `parent` field.
+        on_run_created: called (in the tracker thread) with (start event, run id)
+            after a child run is created, e.g. to record the id on the Optuna trial.
+        poll_seconds: how often to look for new events.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        spool_dir: Path,
+        parents: list[ParentSpec],
+        on_run_created: Callable[[dict[str, Any], str], None] | None = None,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.spool_dir = Path(spool_dir)
+        self.parents = {p.key: p for p in parents}
+        self.on_run_created = on_run_created
+        self.poll_seconds = poll_seconds
+        self.experiment_id: str | None = None
+        self.parent_run_ids: dict[str, str] = {}
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._states: dict[Path, _FileState] = {}
+        self._client: MlflowClient | None = None
+        self._thread = threading.Thread(target=self._main, name="mlflow-tracker", daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> Tracker:
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        self.ready.wait(timeout)
+        if self.error is not None:
+            raise RuntimeError(f"MLflow tracking at {self.tracking_uri} failed: {self.error}") from self.error
+        return self.ready.is_set()
+
+    def stop(self, parent_status: str | None = None, timeout: float = 120.0) -> None:
+        """Drain every spool file, then end the parent runs with `parent_status`."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._client is not None and parent_status is not None:
+            for run_id in self.parent_run_ids.values():
+                self._client.set_terminated(run_id, parent_status)
+
+    def poke(self) -> None:
+        """Sync now instead of at the next poll."""
+        self._wake.set()
+
+    @property
+    def client(self) -> MlflowClient:
+        self.wait_ready()
+        assert self._client is not None
+        return self._client
+
+    # -- thread body -------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._connect()
+        except BaseException as exc:  # surfaced by wait_ready(); the sweep itself goes on
+            self.error = exc
+            self.ready.set()
+            log.error("MLflow tracking unavailable (%s); events stay in %s", exc, self.spool_dir)
+            return
+        self.ready.set()
+        while True:
+            stopping = self._stop.is_set()
+            try:
+                self.sync_once()
+            except Exception as exc:  # a flaky server must not kill the sweep: retry next poll
+                log.warning("MLflow sync failed, will retry: %s", exc)
+                if stopping:
+                    return
+            if stopping:
+                return
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def _connect(self) -> None:
+        client = make_client(self.tracking_uri)
+        self.experiment_id = get_or_create_experiment(client, self.experiment_name)
+        for spec in self.parents.values():
+            run_id = find_parent_run(client, self.experiment_id, spec.key)
+            tags = {PARENT_KEY_TAG: spec.key, **spec.tags}
+            if run_id is None:
+                run = client.create_run(self.experiment_id, run_name=spec.run_name, tags=tags)
+                run_id = run.info.run_id
+                self._log_batch(client, run_id, params=spec.params)
+            else:
+                client.update_run(run_id, status="RUNNING")
+                self._log_batch(client, run_id, tags=tags)
+            self.parent_run_ids[spec.key] = run_id
+        self._client = client
+
+    # -- syncing -----------------------------------------------------------
+    def _state(self, path: Path) -> _FileState:
+        st = self._states.get(path)
+        if st is None:
+            side = path.with_suffix(".state")
+            st = _FileState(**json.loads(side.read_text())) if side.exists() else _FileState()
+            self._states[path] = st
+        return st
+
+    def _save_state(self, path: Path, st: _FileState) -> None:
+        side = path.with_suffix(".state")
+        tmp = side.with_suffix(".state.tmp")
+        tmp.write_text(json.dumps(st.__dict__))
+        os.replace(tmp, side)
+
+    def sync_once(self) -> int:
+        """Mirror every new event into MLflow; returns how many events were sent."""
+        assert self._client is not None
+        sent = 0
+        for path in spool.spool_files(self.spool_dir):
+            st = self._state(path)
+            if st.closed:
+                continue
+            events, offset = spool.read_events(path, st.offset)
+            if not events:
+                continue
+            self._apply(path, st, events)
+            st.offset = offset
+            self._save_state(path, st)
+            sent += len(events)
+        return sent
+
+    def _apply(self, path: Path, st: _FileState, events: list[dict[str, Any]]) -> None:
+        from mlflow.entities import Metric
+
+        client = self._client
+        assert client is not None
+        metrics: list[Metric] = []
+        params: dict[str, Any] = {}
+        tags: dict[str, str] = {}
+        end: dict[str, Any] | None = None
+        for ev in events:
+            kind = ev.get("event")
+            if kind == "start" and st.run_id is None:
+                parent = self.parent_run_ids.get(ev.get("parent", ""))
+                run_tags = dict(ev.get("tags", {}))
+                if parent:
+                    run_tags["mlflow.parentRunId"] = parent
+                run = client.create_run(
+                    self.experiment_id, run_name=ev["run_name"], tags=run_tags,
+                    start_time=int(ev["time"] * 1000),
+                )
+                st.run_id = run.info.run_id
+                params.update(ev.get("params", {}))
+                if self.on_run_created is not None:
+                    try:
+                        self.on_run_created(ev, st.run_id)
+                    except Exception as exc:
+                        log.warning("could not record run id %s: %s", st.run_id, exc)
+            elif kind == "epoch":
+                ts = int(ev["time"] * 1000)
+                metrics += [Metric(k, v, ts, ev["step"]) for k, v in ev["metrics"].items()]
+            elif kind == "end":
+                end = ev
+        if st.run_id is None:  # events without a start record: nothing to attach them to
+            log.warning("spool file %s has no start record; skipped", path)
+            st.closed = True
+            return
+        if end is not None:
+            tags.update(end.get("tags", {}))
+            ts = int(end["time"] * 1000)
+            last_step = max((m.step for m in metrics), default=0)
+            metrics += [Metric(k, v, ts, last_step) for k, v in end.get("metrics", {}).items()]
+        self._log_batch(client, st.run_id, metrics=metrics, params=params, tags=tags)
+        if end is not None:
+            client.set_terminated(st.run_id, end["status"], end_time=int(end["time"] * 1000))
+            st.closed = True
+
+    @staticmethod
+    def _log_batch(
+        client: MlflowClient,
+        run_id: str,
+        metrics: list[Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        """log_batch within MLflow's per-request limits (one commit per chunk)."""
+        from mlflow.entities import Param, RunTag
+
+        metrics = list(metrics or [])
+        plist = [Param(k, str(v)) for k, v in (params or {}).items()]
+        tlist = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        while metrics or plist or tlist:
+            client.log_batch(
+                run_id,
+                metrics=metrics[:_MAX_METRICS],
+                params=plist[:_MAX_PARAMS],
+                tags=tlist[:_MAX_TAGS],
+            )
+            metrics, plist, tlist = metrics[_MAX_METRICS:], plist[_MAX_PARAMS:], tlist[_MAX_TAGS:]
+

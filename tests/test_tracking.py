@@ -1,0 +1,116 @@
+"""Spool files -> MLflow runs, against a real SQLite tracking store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweep import spool
+from sweep.tracking import ParentSpec, Tracker, child_runs
+
+
+def _write_run(spool_dir: Path, name: str, epochs: int, status: str, **end_tags: object) -> Path:
+    path = spool_dir / f"{name}.jsonl"
+    with spool.RunRecorder(path) as rec:
+        rec.start(name, "study", {"keep_prob": 0.5, "hidden_dims": "64-32"}, {"optuna.trial_number": name[-1]})
+        for e in range(1, epochs + 1):
+            rec.epoch(e, {"val_acc": 0.1 * e, "train_acc": 0.2 * e})
+        rec.end(status, end_tags, {"best_val_acc": 0.1 * epochs})
+    return path
+
+
+def test_tracker_mirrors_spool_into_child_runs(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    _write_run(spool_dir, "trial-0000", 3, "FINISHED", state="COMPLETE")
+    _write_run(spool_dir, "trial-0001", 1, "KILLED", state="PRUNED", pruned_at_epoch=1)
+    created: list[tuple[str, str]] = []
+    tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp", params={"seed": 3})],
+                      on_run_created=lambda ev, rid: created.append((ev["run_name"], rid)), poll_seconds=0.05)
+    tracker.start()
+    assert tracker.wait_ready(60)
+    # A run still going when the tracker starts is followed as it grows.
+    live = spool_dir / "trial-0002.jsonl"
+    rec = spool.RunRecorder(live)
+    rec.start("trial-0002", "study", {"keep_prob": 1.0}, {})
+    rec.epoch(1, {"val_acc": 0.5})
+    time.sleep(0.5)
+    rec.epoch(2, {"val_acc": 0.6})
+    rec.end("FAILED", {"failure_reason": "diverged at epoch 2"})
+    rec.close()
+    tracker.stop(parent_status="FINISHED")
+
+    client = tracker.client
+    parent = tracker.parent_run_ids["study"]
+    runs = {r.info.run_name: r for r in child_runs(client, tracker.experiment_id, parent)}
+    assert sorted(runs) == ["trial-0000", "trial-0001", "trial-0002"]
+    assert {name for name, _ in created} == set(runs)
+    r0 = runs["trial-0000"]
+    assert r0.info.status == "FINISHED"
+    assert r0.data.params == {"keep_prob": "0.5", "hidden_dims": "64-32"}
+    history = client.get_metric_history(r0.info.run_id, "val_acc")
+    assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert runs["trial-0001"].info.status == "KILLED"
+    assert runs["trial-0001"].data.tags["pruned_at_epoch"] == "1"
+    assert runs["trial-0002"].info.status == "FAILED"
+    assert runs["trial-0002"].data.tags["failure_reason"] == "diverged at epoch 2"
+    assert [m.step for m in client.get_metric_history(runs["trial-0002"].info.run_id, "val_acc")] == [1, 2]
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert client.get_run(parent).data.params["seed"] == "3"
+
+
+def test_tracker_resumes_without_duplicating(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    path = spool_dir / "trial-0000.jsonl"
+    rec = spool.RunRecorder(path)
+    rec.start("trial-0000", "study", {"keep_prob": 0.5}, {})
+    rec.epoch(1, {"val_acc": 0.1})
+    t1 = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=0.05).start()
+    t1.wait_ready(60)
+    t1.stop()
+    rec.epoch(2, {"val_acc": 0.2})
+    rec.end("FINISHED")
+    rec.close()
+    t2 = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=0.05).start()
+    t2.wait_ready(60)
+    t2.stop()
+    assert t1.parent_run_ids == t2.parent_run_ids  # the parent run is found again
+    runs = child_runs(t2.client, t2.experiment_id, t2.parent_run_ids["study"])
+    assert len(runs) == 1
+    assert [m.step for m in t2.client.get_metric_history(runs[0].info.run_id, "val_acc")] == [1, 2]
+
+
+def test_liveness_of_a_killed_process(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = spool.process_start_time(child.pid)
+        assert spool.is_alive(os.uname().nodename, child.pid, start) is True
+        assert spool.is_alive(os.uname().nodename, child.pid, (start or 0) + 1) is False  # recycled pid
+        assert spool.is_alive("some-other-host", child.pid, start) is None
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert spool.is_alive(os.uname().nodename, child.pid, start) is False
+
+
+def test_partial_line_is_left_for_the_next_read(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"event": "start"}\n{"event": "ep')
+    events, offset = spool.read_events(path)
+    assert events == [{"event": "start"}]
+    with open(path, "a") as f:
+        f.write('och", "step": 1}\n')
+    more, _ = spool.read_events(path, offset)
+    assert more == [{"event": "epoch", "step": 1}]
+
+
+def test_recorder_rejects_unknown_status(tmp_path: Path) -> None:
+    with spool.RunRecorder(tmp_path / "x.jsonl") as rec, pytest.raises(ValueError, match="status"):
+        rec.end("DONE")
