@@ -1,0 +1,293 @@
+"""Report figures as PNGs, drawn on standalone matplotlib Figures (no pyplot state).
+
+Every figure has a ``*_figure(...) -> Figure`` builder (tests inspect it) and a
+``plot_*(..., path) -> Path`` writer that renders it with the Agg canvas.
+Accuracies and gaps are drawn in percentage points; bands and error bars are
+the summary's confidence intervals (t-intervals, paired for differences).
+Missing intervals (one seed) are simply not drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.stats
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from sweep.stats import AblationSummary, Interval
+
+if TYPE_CHECKING:  # importance.py needs optuna; plotting its output does not
+    from sweep.importance import ImportanceResult, TrendPoint
+
+__all__ = [
+    "benefit_figure",
+    "gap_figure",
+    "importance_figure",
+    "learning_curves_figure",
+    "plot_benefit_vs_size",
+    "plot_gap_vs_keep_prob",
+    "plot_importances",
+    "plot_learning_curves",
+    "plot_sweep_scatter",
+    "save_png",
+    "trend_figure",
+]
+
+_PTS = 100.0  # fractions -> percentage points
+_DPI = 110
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Render ``fig`` with the Agg canvas to ``path`` (a .png; parent folders are created)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)  # attaches itself to fig: rendering never goes through pyplot
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def _keep_colors(keeps: Sequence[float], baseline: float) -> dict[float, tuple[float, ...]]:
+    """Baseline in black, other keep_probs along viridis (low keep = dark)."""
+    others = sorted(k for k in keeps if k != baseline)
+    cmap = colormaps["viridis"]
+    colors: dict[float, tuple[float, ...]] = {baseline: (0.0, 0.0, 0.0, 1.0)}
+    for i, k in enumerate(others):
+        colors[k] = cmap(0.1 + 0.75 * i / max(1, len(others) - 1))
+    return colors
+
+
+def _keep_label(keep: float, baseline: float) -> str:
+    return f"keep {keep:g} (no dropout)" if keep == baseline == 1.0 else f"keep {keep:g}"
+
+
+def _yerr(ivs: Sequence[Interval]) -> np.ndarray:
+    """(2, k) error-bar extents in points; NaN (not drawn) where there is no interval."""
+    lo = [(iv.mean - iv.low) * _PTS for iv in ivs]
+    hi = [(iv.high - iv.mean) * _PTS for iv in ivs]
+    return np.array([lo, hi], dtype=float)
+
+
+def _note(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes,
+            fontsize=9, color="0.35")
+
+
+def learning_curves_figure(summary: AblationSummary) -> Figure:
+    """Mean +- CI accuracy per epoch: one panel per size, one color per keep_prob.
+
+    Validation solid with its band, training dashed with a fainter band.
+    Each panel holds 2 lines per keep_prob present at that size.
+    """
+    sizes = summary.sizes
+    fig = Figure(figsize=(4.2 * len(sizes), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
+    colors = _keep_colors(summary.keep_probs, summary.baseline_keep)
+    for ax, size in zip(axes, sizes):
+        for keep in summary.keep_probs:
+            cell = summary.cells.get((size, keep))
+            if cell is None:
+                continue
+            color = colors[keep]
+            for band, style, alpha in ((cell.val_curve, "-", 0.2), (cell.train_curve, "--", 0.08)):
+                ax.plot(band.epochs, band.mean * _PTS, style, color=color)
+                ax.fill_between(band.epochs, band.low * _PTS, band.high * _PTS,
+                                color=color, alpha=alpha, linewidth=0)
+        n = {summary.cells[k].train_curve.n for k in summary.cells if k[0] == size}
+        ax.set_title(f"{size:,} training examples ({'/'.join(map(str, sorted(n)))} seeds)")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    handles = [Line2D([], [], color=colors[k], label=_keep_label(k, summary.baseline_keep))
+               for k in summary.keep_probs]
+    handles += [Line2D([], [], color="0.4", ls="-", label="validation"),
+                Line2D([], [], color="0.4", ls="--", label="training")]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8)
+    fig.suptitle(f"Learning curves: mean ± {summary.confidence:.0%} CI over seeds")
+    return fig
+
+
+def plot_learning_curves(summary: AblationSummary, path: str | Path) -> Path:
+    """Write :func:`learning_curves_figure` to ``path`` (PNG) and return the path."""
+    return save_png(learning_curves_figure(summary), path)
+
+
+def gap_figure(summary: AblationSummary) -> Figure:
+    """Final train-val gap against keep_prob: one error-bar line per size (``ax.containers``)."""
+    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    cmap = colormaps["plasma"]
+    for i, size in enumerate(summary.sizes):
+        keeps = sorted(k for k in summary.keep_probs if (size, k) in summary.cells)
+        ivs = [summary.cells[(size, k)].intervals["gap"] for k in keeps]
+        ax.errorbar(keeps, [iv.mean * _PTS for iv in ivs], yerr=_yerr(ivs), marker="o",
+                    capsize=3, color=cmap(0.85 * i / max(1, len(summary.sizes) - 1)),
+                    label=f"{size:,} examples")
+    ax.set_xlabel("keep_prob (1 = no dropout)")
+    ax.set_ylabel("train − val accuracy gap (points)")
+    ax.set_title(f"Overfitting gap vs keep_prob (mean ± {summary.confidence:.0%} CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_gap_vs_keep_prob(summary: AblationSummary, path: str | Path) -> Path:
+    """Write :func:`gap_figure` to ``path`` (PNG) and return the path."""
+    return save_png(gap_figure(summary), path)
+
+
+def _best_keep(summary: AblationSummary, size: int) -> float | None:
+    """Non-baseline keep_prob with the highest mean paired best_val_acc difference."""
+    comps = [c for (s, _), c in summary.comparisons.items() if s == size]
+    if not comps:
+        return None
+    return max(comps, key=lambda c: c.results["best_val_acc"].mean_diff).keep_prob
+
+
+def benefit_figure(summary: AblationSummary) -> Figure:
+    """Dropout's benefit vs training-set size (log x), paired CIs.
+
+    One error-bar series per non-baseline keep_prob (best val acc minus the
+    baseline's, same seeds), plus the per-size best keep_prob in black. The
+    "best" is picked after looking, so its CI is optimistic. Slight x offsets
+    keep the error bars apart.
+    """
+    if "best_val_acc" not in summary.metrics:
+        raise ValueError("summary.metrics must include 'best_val_acc' for the benefit plot")
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    ax.axhline(0.0, color="0.5", lw=1)
+    keeps = sorted({k for (_, k) in summary.comparisons}, reverse=True)
+    colors = _keep_colors(summary.keep_probs, summary.baseline_keep)
+    series = [(k, colors[k], f"keep {k:g}") for k in keeps]
+    best = {s: _best_keep(summary, s) for s in summary.sizes}
+    for j, (keep, color, label) in enumerate(series + [(None, "black", "best keep (post hoc)")]):
+        pts = [(size, best[size] if keep is None else keep) for size in summary.sizes]
+        pts = [(size, k) for size, k in pts if (size, k) in summary.comparisons]
+        if not pts:
+            continue
+        xs = [size * 1.04 ** (j - len(series) / 2) for size, _ in pts]
+        ivs = [summary.comparisons[p].results["best_val_acc"].diff for p in pts]
+        ax.errorbar(xs, [iv.mean * _PTS for iv in ivs], yerr=_yerr(ivs), marker="o", capsize=3,
+                    color=color, label=label, lw=2.2 if keep is None else 1.2,
+                    alpha=1.0 if keep is None else 0.75)
+        if keep is None:
+            for x, (_, k), iv in zip(xs, pts, ivs):
+                ax.annotate(f"{k:g}", (x, iv.mean * _PTS), textcoords="offset points",
+                            xytext=(6, 6), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xticks(list(summary.sizes), [f"{s:,}" for s in summary.sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training-set size (examples, log scale)")
+    ax.set_ylabel(f"best val acc − keep {summary.baseline_keep:g} (points)")
+    ax.set_title(f"Dropout's benefit vs data size (paired mean ± {summary.confidence:.0%} CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_benefit_vs_size(summary: AblationSummary, path: str | Path) -> Path:
+    """Write :func:`benefit_figure` to ``path`` (PNG) and return the path."""
+    return save_png(benefit_figure(summary), path)
+
+
+_TARGET_TITLES = {"value": "validation accuracy", "gap": "train − val gap"}
+
+
+def importance_figure(
+    importances: Mapping[str, Mapping[str, ImportanceResult]], param: str = "keep_prob"
+) -> Figure:
+    """Horizontal grouped bars per target panel (one bar per evaluator per param).
+
+    Args:
+        importances: ``keep_prob_importance`` output, ``{target: {evaluator: result}}``.
+        param: parameter whose label is emphasised.
+    """
+    targets = list(importances)
+    fig = Figure(figsize=(5.0 * max(1, len(targets)), 3.8), layout="constrained")
+    axes = fig.subplots(1, max(1, len(targets)), squeeze=False)[0]
+    palette = ["tab:blue", "tab:orange", "tab:green"]
+    for ax, target in zip(axes, targets):
+        results = importances[target]
+        names = sorted({p for r in results.values() for p in r.importances},
+                       key=lambda p: -sum(r.importances.get(p, 0.0) for r in results.values()))
+        notes = [f"{ev}: {r.note}" for ev, r in results.items() if r.note]
+        ax.set_title(f"importance for {_TARGET_TITLES.get(target, target)}")
+        if not names:
+            _note(ax, "\n".join(notes) or "no importances")
+            ax.set_axis_off()
+            continue
+        y = np.arange(len(names))[::-1]
+        height = 0.8 / max(1, len(results))
+        for i, (ev, res) in enumerate(results.items()):
+            if not res.importances:  # explained in the notes under the panel
+                continue
+            n = res.n_trials
+            ax.barh(y + 0.4 - height * (i + 0.5), [res.importances.get(p, 0.0) for p in names],
+                    height=height, color=palette[i % len(palette)], label=f"{ev} ({n} trials)")
+        ax.set_yticks(y, names)
+        for label in ax.get_yticklabels():
+            if label.get_text() == param:
+                label.set_fontweight("bold")
+        ax.set_xlabel("share of importance")
+        ax.set_xlim(0, 1)
+        ax.legend(fontsize=8, loc="lower right")
+        if notes:
+            ax.text(0.0, -0.25, "\n".join(notes), transform=ax.transAxes, fontsize=7,
+                    va="top", color="0.35", wrap=True)
+    return fig
+
+
+def plot_importances(
+    importances: Mapping[str, Mapping[str, ImportanceResult]],
+    path: str | Path,
+    param: str = "keep_prob",
+) -> Path:
+    """Write :func:`importance_figure` to ``path`` (PNG) and return the path."""
+    return save_png(importance_figure(importances, param), path)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(scipy.stats.spearmanr(x, y).statistic)
+
+
+def trend_figure(points: Sequence[TrendPoint]) -> Figure:
+    """Validation accuracy and gap against keep_prob over completed trials: two panels.
+
+    Each panel is one scatter (``ax.collections``), titled with Spearman's rho.
+    """
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
+    keep = np.array([p.keep_prob for p in points], dtype=float)
+    for ax, (attr, label) in zip(axes, (("value", "best validation accuracy (%)"),
+                                        ("gap", "train − val gap (points)"))):
+        y = np.array([getattr(p, attr) for p in points], dtype=float) * _PTS
+        ok = np.isfinite(y)
+        ax.set_xlabel("keep_prob (1 = no dropout)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if not ok.any():
+            _note(ax, "no completed trials with this value")
+            continue
+        ax.scatter(keep[ok], y[ok], s=18, alpha=0.7)
+        rho = _spearman(keep[ok], y[ok])
+        rho_text = "n/a" if math.isnan(rho) else f"{rho:+.2f}"
+        ax.set_title(f"{int(ok.sum())} trials, Spearman ρ = {rho_text}", fontsize=10)
+    fig.suptitle("Sweep: how the finished trials move with keep_prob")
+    return fig
+
+
+def plot_sweep_scatter(points: Sequence[TrendPoint], path: str | Path) -> Path:
+    """Write :func:`trend_figure` to ``path`` (PNG) and return the path."""
+    return save_png(trend_figure(points), path)
