@@ -3,9 +3,10 @@
 Two datasets:
 
 - ``cifar10``: the official python layout ``<data_dir>/cifar-10-batches-py``,
-  split as in cs231n: train = rows ``0..num_train_pool-1`` of the five training
-  batches, val = the last ``num_val`` rows (49000..49999 by default), test =
-  the first ``num_test`` test images. D = 3072 (CHW order), pixels 0..255.
+  split as in cs231n: val = the last ``num_val`` rows of the five training
+  batches (49000..49999 by default), the training pool = all rows before them
+  (0..48999), test = the first ``num_test`` test images (1 000). D = 3072 (CHW
+  order), pixels 0..255. Smaller files work too, with sizes that fit them.
 - ``digits``: scikit-learn's bundled 8x8 digits (1797 images, offline). A
   stratified split with a fixed seed puts ``num_test`` (300) images in test,
   ``num_val`` (300) in val and the rest (1197) in the training pool, the same
@@ -69,8 +70,7 @@ __all__ = [
 DATASETS = ("digits", "cifar10")
 KEYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
 
-# Official CIFAR-10 sizes: 50 000 training rows (cs231n keeps the last 1 000 for val).
-_CIFAR10_TRAIN_ROWS = 50_000
+# cs231n's split of the 50 000 official training rows: the last 1 000 are val.
 _CIFAR10_DEFAULT_VAL = 1_000
 _CIFAR10_DEFAULT_TEST = 1_000
 _CIFAR10_DIM = 3 * 32 * 32
@@ -169,18 +169,24 @@ def load_dataset(
     num_val = _check_size("num_val", num_val)
     num_test = _check_size("num_test", num_test)
     seed = _check_seed(seed)
-    source = _cifar10_source(data_dir, download) if name == "cifar10" else _DIGITS
-    request = source.request(num_train, num_val, num_test, seed)
-
+    source = _cifar10_source(data_dir, download) if name == "cifar10" else _Digits()
     root = resolve_cache_dir(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+
+    raw: _Raw | None = None
+    counts = source.known_counts(root)
+    if counts is None:  # first sight of these files: count their rows once
+        raw = source.read()
+        counts = raw.counts()
+        source.remember_counts(root, counts)
+    request = source.request(counts, num_train, num_val, num_test, seed)
     entry = root / request.entry_name()
     if not entry.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
         # The lock only saves duplicate work when workers start together;
         # correctness comes from the atomic rename in _write_entry.
         with _exclusive(root / f".{entry.name}.lock"):
             if not entry.is_dir():
-                _write_entry(entry, source.split(request))
+                _write_entry(entry, source.split(raw or source.read(), request))
     return _open_entry(entry)
 
 
@@ -203,6 +209,19 @@ class _Request:
 
 
 @dataclass(frozen=True)
+class _Raw:
+    """A dataset's rows before splitting, pixels in 0..255 units."""
+
+    X: np.ndarray  # (N, D) training rows (cifar10) or all rows (digits)
+    y: np.ndarray  # (N,) int64
+    X_test: np.ndarray | None = None  # (M, D) separate test rows (cifar10); None: carved from X
+    y_test: np.ndarray | None = None
+
+    def counts(self) -> tuple[int, int]:
+        return len(self.X), 0 if self.X_test is None else len(self.X_test)
+
+
+@dataclass(frozen=True)
 class _Split:
     """Rows ``idx`` of ``X`` (N, D) and ``y`` (N,) that make one split."""
 
@@ -211,39 +230,17 @@ class _Split:
     idx: np.ndarray
 
 
-class _Source:
-    """A dataset's raw rows and how they split into train pool, val and test."""
-
-    dataset: str
-    full_rows: int  # expected training rows (pool + val) of the official data
-    default_val: int
-    default_test: int
-
-    def source_id(self) -> tuple[object, ...]:
-        raise NotImplementedError
-
-    def request(self, num_train: int | None, num_val: int | None, num_test: int | None, seed: int) -> _Request:
-        num_val = self.default_val if num_val is None else num_val
-        num_test = self.default_test if num_test is None else num_test
-        full_pool = self.full_rows - num_val - self._test_share(num_test)
-        num_train = full_pool if num_train is None else num_train
-        # With the whole pool the subset is the pool in row order whatever the seed.
-        key_seed = None if num_train == full_pool else seed
-        return _Request(self.dataset, num_train, num_val, num_test, key_seed, self.source_id())
-
-    def _test_share(self, num_test: int) -> int:
-        """Rows the test split takes from the training rows (digits: all of them)."""
-        return 0
-
-    def split(self, request: _Request) -> dict[str, _Split]:
-        raise NotImplementedError
+def _nested_request(
+    dataset: str, pool: int, num_train: int | None, seed: int, sizes: tuple[int, int], source_id: tuple[object, ...]
+) -> _Request:
+    """Default ``num_train`` to the whole pool (then the seed does not matter) and check it fits."""
+    num_train = pool if num_train is None else num_train
+    _check_fits("num_train", num_train, pool, f"the {pool} rows left by num_val={sizes[0]}, num_test={sizes[1]}")
+    return _Request(dataset, num_train, *sizes, None if num_train == pool else seed, source_id)
 
 
-class _Cifar10(_Source):
-    dataset = "cifar10"
-    full_rows = _CIFAR10_TRAIN_ROWS
-    default_val = _CIFAR10_DEFAULT_VAL
-    default_test = _CIFAR10_DEFAULT_TEST
+class _Cifar10:
+    """``cifar-10-batches-py``: train pool and val from the five training batches, test from ``test_batch``."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -253,62 +250,86 @@ class _Cifar10(_Source):
         stats = [(self.folder / f).stat() for f in CIFAR10_FILES]
         return (str(self.folder.resolve()), *((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats))
 
-    def split(self, request: _Request) -> dict[str, _Split]:
+    def _counts_file(self, root: Path) -> Path:
+        digest = hashlib.sha256(json.dumps(self.source_id()).encode()).hexdigest()[:12]
+        return root / f".cifar10-rows-{digest}.json"
+
+    def known_counts(self, root: Path) -> tuple[int, int] | None:
+        """Row counts (training, test) of these exact files, if read before."""
+        try:
+            rows = json.loads(self._counts_file(root).read_text())
+            return int(rows[0]), int(rows[1])
+        except (OSError, ValueError, IndexError, TypeError):
+            return None
+
+    def remember_counts(self, root: Path, counts: tuple[int, int]) -> None:
+        _write_atomic(self._counts_file(root), json.dumps(counts).encode())
+
+    def read(self) -> _Raw:
         batches = [_read_batch(self.folder / f) for f in CIFAR10_FILES[:-1]]
-        X = np.concatenate([b[0] for b in batches])
-        y = np.concatenate([b[1] for b in batches])
-        del batches
         X_test, y_test = _read_batch(self.folder / CIFAR10_FILES[-1])
-        rows = len(X)
-        where = f"the {rows} training rows in {self.folder}"
-        _check_fits("num_val", request.num_val, rows - 1, where + " (at least 1 must stay for training)")
-        pool = np.arange(rows - request.num_val)
-        _check_fits("num_train", request.num_train, len(pool), f"the {len(pool)} rows left by num_val={request.num_val}")
-        _check_fits("num_test", request.num_test, len(X_test), f"the {len(X_test)} rows of {self.folder / 'test_batch'}")
+        return _Raw(np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]), X_test, y_test)
+
+    def request(
+        self, counts: tuple[int, int], num_train: int | None, num_val: int | None, num_test: int | None, seed: int
+    ) -> _Request:
+        rows, test_rows = counts
+        num_val = _CIFAR10_DEFAULT_VAL if num_val is None else num_val
+        num_test = _CIFAR10_DEFAULT_TEST if num_test is None else num_test
+        _check_fits("num_val", num_val, rows - 1, f"the {rows} training rows in {self.folder} (1 must stay for training)")
+        _check_fits("num_test", num_test, test_rows, f"the {test_rows} rows of {self.folder / 'test_batch'}")
+        return _nested_request("cifar10", rows - num_val, num_train, seed, (num_val, num_test), self.source_id())
+
+    def split(self, raw: _Raw, request: _Request) -> dict[str, _Split]:
+        assert raw.X_test is not None and raw.y_test is not None
+        pool = np.arange(len(raw.X) - request.num_val)
         return {
-            "train": _Split(X, y, _nested_subset(pool, request.num_train, request.seed)),
-            "val": _Split(X, y, np.arange(rows - request.num_val, rows)),
-            "test": _Split(X_test, y_test, np.arange(request.num_test)),
+            "train": _Split(raw.X, raw.y, _nested_subset(pool, request.num_train, request.seed)),
+            "val": _Split(raw.X, raw.y, np.arange(len(pool), len(raw.X))),
+            "test": _Split(raw.X_test, raw.y_test, np.arange(request.num_test)),
         }
 
 
-class _Digits(_Source):
-    dataset = "digits"
-    full_rows = _DIGITS_ROWS
-    default_val = _DIGITS_DEFAULT_VAL
-    default_test = _DIGITS_DEFAULT_TEST
+class _Digits:
+    """scikit-learn's 8x8 digits: one fixed stratified split into test, val and the training pool."""
 
     def source_id(self) -> tuple[object, ...]:
         return ("sklearn.datasets.load_digits", importlib.metadata.version("scikit-learn"))
 
-    def _test_share(self, num_test: int) -> int:
-        return num_test
+    def known_counts(self, root: Path) -> tuple[int, int] | None:
+        return _DIGITS_ROWS, 0  # bundled with scikit-learn; read() checks it
 
-    def split(self, request: _Request) -> dict[str, _Split]:
+    def remember_counts(self, root: Path, counts: tuple[int, int]) -> None:
+        pass
+
+    def read(self) -> _Raw:
         from sklearn.datasets import load_digits  # imported here: sklearn takes ~1 s to import
 
         X, y = load_digits(return_X_y=True)
-        X = X * _DIGITS_SCALE  # 0..16 -> 0..255, CIFAR-like units
-        y = y.astype(np.int64)
-        rows = len(X)
-        _check_fits("num_test", request.num_test, rows - 2, f"the {rows} digits images (val and train need 1 each)")
-        left = rows - request.num_test
-        _check_fits("num_val", request.num_val, left - 1, f"the {left} images left by num_test={request.num_test}")
-        order = _stratified_order(y, np.random.default_rng(_DIGITS_SPLIT_SEED))
+        if len(X) != _DIGITS_ROWS:
+            raise DatasetError(f"scikit-learn's digits has {len(X)} images, expected {_DIGITS_ROWS}")
+        return _Raw(X * _DIGITS_SCALE, y.astype(np.int64))  # 0..16 -> 0..255, CIFAR-like units
+
+    def request(
+        self, counts: tuple[int, int], num_train: int | None, num_val: int | None, num_test: int | None, seed: int
+    ) -> _Request:
+        rows = counts[0]
+        num_val = _DIGITS_DEFAULT_VAL if num_val is None else num_val
+        num_test = _DIGITS_DEFAULT_TEST if num_test is None else num_test
+        _check_fits("num_test", num_test, rows - 2, f"the {rows} digits images (val and train need 1 each)")
+        left = rows - num_test
+        _check_fits("num_val", num_val, left - 1, f"the {left} images left by num_test={num_test}")
+        return _nested_request("digits", left - num_val, num_train, seed, (num_val, num_test), self.source_id())
+
+    def split(self, raw: _Raw, request: _Request) -> dict[str, _Split]:
+        order = _stratified_order(raw.y, np.random.default_rng(_DIGITS_SPLIT_SEED))
         val_end = request.num_test + request.num_val
         pool = np.sort(order[val_end:])
-        _check_fits(
-            "num_train", request.num_train, len(pool),
-            f"the {len(pool)} images left by num_val={request.num_val}, num_test={request.num_test}",
-        )
         return {
-            "train": _Split(X, y, _nested_subset(pool, request.num_train, request.seed)),
-            "val": _Split(X, y, np.sort(order[request.num_test:val_end])),
-            "test": _Split(X, y, np.sort(order[: request.num_test])),
+            "train": _Split(raw.X, raw.y, _nested_subset(pool, request.num_train, request.seed)),
+            "val": _Split(raw.X, raw.y, np.sort(order[request.num_test : val_end])),
+            "test": _Split(raw.X, raw.y, np.sort(order[: request.num_test])),
         }
-
-
-_DIGITS = _Digits()
 
 
 def _cifar10_source(data_dir: PathLike | None, download: bool) -> _Cifar10:
@@ -460,6 +481,16 @@ def _train_mean(s: _Split) -> np.ndarray:
 def _chunks(n: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, _CHUNK_ROWS):
         yield start, min(start + _CHUNK_ROWS, n)
+
+
+def _write_atomic(path: Path, content: bytes) -> None:
+    """Write a small file via a temp file in the same folder and ``os.replace``."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        tmp.write_bytes(content)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _open_entry(entry: Path) -> dict[str, np.ndarray]:
