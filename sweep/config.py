@@ -291,8 +291,8 @@ def _toml_value(v: object) -> str:
 def _check_section_keys(table: Mapping[str, object], section: str) -> None:
     """Unknown keys of [section]: say where a misplaced key belongs, else the closest match."""
     for key in table:
-        if key in _SECTIONS[section]:
-            continue
+        if key in _SECTIONS[section] or (section, key) == ("space", "hidden_dims"):
+            continue  # SearchSpace.from_dict explains how hidden sizes are searched
         home = [s for s, keys in _SECTIONS.items() if key in keys]
         # A near-miss of a key of this section ('seed' in [ablation] -> 'seeds') wins over a move.
         if home and not difflib.get_close_matches(key, _SECTIONS[section], n=1, cutoff=0.8):
@@ -427,7 +427,7 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
         ablation: dict[str, Any] = {}
         if "epochs" in given:
             epochs = _EPOCHS.check(_cli_number(given["epochs"], _EPOCHS, "epochs"), "epochs")
-            sweep["space"] = replace(cfg.space, epochs=Fixed(epochs))
+            sweep["space"] = replace(cfg.space, epochs=Fixed(epochs), epochs_override=epochs)
             ablation["epochs"] = epochs
         if "keep_probs" in given:
             ablation["keep_probs"] = _cli_list(given["keep_probs"], DOMAINS["keep_prob"], "keep_probs")

@@ -516,6 +516,9 @@ class SearchSpace:
     update_rule: Param = Fixed("adam")
     epochs: Param = Fixed(15)
     lr_decay: Param = Fixed(0.95)
+    # Set by the --epochs override (which also fixes `epochs`), so an ablation can apply it to
+    # a configuration that did not come from this space. Not a search key: not in to_dict().
+    epochs_override: int | None = None
 
     KEYS: ClassVar[tuple[str, ...]] = (
         "keep_prob", "depth", "width", "learning_rate", "normalization", "reg",
@@ -525,6 +528,33 @@ class SearchSpace:
     def __post_init__(self) -> None:
         for name in self.KEYS:
             object.__setattr__(self, name, as_param(getattr(self, name), name, f"space.{name}"))
+        if self.epochs_override is not None:
+            DOMAINS["epochs"].check(self.epochs_override, "epochs_override")
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs a trial of this space trains (the pruner's maximum resource)."""
+        p = self.epochs
+        if isinstance(p, Fixed):
+            return int(p.value)
+        return int(max(p.choices) if isinstance(p, Choice) else p.high)
+
+    def params_from_trial(self, params: Mapping[str, object]) -> TrainParams:
+        """TrainParams of a trial from its ``trial.params``.
+
+        Keys the trial lacks are filled from this space's fixed values, so trials recorded
+        before a setting was suggested (or given partially to ``enqueue_trial``) still load.
+
+        Raises:
+            ConfigError: a value missing here and not fixed in the space, or an invalid one.
+        """
+        filled: dict[str, object] = {n: p.value for n in self.KEYS if isinstance(p := getattr(self, n), Fixed)}
+        width = filled.pop("width", None)
+        if width is not None and "depth" in filled and "depth" not in params:
+            filled["hidden_dims"] = [width] * int(filled["depth"])  # type: ignore[call-overload]
+        if "depth" in params:
+            filled.pop("depth", None)
+        return params_from_mapping({**filled, **params})
 
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> SearchSpace:
