@@ -112,7 +112,8 @@ class Domain:
         noun = "an integer" if self.kind is int else "a number"
         lo, hi = self.low, self.high
         if lo is not None and hi is not None:
-            return f"{noun} in {'(' if self.low_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if self.high_open else ']'}"
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"{noun} in {left}{_fmt(lo)}, {_fmt(hi)}{right}"
         if lo is not None:
             return f"{noun} {'>' if self.low_open else '>='} {_fmt(lo)}"
         return noun
@@ -589,7 +590,8 @@ class SearchSpace:
             return _suggest(trial, name, getattr(self, name), DOMAINS[name])
 
         keep_prob, depth = draw("keep_prob"), draw("depth")
-        hidden = tuple(_suggest(trial, f"hidden_{i}", self.width, DOMAINS["width"]) for i in range(1, depth + 1))
+        width = DOMAINS["width"]
+        hidden = tuple(_suggest(trial, f"hidden_{i}", self.width, width) for i in range(1, depth + 1))
         rest = {name: draw(name) for name in self.KEYS if name not in ("keep_prob", "depth", "width")}
         return TrainParams(keep_prob=keep_prob, hidden_dims=hidden, **rest)
 
