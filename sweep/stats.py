@@ -335,7 +335,8 @@ def paired_test(
         * all differences exactly 0: p_t = p_wilcoxon = 1 (no evidence of a
           difference; kept at 1 rather than NaN so Holm still counts the test),
           t_stat = d_z = g_z = 0;
-        * differences constant but non-zero: sd = 0, so d_z = +-inf and p_t = 0.
+        * differences constant but non-zero (sd <= 1e-12 |mean|): d_z = g_z = +-inf,
+          p_t from scipy (0 or tiny).
 
     Args:
         treated: shape (n,).
@@ -373,7 +374,9 @@ def paired_test(
         t_res = scipy.stats.ttest_rel(a, b)
         w_res = scipy.stats.wilcoxon(d)
     sd = float(d.std(ddof=1))
-    d_z = diff.mean / sd if sd > 0 else math.copysign(math.inf, diff.mean)
+    # sd at rounding level (identical differences up to float error) counts as 0.
+    constant = sd <= 1e-12 * abs(diff.mean)
+    d_z = math.copysign(math.inf, diff.mean) if constant else diff.mean / sd
     g_z = d_z * _hedges_factor(n - 1)
     notes = [drop_note]
     if n < 3:

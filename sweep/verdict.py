@@ -1,0 +1,269 @@
+"""Plain-language verdict and markdown tables from an :class:`~sweep.stats.AblationSummary`.
+
+Number formats (stable, so tests and readers can parse them back):
+    * accuracy differences and gaps in percentage points, one decimal, signed
+      with "+" or the minus sign "−" (U+2212), e.g. "+1.2 points", "−38.0 points";
+    * absolute accuracies as "45.3 %";
+    * p-values with two significant digits ("p = 0.11", "p = 0.0042"),
+      "p < 0.001" below that, "p = n/a" when no test was possible.
+
+"No detectable effect" means the paired 95 % t-interval of the difference
+covers zero. Intervals are per comparison; p-values are Holm-adjusted over
+the grid, so a difference can exclude zero yet not survive Holm (said so).
+"""
+
+from __future__ import annotations
+
+import math
+
+from sweep.stats import AblationSummary, Comparison, Interval, PairedResult
+
+__all__ = ["fmt_p", "fmt_points", "summary_markdown_tables", "verdict"]
+
+MINUS = "\u2212"
+_LABELS = {
+    "best_val_acc": "best val acc",
+    "final_train_acc": "final train acc",
+    "final_val_acc": "final val acc",
+    "gap": "train−val gap",
+    "val_loss": "val loss",
+}
+_ACCURACY_LIKE = {"best_val_acc", "final_train_acc", "final_val_acc", "gap"}
+
+
+def _num(x: float, digits: int, signed: bool = False) -> str:
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return ("+" if signed and x > 0 else "" if x > 0 else MINUS) + "∞"
+    text = f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+    return text.replace("-", MINUS)
+
+
+def _effect(x: float) -> str:
+    """Effect size: two decimals, or 3 significant digits when |x| >= 1000."""
+    if math.isfinite(x) and abs(x) >= 1000:
+        return f"{x:+.3g}".replace("-", MINUS)
+    return _num(x, 2, signed=True)
+
+
+def fmt_points(fraction: float, signed: bool = True) -> str:
+    """A fraction as percentage points, one decimal: 0.012 -> "+1.2", -0.38 -> "−38.0"."""
+    return _num(fraction * 100.0, 1, signed)
+
+
+def fmt_p(p: float) -> str:
+    """A p-value as text: "0.11", "0.0042", "<0.001", "1", "n/a"."""
+    if math.isnan(p):
+        return "n/a"
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.2g}"
+
+
+def _p_phrase(p: float) -> str:
+    text = fmt_p(p)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
+def _ci(iv: Interval, scale: float = 100.0, digits: int = 1) -> str:
+    if not iv.defined:
+        return "n/a"
+    return f"{_num(iv.low * scale, digits)} to {_num(iv.high * scale, digits)}"
+
+
+def _baseline_name(summary: AblationSummary) -> str:
+    b = summary.baseline_keep
+    return "no dropout" if b == 1.0 else f"keep {b:g}"
+
+
+def _judgement(metric: str, res: PairedResult, alpha: float = 0.05) -> str:
+    """Plain words for one paired difference, decided by its CI (see module doc)."""
+    if not res.diff.defined:
+        return f"cannot be judged from {_seeds(res.n)}"
+    if res.diff.covers(0.0):
+        return "no detectable effect"
+    up = res.diff.low > 0
+    if metric == "gap":
+        words = "larger with dropout" if up else "smaller with dropout"
+    else:
+        words = "higher with dropout" if up else "lower with dropout"
+    if not res.p_t_holm <= alpha:
+        words += ", but not significant after Holm correction"
+    return words
+
+
+def _conf(summary: AblationSummary) -> str:
+    return f"{summary.confidence:.0%}".replace("%", " %")
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
+def _effect_clause(
+    summary: AblationSummary, metric: str, noun: str, res: PairedResult, with_seeds: bool
+) -> str:
+    if not res.diff.defined:
+        return f"{noun} {fmt_points(res.mean_diff)} points ({_seeds(res.n)}: no interval or test)"
+    seeds = f", {_seeds(res.n)}" if with_seeds else ""
+    return (
+        f"{noun} {fmt_points(res.mean_diff)} points ({_conf(summary)} CI {_ci(res.diff)}, "
+        f"{_p_phrase(res.p_t_holm)} Holm-adjusted{seeds}), {_judgement(metric, res)}"
+    )
+
+
+def _comparison_sentence(summary: AblationSummary, comp: Comparison) -> str:
+    parts = []
+    for metric, noun in (("best_val_acc", "validation accuracy"), ("gap", "train−val gap")):
+        if metric in comp.results:
+            parts.append(_effect_clause(summary, metric, noun, comp.results[metric], not parts))
+    head = (
+        f"With {comp.size:,} training examples, keep {comp.keep_prob:g} vs "
+        f"{_baseline_name(summary)}: "
+    )
+    return head + "; ".join(parts) + "."
+
+
+def _best_sentence(summary: AblationSummary, size: int) -> str:
+    """Names the keep_prob with the highest mean best val acc (ties go to the baseline)."""
+    keeps = [k for k in summary.keep_probs if (size, k) in summary.cells]
+    order = sorted(keeps, key=lambda k: (k != summary.baseline_keep, -k))
+    best = max(order, key=lambda k: summary.cells[(size, k)].intervals["best_val_acc"].mean)
+    iv = summary.cells[(size, best)].intervals["best_val_acc"]
+    value = f"{_num(iv.mean * 100, 1)} %"
+    ci = f", {_conf(summary)} CI {_ci(iv)}" if iv.defined else ""
+    if best == summary.baseline_keep:
+        return (
+            f"Best keep_prob: {best:g} ({_baseline_name(summary)}), "
+            f"mean best validation accuracy {value}{ci}."
+        )
+    res = summary.comparisons[(size, best)].results["best_val_acc"]
+    verdict = _judgement("best_val_acc", res)
+    return (
+        f"Best keep_prob: {best:g}, mean best validation accuracy {value}{ci}; "
+        f"against {_baseline_name(summary)}: {verdict} (picked after looking, so optimistic)."
+    )
+
+
+def _caveat(summary: AblationSummary, size: int) -> str:
+    n = min(len(c.seeds) for (s, _), c in summary.cells.items() if s == size)
+    if n >= 3:
+        return ""
+    if n == 1:
+        return (
+            f"Caveat: a single seed at {size:,} examples, so no interval or test is possible; "
+            "these numbers are anecdotes."
+        )
+    return (
+        f"Caveat: only {n} seeds at {size:,} examples: intervals are very wide and the "
+        "Wilcoxon test cannot reach p < 0.05; treat this as a hint, not a result."
+    )
+
+
+def verdict(summary: AblationSummary) -> str:
+    """Plain-language paragraphs, one per training-set size, with the numbers filled in.
+
+    Args:
+        summary: output of :func:`sweep.stats.summarize`; must include the
+            ``best_val_acc`` metric (``gap`` is reported when present).
+
+    Returns:
+        Markdown-friendly text: a one-line reading guide, then per size the
+        comparisons against the baseline, the best keep_prob and any caveat.
+    """
+    if "best_val_acc" not in summary.metrics:
+        raise ValueError("summary.metrics must include 'best_val_acc' to write a verdict")
+    conf = _conf(summary)
+    guide = (
+        f"Differences are paired by seed against {_baseline_name(summary)} "
+        f"(keep {summary.baseline_keep:g}), with {conf} t-intervals; p-values are paired "
+        f"t-tests, Holm-adjusted over the {summary.n_comparisons} comparisons of each metric."
+    )
+    paragraphs = [guide]
+    for size in summary.sizes:
+        head = " ".join(s for s in (_best_sentence(summary, size), _caveat(summary, size)) if s)
+        paragraphs.append(f"**{size:,} training examples.** {head}")
+        items = [
+            "- " + _comparison_sentence(summary, summary.comparisons[(size, k)])
+            for k in summary.keep_probs
+            if (size, k) in summary.comparisons
+        ]
+        if items:
+            paragraphs.append("\n".join(items))
+    if summary.notes:
+        paragraphs.append("Notes: " + "; ".join(summary.notes) + ".")
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def _scale(metric: str) -> tuple[float, int]:
+    return (100.0, 1) if metric in _ACCURACY_LIKE else (1.0, 3)
+
+
+def _mean_ci_cell(iv: Interval, metric: str) -> str:
+    scale, digits = _scale(metric)
+    mean = _num(iv.mean * scale, digits)
+    if not iv.defined:
+        return f"{mean} [n/a]"
+    return f"{mean} [{_num(iv.low * scale, digits)}, {_num(iv.high * scale, digits)}]"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def summary_markdown_tables(summary: AblationSummary) -> str:
+    """Two markdown tables: per-cell means with CIs, and paired differences with tests.
+
+    Accuracies and the gap are in percentage points, val loss in its own units.
+    Args:
+        summary: output of :func:`sweep.stats.summarize`.
+
+    Returns:
+        Markdown text (headings, tables and a footnote on the tests).
+    """
+    conf = _conf(summary)
+    metrics = list(summary.metrics)
+    unit = {"gap": "points", "val_loss": "nats"}
+    units = {m: f"{_LABELS[m]} ({unit.get(m, '%')})" for m in metrics}
+    has_boot = "best_val_acc" in metrics
+    head = ["size", "keep_prob", "seeds"] + [units[m] for m in metrics]
+    head += ["best val acc, bootstrap CI"] if has_boot else []
+    lines = [f"### Per cell: mean [{conf} t-interval]", "", _row(head), _row(["---"] * len(head))]
+    for size in summary.sizes:
+        for keep in summary.keep_probs:
+            cell = summary.cells.get((size, keep))
+            if cell is None:
+                continue
+            row = [f"{size:,}", f"{keep:g}", str(len(cell.seeds))]
+            row += [_mean_ci_cell(cell.intervals[m], m) for m in metrics]
+            if has_boot:
+                boot = cell.bootstrap["best_val_acc"]
+                row.append(f"[{_ci(boot).replace(' to ', ', ')}]" if boot.defined else "[n/a]")
+            lines.append(_row(row))
+
+    head = ["size", "keep_prob", "metric", "pairs", "mean diff", f"{conf} CI", "p (t)",
+            "p (t, Holm)", "p (Wilcoxon)", "p (Wilcoxon, Holm)", "d_z", "g_z"]
+    lines += ["", f"### Paired differences vs keep_prob {summary.baseline_keep:g} "
+              "(same seeds; treated − baseline)", "", _row(head), _row(["---"] * len(head))]
+    for key in sorted(summary.comparisons, key=lambda k: (k[0], -k[1])):
+        comp = summary.comparisons[key]
+        for m in metrics:
+            res = comp.results[m]
+            scale, digits = _scale(m)
+            ci = f"[{_num(res.diff.low * scale, digits)}, {_num(res.diff.high * scale, digits)}]"
+            lines.append(_row([
+                f"{comp.size:,}", f"{comp.keep_prob:g}", _LABELS[m], str(res.n),
+                _num(res.mean_diff * scale, digits, signed=True), ci if res.diff.defined else "n/a",
+                fmt_p(res.p_t), fmt_p(res.p_t_holm), fmt_p(res.p_wilcoxon),
+                fmt_p(res.p_wilcoxon_holm), _effect(res.d_z), _effect(res.g_z),
+            ]))
+    lines += [
+        "",
+        f"Holm: over the {summary.n_comparisons} comparisons of each metric, t and Wilcoxon "
+        "separately. d_z = mean difference / sd of differences; g_z = d_z with Hedges' "
+        "small-sample correction. With n pairs the smallest two-sided Wilcoxon p is 2/2^n "
+        "(0.0625 for 5), so it cannot reach 0.05 below 6 seeds.",
+        "",
+    ]
+    return "\n".join(lines)
