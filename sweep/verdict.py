@@ -5,7 +5,9 @@ Number formats (stable, so tests and readers can parse them back):
       with "+" or the minus sign "−" (U+2212), e.g. "+1.2 points", "−38.0 points";
     * absolute accuracies as "45.3 %";
     * p-values with two significant digits ("p = 0.11", "p = 0.0042"),
-      "p < 0.001" below that, "p = n/a" when no test was possible.
+      "p < 0.001" below that; with one seed the clause reads
+      "(1 seed: no interval or test)" instead;
+    * tables print "n/a" for anything undefined.
 
 "No detectable effect" means the paired 95 % t-interval of the difference
 covers zero. Intervals are per comparison; p-values are Holm-adjusted over
@@ -129,7 +131,12 @@ def _best_sentence(summary: AblationSummary, size: int) -> str:
     """Names the keep_prob with the highest mean best val acc (ties go to the baseline)."""
     keeps = [k for k in summary.keep_probs if (size, k) in summary.cells]
     order = sorted(keeps, key=lambda k: (k != summary.baseline_keep, -k))
-    best = max(order, key=lambda k: summary.cells[(size, k)].intervals["best_val_acc"].mean)
+
+    def mean(k: float) -> float:
+        m = summary.cells[(size, k)].intervals["best_val_acc"].mean
+        return m if math.isfinite(m) else -math.inf
+
+    best = max(order, key=mean)
     iv = summary.cells[(size, best)].intervals["best_val_acc"]
     value = f"{_num(iv.mean * 100, 1)} %"
     ci = f", {_conf(summary)} CI {_ci(iv)}" if iv.defined else ""
@@ -137,6 +144,11 @@ def _best_sentence(summary: AblationSummary, size: int) -> str:
         return (
             f"Best keep_prob: {best:g} ({_baseline_name(summary)}), "
             f"mean best validation accuracy {value}{ci}."
+        )
+    if (size, best) not in summary.comparisons:
+        return (
+            f"Best keep_prob: {best:g}, mean best validation accuracy {value}{ci}; "
+            f"nothing to compare against (no keep {summary.baseline_keep:g} runs at this size)."
         )
     res = summary.comparisons[(size, best)].results["best_val_acc"]
     verdict = _judgement("best_val_acc", res)
@@ -216,6 +228,7 @@ def summary_markdown_tables(summary: AblationSummary) -> str:
     """Two markdown tables: per-cell means with CIs, and paired differences with tests.
 
     Accuracies and the gap are in percentage points, val loss in its own units.
+
     Args:
         summary: output of :func:`sweep.stats.summarize`.
 

@@ -124,6 +124,10 @@ def test_not_significant_after_holm_is_said() -> None:
 def test_notes_and_other_baselines() -> None:
     c = [x for x in cells() if not (x.size == 500 and x.keep_prob == 0.5 and x.seed == 4)]
     assert "seeds [4] lack a partner" in verdict(summary_of(c))
+    no_base = [x for x in cells() if not (x.size == 2000 and x.keep_prob == 1.0)]
+    text = verdict(summary_of(no_base))
+    assert "(no keep 1 runs at this size)" in text and "no keep_prob=1.0 runs" in text
+    assert "Best keep_prob: 0.5" in text.split("**2,000 training examples.**")[1]
     shifted = [Cell(x.size, 0.9 if x.keep_prob == 1.0 else x.keep_prob, x.seed, x.best_val_acc,
                     x.final_train_acc, x.final_val_acc, x.gap, x.val_loss, x.epochs, x.train_acc,
                     x.val_acc) for x in cells()]
