@@ -123,6 +123,8 @@ def plot_learning_curves(summary: AblationSummary, path: str | Path) -> Path:
 
 def gap_figure(summary: AblationSummary) -> Figure:
     """Final train-val gap against keep_prob: one error-bar line per size (``ax.containers``)."""
+    if "gap" not in summary.metrics:
+        raise ValueError("summary.metrics must include 'gap' for the gap plot")
     fig = Figure(figsize=(5.5, 3.8), layout="constrained")
     ax = fig.subplots()
     cmap = colormaps["plasma"]

@@ -145,9 +145,15 @@ def test_single_seed_summary_plots_without_intervals(tmp_path: Path) -> None:
             assert fn(summ, out).stat().st_size > 10_000
 
 
-def test_path_must_be_png(summary: AblationSummary, tmp_path: Path) -> None:
+def test_bad_input_is_named(summary: AblationSummary, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="path"):
         plots.plot_gap_vs_keep_prob(summary, tmp_path / "gap.svg")
+    acc_only = summarize(synthetic_cells(2, 3), metrics=("val_loss",),
+                         rng=np.random.default_rng(0), n_resamples=20)
+    with pytest.raises(ValueError, match="'gap'"):
+        plots.gap_figure(acc_only)
+    with pytest.raises(ValueError, match="'best_val_acc'"):
+        plots.benefit_figure(acc_only)
 
 
 def test_plotting_never_imports_pyplot(tmp_path: Path) -> None:
