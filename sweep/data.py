@@ -235,7 +235,7 @@ def _nested_request(
 ) -> _Request:
     """Default ``num_train`` to the whole pool (then the seed does not matter) and check it fits."""
     num_train = pool if num_train is None else num_train
-    _check_fits("num_train", num_train, pool, f"the {pool} rows left by num_val={sizes[0]}, num_test={sizes[1]}")
+    _check_fits("num_train", num_train, pool, f"the training pool left by num_val={sizes[0]}, num_test={sizes[1]} has {pool} rows")
     return _Request(dataset, num_train, *sizes, None if num_train == pool else seed, source_id)
 
 
@@ -276,8 +276,8 @@ class _Cifar10:
         rows, test_rows = counts
         num_val = _CIFAR10_DEFAULT_VAL if num_val is None else num_val
         num_test = _CIFAR10_DEFAULT_TEST if num_test is None else num_test
-        _check_fits("num_val", num_val, rows - 1, f"the {rows} training rows in {self.folder} (1 must stay for training)")
-        _check_fits("num_test", num_test, test_rows, f"the {test_rows} rows of {self.folder / 'test_batch'}")
+        _check_fits("num_val", num_val, rows - 1, f"{self.folder} has {rows} training rows and 1 must stay for training")
+        _check_fits("num_test", num_test, test_rows, f"{self.folder / 'test_batch'} has {test_rows} rows")
         return _nested_request("cifar10", rows - num_val, num_train, seed, (num_val, num_test), self.source_id())
 
     def split(self, raw: _Raw, request: _Request) -> dict[str, _Split]:
@@ -316,9 +316,9 @@ class _Digits:
         rows = counts[0]
         num_val = _DIGITS_DEFAULT_VAL if num_val is None else num_val
         num_test = _DIGITS_DEFAULT_TEST if num_test is None else num_test
-        _check_fits("num_test", num_test, rows - 2, f"the {rows} digits images (val and train need 1 each)")
+        _check_fits("num_test", num_test, rows - 2, f"digits has {rows} images and val and train need 1 each")
         left = rows - num_test
-        _check_fits("num_val", num_val, left - 1, f"the {left} images left by num_test={num_test}")
+        _check_fits("num_val", num_val, left - 1, f"{left} images are left after num_test={num_test} and train needs 1")
         return _nested_request("digits", left - num_val, num_train, seed, (num_val, num_test), self.source_id())
 
     def split(self, raw: _Raw, request: _Request) -> dict[str, _Split]:
@@ -340,7 +340,7 @@ def _cifar10_source(data_dir: PathLike | None, download: bool) -> _Cifar10:
         folder = download_cifar10(root)
     elif missing:
         raise DatasetError(
-            f"CIFAR-10 not found: {folder} lacks {', '.join(missing)}. {how_to_get_cifar10(folder)}; "
+            f"CIFAR-10 not found: {folder} lacks {', '.join(missing)}. {how_to_get_cifar10()}; "
             "or call load_dataset(..., download=True)"
         )
     return _Cifar10(folder)
@@ -374,7 +374,7 @@ def _check_seed(seed: int) -> int:
 
 def _check_fits(field: str, value: int, available: int, what: str) -> None:
     if value > available:
-        raise ValueError(f"{field}={value} is more than {what} allow (at most {max(available, 0)})")
+        raise ValueError(f"{field}={value} is too large: {what} (at most {max(available, 0)})")
 
 
 def _nested_subset(pool: np.ndarray, n: int, seed: int | None) -> np.ndarray:

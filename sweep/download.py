@@ -70,13 +70,14 @@ def missing_cifar10_files(folder: Path) -> list[str]:
     return [name for name in CIFAR10_FILES if not (folder / name).is_file()]
 
 
-def how_to_get_cifar10(folder: Path) -> str:
+def how_to_get_cifar10() -> str:
     """The hint every 'CIFAR-10 is not there' error ends with."""
     return (
-        f"CIFAR-10 is expected in {folder} ({', '.join(CIFAR10_FILES)}). Get it with "
-        f"`sweep data download cifar10 --data-dir DIR` (on a machine with network, or with "
-        f"--url file:///path/to/cifar-10-python.tar.gz), or point SWEEP_DATA_DIR (or --data-dir) "
-        f"at a folder that already contains {CIFAR10_FOLDER}/"
+        "To get it, run "
+        "`sweep data download cifar10 --data-dir DIR` where there is network (or add "
+        "--url file:///path/to/cifar-10-python.tar.gz for an archive fetched elsewhere) and then "
+        "pass --data-dir DIR or set SWEEP_DATA_DIR=DIR; or set SWEEP_DATA_DIR to a folder that "
+        f"already holds {CIFAR10_FOLDER}/"
     )
 
 
@@ -184,12 +185,14 @@ def _fetch(url: str, out: BinaryIO, dest: Path, progress: bool) -> str:
         # URLError covers HTTP errors (404...), OSError resets, timeouts and a full
         # disk, HTTPException a malformed response or IncompleteRead.
         reason = getattr(exc, "reason", None) or repr(exc)
-        raise DatasetError(f"could not download {url}: {reason}. {how_to_get_cifar10(dest)}") from exc
+        raise DatasetError(
+            f"could not download {url}: {reason}. CIFAR-10 belongs in {dest}/. {how_to_get_cifar10()}"
+        ) from exc
     if total is not None and received != total:
         # http.client returns b"" rather than raising when the peer closes early.
         raise DatasetError(
             f"could not download {url}: connection closed after {received} of {total} bytes. "
-            f"{how_to_get_cifar10(dest)}"
+            f"CIFAR-10 belongs in {dest}/. {how_to_get_cifar10()}"
         )
     return digest.hexdigest()
 
