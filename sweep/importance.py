@@ -49,7 +49,6 @@ EVALUATORS: tuple[str, ...] = ("ped_anova", "fanova")
 MIN_TRIALS: dict[str, int] = {"ped_anova": 5, "fanova": 2}
 # Below this many trials any importance is a rough hint; said in the note.
 _FEW_TRIALS = 20
-_PED_ANOVA_QUANTILE = 0.1  # Optuna's default: "what it takes to reach the top 10 %"
 
 
 @dataclass(frozen=True)
@@ -101,13 +100,17 @@ def _shared_params(trials: list[FrozenTrial], complete: list[FrozenTrial]) -> li
     """Params present in every one of ``trials``, sorted by name.
 
     A param whose distribution differs between completed trials (a search
-    space changed on resume) is left out too: Optuna raises on it.
+    space changed on resume) is left out too: Optuna raises on it. So are
+    fixed params (the sweep suggests them as one-value distributions so that
+    ``trial.params`` is complete): their importance is 0 by construction.
     """
     common = dict(trials[0].distributions)
     for t in trials[1:]:
         common = {k: d for k, d in common.items() if t.distributions.get(k) == d}
     stable = (
-        k for k, d in common.items() if all(t.distributions.get(k, d) == d for t in complete)
+        k
+        for k, d in common.items()
+        if not d.single() and all(t.distributions.get(k, d) == d for t in complete)
     )
     return sorted(stable)
 
@@ -135,6 +138,7 @@ def _evaluate(
     trials: list[FrozenTrial],
     params: list[str],
     seed: int,
+    top_quantile: float,
 ) -> ImportanceResult:
     n = len(trials)
     assessed = tuple(params)
@@ -161,11 +165,11 @@ def _evaluate(
         # fANOVA explains variance; the direction of "better" does not matter.
         fn = None if target == "value" else _gap
     else:
-        # Top group of >= 2 trials: Optuna's 10 % quantile once n >= 20, larger before.
-        quantile = max(_PED_ANOVA_QUANTILE, 2.0 / n)
+        # Top group of >= 2 trials: top_quantile once n >= 2 / top_quantile, larger before.
+        quantile = max(top_quantile, 2.0 / n)
         ev = PedAnovaImportanceEvaluator(target_quantile=quantile)
-        if quantile != _PED_ANOVA_QUANTILE:
-            notes.append(f"top {quantile:.0%} of trials used (too few for the top 10 %)")
+        if quantile != top_quantile:
+            notes.append(f"top {quantile:.0%} of trials used (too few for {top_quantile:.0%})")
         # PED-ANOVA asks which params it takes to reach the best trials; with a
         # target it assumes lower is better, which is right for the gap. For the
         # value, None lets it follow the study's direction (maximize).
@@ -188,7 +192,7 @@ def _evaluate(
 
 
 def keep_prob_importance(
-    study: optuna.Study, *, seed: int = 0, param: str = "keep_prob"
+    study: optuna.Study, *, seed: int = 0, param: str = "keep_prob", top_quantile: float = 0.1
 ) -> dict[str, dict[str, ImportanceResult]]:
     """Parameter importances for the objective and for the train-val gap.
 
@@ -198,11 +202,16 @@ def keep_prob_importance(
         seed: fANOVA's forest seed (PED-ANOVA is deterministic).
         param: the parameter of interest; if it is not shared by every trial
             used for a target, that target's notes say so.
+        top_quantile: PED-ANOVA's ``target_quantile`` in (0, 1): importance
+            for reaching the best ``top_quantile`` of trials (Optuna's default
+            0.1); raised to 2 / n_trials so the top group has >= 2 trials.
 
     Returns:
         ``{target: {evaluator: ImportanceResult}}`` for targets "value" and
         "gap" and evaluators "ped_anova" and "fanova".
     """
+    if not 0.0 < top_quantile < 1.0:
+        raise ValueError(f"top_quantile must be in (0, 1), got {top_quantile}")
     if len(study.directions) != 1:
         raise ValueError(
             f"study {study.study_name!r} must be single-objective (best validation accuracy)"
@@ -215,7 +224,7 @@ def keep_prob_importance(
         params = _shared_params(trials, complete) if trials else []
         results = {}
         for evaluator in EVALUATORS:
-            res = _evaluate(study, target, evaluator, trials, params, seed)
+            res = _evaluate(study, target, evaluator, trials, params, seed, top_quantile)
             if trials and param not in params:
                 extra = f"{param!r} is not a parameter of every completed trial"
                 res = ImportanceResult(

@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from sweep.importance import keep_prob_importance, trend_vs_keep_prob
+from sweep.importance import ImportanceResult, keep_prob_importance, trend_vs_keep_prob
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -21,6 +21,7 @@ def objective(trial: optuna.Trial) -> float:
     keep = trial.suggest_float("keep_prob", 0.2, 1.0)
     trial.suggest_float("noise", 0.0, 1.0)
     trial.suggest_categorical("normalization", ["none", "batchnorm"])
+    trial.suggest_float("reg", 1e-4, 1e-4, log=True)  # fixed, as the sweep suggests fixed values
     depth = trial.suggest_int("depth", 1, 3)
     for i in range(depth):
         trial.suggest_int(f"hidden_{i + 1}", 32, 1024, log=True)
@@ -42,8 +43,14 @@ def study() -> optuna.Study:
     return make_study(40)
 
 
-def test_keep_prob_ranks_first_for_both_targets_and_evaluators(study: optuna.Study) -> None:
-    result = keep_prob_importance(study, seed=0)
+@pytest.fixture(scope="module")
+def result(study: optuna.Study) -> dict[str, dict[str, ImportanceResult]]:
+    return keep_prob_importance(study, seed=0)
+
+
+def test_keep_prob_ranks_first_for_both_targets_and_evaluators(
+    result: dict[str, dict[str, ImportanceResult]],
+) -> None:
     assert set(result) == {"value", "gap"}
     for target, by_evaluator in result.items():
         assert set(by_evaluator) == {"ped_anova", "fanova"}
@@ -54,16 +61,18 @@ def test_keep_prob_ranks_first_for_both_targets_and_evaluators(study: optuna.Stu
             assert all(type(v) is float for v in res.importances.values())  # plain, for JSON
             values = list(res.importances.values())
             assert values == sorted(values, reverse=True)
-            # conditional widths (hidden_2, hidden_3) are left out; hidden_1 always exists
+            # conditional widths (hidden_2, hidden_3) and the fixed reg are left out
             assert res.params == ("depth", "hidden_1", "keep_prob", "noise", "normalization")
             assert res.note == ""
         assert by_evaluator["fanova"].importances["keep_prob"] > 0.5
 
 
-def test_fanova_is_reproducible_with_its_seed(study: optuna.Study) -> None:
-    a = keep_prob_importance(study, seed=3)["value"]["fanova"].importances
-    b = keep_prob_importance(study, seed=3)["value"]["fanova"].importances
-    assert a == b
+def test_fanova_is_reproducible_with_its_seed(
+    study: optuna.Study, result: dict[str, dict[str, ImportanceResult]]
+) -> None:
+    again = keep_prob_importance(study, seed=0)
+    for target in ("value", "gap"):
+        assert again[target]["fanova"].importances == result[target]["fanova"].importances
 
 
 def test_few_trials_give_a_note_not_an_error() -> None:
@@ -91,15 +100,30 @@ def test_flat_objective_reports_no_effect_instead_of_equal_shares() -> None:
 
 
 def test_all_zero_importances_are_not_turned_into_equal_shares() -> None:
+    def flat_in_x(trial: optuna.Trial) -> float:
+        trial.suggest_float("keep_prob", 0.2, 1.0)
+        trial.set_user_attr("gap", 0.01 * trial.number)
+        return 0.5 + 0.01 * trial.number  # depends on nothing the sampler chose
+
+    # With a 100 % "top" group PED-ANOVA sees no difference: all zeros, and
+    # Optuna's normalize=True would report {"keep_prob": 1.0}.
+    res = keep_prob_importance(make_study(12, flat_in_x), top_quantile=0.999)
+    assert res["value"]["ped_anova"].importances == {}
+    assert "all importances are zero" in res["value"]["ped_anova"].note
+    with pytest.raises(ValueError, match="top_quantile"):
+        keep_prob_importance(make_study(1), top_quantile=1.0)
+
+
+def test_fixed_keep_prob_is_reported_not_ranked() -> None:
     def fixed(trial: optuna.Trial) -> float:
-        trial.suggest_float("keep_prob", 0.5, 0.5)  # a fixed value: nothing to attribute to it
+        trial.suggest_float("keep_prob", 0.5, 0.5)
+        trial.suggest_float("noise", 0.0, 1.0)
         trial.set_user_attr("gap", 0.01 * trial.number)
         return 0.5 + 0.01 * trial.number
 
-    # Optuna's normalize=True would report {"keep_prob": 1.0} here.
-    for by_evaluator in keep_prob_importance(make_study(12, fixed)).values():
-        for res in by_evaluator.values():
-            assert res.importances == {} and "all importances are zero" in res.note
+    res = keep_prob_importance(make_study(12, fixed))["value"]["fanova"]
+    assert res.params == ("noise",) and res.rank("keep_prob") is None
+    assert "'keep_prob' is not a parameter of every completed trial" in res.note
 
 
 def test_pruned_failed_and_gapless_trials_are_left_out() -> None:
