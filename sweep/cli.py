@@ -1,0 +1,158 @@
+"""`sweep` command line: run | ablate | report | ui | data.
+
+Every subcommand takes an optional sweep file (TOML, see examples/) and
+flags that override it; with no file the built-in defaults (the same as
+examples/digits.toml: a sweep on the offline digits set) apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _csv_floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 1,0.75,0.5; got {text!r}")
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 500,2000; got {text!r}")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="sweep file (TOML); default: built-in digits sweep")
+    p.add_argument("--dataset", choices=["digits", "cifar10"], help="dataset (default digits, offline)")
+    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $SWEEP_DATA_DIR, else a per-user cache)")
+    p.add_argument("--study", help="Optuna study name (default dropout-<dataset>)")
+    p.add_argument("--seed", type=int, help="study seed (trial seeds derive from it and the trial number)")
+    p.add_argument("--storage", help="Optuna storage URL (default: ./optuna.journal)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    p.add_argument("--num-train", type=int, help="training examples (a nested seeded subset)")
+    p.add_argument("--epochs", type=int, help="epochs per run")
+    p.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sweep", description="Does dropout regularize a network, and by how much?")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="search keep_prob, hidden sizes, learning rate and normalization with Optuna")
+    _add_common(run)
+    run.add_argument("--trials", type=int, help="the study's TOTAL number of trials (a rerun adds only the missing ones)")
+    run.add_argument("--pruner", choices=["hyperband", "median", "none"])
+    run.add_argument("--dask-scheduler", help="run trials on a Dask cluster at this address (needs a shared --storage)")
+
+    ablate = sub.add_parser("ablate", help="seed-paired re-training over keep_prob x training-set size")
+    _add_common(ablate)
+    ablate.add_argument("--keep-probs", type=_csv_floats, help="keep probabilities, e.g. 1,0.75,0.5 (1 = no dropout)")
+    ablate.add_argument("--sizes", type=_csv_ints, help="training-set sizes, e.g. 500,2000")
+    ablate.add_argument("--seeds", type=int, help="seeds per cell (paired across keep_prob)")
+    ablate.add_argument("--name", help="ablation name (default: derived from the grid)")
+
+    report = sub.add_parser("report", help="statistics, figures and a verdict for a study and its ablations")
+    _add_common(report)
+    report.add_argument("--out", default=None, help="output folder (default reports/<study>)")
+
+    ui = sub.add_parser("ui", help="open MLflow's UI on this sweep's tracking store")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    ui.add_argument("--study", help="study whose experiment to point at")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+
+    data = sub.add_parser("data", help="dataset management")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    dl = data_sub.add_parser("download", help="download and verify a dataset")
+    dl.add_argument("name", choices=["cifar10"])
+    dl.add_argument("--data-dir", help="target folder (else $SWEEP_DATA_DIR, else a per-user cache)")
+    dl.add_argument("--url", help="archive URL (default: the official CIFAR-10 address, or $SWEEP_CIFAR10_URL)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    keys = ["dataset", "data_dir", "study", "seed", "storage", "tracking_uri", "num_train", "epochs", "jobs",
+            "trials", "pruner", "keep_probs", "sizes", "seeds"]
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _load(args: argparse.Namespace):
+    from sweep.config import load_config
+
+    return load_config(args.config, _overrides(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sweep.runner import run_sweep
+
+    cfg = _load(args)
+    outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler)
+    return 130 if outcome.interrupted else 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from sweep.ablation import run_ablation
+
+    cfg = _load(args)
+    outcome = run_ablation(cfg, name=args.name)
+    return 130 if outcome.interrupted else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sweep.report import write_report
+
+    cfg = _load(args)
+    path = write_report(cfg, out_dir=Path(args.out) if args.out else None)
+    print(f"report written to {path}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from sweep.tracking import default_tracking_uri, get_or_create_experiment, make_client, ui_url
+
+    uri = args.tracking_uri or default_tracking_uri()
+    experiment_id = None
+    if args.study:
+        client = make_client(uri)
+        exp = client.get_experiment_by_name(args.study)
+        experiment_id = exp.experiment_id if exp else None
+    print(f"MLflow UI for {uri}\n  open {ui_url(args.host, args.port, experiment_id)}\n  (Ctrl-C to stop)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from sweep.data import download_cifar10
+
+    path = download_cifar10(data_dir=args.data_dir, url=args.url)
+    print(f"CIFAR-10 ready in {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "ui": cmd_ui, "data": cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as exc:  # config/data errors already name the field or file
+        print(f"sweep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

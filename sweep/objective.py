@@ -1,0 +1,268 @@
+"""One training run: the single loop shared by sweep trials and ablation cells.
+
+`train` builds the net, runs the Solver and streams every epoch to a spool
+recorder (-> MLflow) and to an optional per-epoch hook (-> Optuna pruning).
+`trial_objective` wraps it for Optuna; sweep.ablation wraps it for cells.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model import FullyConnectedNet, Solver, TrainingDiverged
+from sweep.config import TrainParams
+from sweep.spool import RunRecorder
+
+EpochHook = Callable[[int, dict[str, float]], bool]
+
+
+@dataclass(frozen=True)
+class RunSeeds:
+    """Seeds of one training run.
+
+    `init` fixes weight init and the dropout-mask stream (the model keeps them
+    apart), `order` fixes minibatch order and the train-accuracy subsample.
+    Both derive from (base seed, index) only, never from which worker runs it.
+    """
+
+    init: int
+    order: int
+
+    @classmethod
+    def derive(cls, base_seed: int, index: int) -> RunSeeds:
+        init, order = np.random.SeedSequence([base_seed, index]).spawn(2)
+        return cls(int(init.generate_state(1)[0]), int(order.generate_state(1)[0]))
+
+
+@dataclass
+class RunResult:
+    """How one training run ended, with its per-epoch curve."""
+
+    status: str  # "FINISHED" | "FAILED" | "KILLED" (MLflow run statuses)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_val_acc: float = float("nan")
+    best_epoch: int = 0
+    stopped_epoch: int | None = None  # set when the hook stopped training (pruning)
+    failure_reason: str | None = None
+    best_weights: dict[str, np.ndarray] | None = None
+
+    @property
+    def summary(self) -> dict[str, float]:
+        """Final-epoch figures plus the best validation accuracy (MLflow/Optuna attrs)."""
+        if not self.epochs:
+            return {}
+        last = self.epochs[-1]
+        return {
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": float(self.best_epoch),
+            "final_train_acc": last["train_acc"],
+            "final_val_acc": last["val_acc"],
+            "final_gap": last["gap"],
+            "final_val_loss": last["val_loss"],
+            "epochs_trained": float(len(self.epochs)),
+        }
+
+
+def build_net(params: TrainParams, input_dim: int, num_classes: int, seed: int | None) -> FullyConnectedNet:
+    return FullyConnectedNet(
+        list(params.hidden_dims),
+        input_dim=input_dim,
+        num_classes=num_classes,
+        keep_prob=params.keep_prob,
+        normalization=params.model_normalization,
+        reg=params.reg,
+        weight_scale=params.weight_scale,
+        dtype=np.float32,
+        seed=seed,
+    )
+
+
+def num_classes_of(data: Mapping[str, np.ndarray]) -> int:
+    return int(max(data["y_train"].max(), data["y_val"].max())) + 1
+
+
+def train(
+    params: TrainParams,
+    data: Mapping[str, np.ndarray],
+    seeds: RunSeeds,
+    *,
+    recorder: RunRecorder | None = None,
+    on_epoch: EpochHook | None = None,
+    keep_best_weights: bool = False,
+) -> RunResult:
+    """Train one net; never raises for a diverging loss (status FAILED instead).
+
+    Args:
+        params: hyperparameters (keep_prob is the probability of KEEPING a unit).
+        data: X_train (N, D) float32, y_train (N,), X_val, y_val (read-only is fine).
+        seeds: init and batch-order seeds.
+        recorder: spool recorder; receives one `epoch` event per epoch.
+        on_epoch: extra per-epoch hook; returning False stops training (pruning).
+        keep_best_weights: keep the best epoch's parameters in the result.
+    """
+    net = build_net(params, data["X_train"].shape[1], num_classes_of(data), seeds.init)
+    result = RunResult(status="FINISHED")
+
+    def hook(epoch: int, metrics: dict[str, float]) -> bool:
+        result.epochs.append(dict(metrics))
+        if recorder is not None:
+            recorder.epoch(epoch, metrics)
+        if on_epoch is not None and on_epoch(epoch, metrics) is False:
+            result.stopped_epoch = epoch
+            return False
+        return True
+
+    solver = Solver(
+        net,
+        data,
+        update_rule=params.update_rule,
+        optim_config={"learning_rate": params.learning_rate},
+        lr_decay=params.lr_decay,
+        batch_size=params.batch_size,
+        num_epochs=params.epochs,
+        seed=seeds.order,
+        on_epoch=hook,
+    )
+    try:
+        solver.train()
+    except TrainingDiverged as exc:
+        result.status = "FAILED"
+        result.failure_reason = f"diverged at epoch {exc.epoch}"
+    if result.stopped_epoch is not None:
+        result.status = "KILLED"
+    result.best_val_acc = float(solver.best_val_acc) if result.epochs else float("nan")
+    result.best_epoch = int(getattr(solver, "best_epoch", 0) or 0)
+    if keep_best_weights and result.status != "FAILED":
+        result.best_weights = {k: np.asarray(v) for k, v in solver.best_params.items()}
+    return result
+
+
+def evaluate(
+    params: TrainParams,
+    weights: Mapping[str, np.ndarray],
+    X: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    batch_size: int = 1000,
+) -> float:
+    """Accuracy of a trained net (test mode) on (X, y)."""
+    net = build_net(params, X.shape[1], num_classes, seed=0)
+    for name, value in weights.items():
+        if name in net.params:
+            net.params[name] = np.asarray(value, dtype=net.params[name].dtype)
+    if hasattr(net, "load_state"):
+        net.load_state(weights)
+    correct = 0
+    for i in range(0, X.shape[0], batch_size):
+        scores = net.loss(np.asarray(X[i : i + batch_size]))
+        correct += int((np.argmax(scores, axis=1) == y[i : i + batch_size]).sum())
+    return correct / max(1, X.shape[0])
+
+
+def save_weights(path: Path, weights: Mapping[str, np.ndarray]) -> None:
+    """Atomic .npz write (another worker may read the best weights at any time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **weights)
+    os.replace(tmp, path)
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+# -- Optuna trials -----------------------------------------------------------
+
+
+class TrialFailed(Exception):
+    """A trial ended as failed (e.g. its loss diverged); the sweep goes on."""
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a worker process needs to run trials of one study (picklable)."""
+
+    study_name: str
+    storage_url: str | None
+    journal_path: Path
+    seed: int
+    space: Any  # sweep.config.SearchSpace
+    spool_dir: Path
+    weights_dir: Path
+    dataset: str
+    data_dir: str | None
+    num_train: int | None
+    num_val: int | None
+    pruner: str
+    max_epochs: int
+
+
+def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray]) -> float:
+    """Optuna objective: best validation accuracy of one training run.
+
+    Reports val_acc each epoch for pruning; records params, per-epoch metrics
+    and the outcome in the trial's spool file (-> MLflow child run).
+    """
+    import optuna
+
+    from sweep.study import seed_index, spool_path
+
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    index = seed_index(frozen)
+    params = ctx.space.suggest(trial)
+    seeds = RunSeeds.derive(ctx.seed, index)
+    tags = {
+        "optuna.trial_number": trial.number,
+        "optuna.study": ctx.study_name,
+        "sweep.seed_index": index,
+        "sweep.init_seed": seeds.init,
+        "sweep.order_seed": seeds.order,
+        "sweep.kind": "trial",
+    }
+    with RunRecorder(spool_path(ctx.spool_dir, trial.number)) as rec:
+        rec.start(f"trial-{trial.number:04d}", "study", params.to_flat(), tags)
+
+        def report(epoch: int, metrics: dict[str, float]) -> bool:
+            trial.report(metrics["val_acc"], epoch)
+            return not trial.should_prune()
+
+        try:
+            result = train(params, data, seeds, recorder=rec, on_epoch=report, keep_best_weights=True)
+        except BaseException as exc:  # interrupt or a bug: record it, let Optuna fail the trial
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            reason = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("failure_reason", reason)
+            if interrupted:
+                trial.set_user_attr("interrupted", True)
+            rec.end("KILLED" if interrupted else "FAILED", {"state": "FAIL", "failure_reason": reason})
+            raise
+        summary = result.summary
+        trial.set_user_attr("summary", summary)
+        if "final_gap" in summary:
+            trial.set_user_attr("gap", summary["final_gap"])
+        if result.status == "FAILED":
+            trial.set_user_attr("failure_reason", result.failure_reason)
+            rec.end("FAILED", {"state": "FAIL", "failure_reason": result.failure_reason}, summary)
+            raise TrialFailed(result.failure_reason)
+        if result.status == "KILLED":
+            trial.set_user_attr("pruned_at_epoch", result.stopped_epoch)
+            rec.end("KILLED", {"state": "PRUNED", "pruned_at_epoch": result.stopped_epoch}, summary)
+            raise optuna.TrialPruned(f"pruned at epoch {result.stopped_epoch}")
+        if result.best_weights is not None and _is_best_so_far(trial.study, result.best_val_acc):
+            save_weights(ctx.weights_dir / f"trial-{trial.number:04d}.npz", result.best_weights)
+        rec.end("FINISHED", {"state": "COMPLETE"}, summary)
+        return result.best_val_acc
+
+
+def _is_best_so_far(study: Any, value: float) -> bool:
+    try:
+        return value >= study.best_value
+    except ValueError:  # no completed trial yet
+        return True

@@ -1,0 +1,387 @@
+"""Run a sweep: study creation/resume, joblib workers, tracking, progress, stop/resume.
+
+Process layout:
+
+    parent  ── prepares the dataset cache, opens the study, reaps stale trials,
+       │       starts the MLflow tracker thread, prints progress
+       ├─ loky worker 1 ─┐ each task = one Optuna trial (study.optimize(n_trials=1)),
+       └─ loky worker 2 ─┘ data memory-mapped, BLAS threads = cores // jobs
+
+`--trials` is the study's total target: a rerun submits only the missing
+trials. A worker killed mid-trial (TerminatedWorkerError) or a Ctrl-C/SIGTERM
+leaves RUNNING trials; they are failed and their parameters re-queued, so the
+same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from sweep import spool
+from sweep.config import SweepConfig, TrainParams
+from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
+
+MAX_ROUNDS = 10  # rounds of re-submission after workers died
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class SweepPaths:
+    """Where a sweep keeps its files (all under the working folder by default)."""
+
+    workdir: Path
+    journal: Path  # Optuna journal (default storage), next to mlflow.db
+    state_dir: Path  # per-study spool files and best weights
+
+    @classmethod
+    def for_study(cls, workdir: Path, study: str) -> SweepPaths:
+        workdir = workdir.resolve()
+        return cls(workdir, workdir / "optuna.journal", workdir / ".sweep" / study)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "spool"
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.state_dir / "weights"
+
+
+# -- worker side ----------------------------------------------------------------
+
+_worker_cache: dict[tuple[Any, ...], Any] = {}
+
+
+def _worker_study(ctx: TrialContext) -> Any:
+    import optuna
+
+    from sweep.study import make_pruner, make_sampler, make_storage
+
+    key = ("study", ctx.storage_url, str(ctx.journal_path), ctx.study_name)
+    if key not in _worker_cache:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        _worker_cache[key] = optuna.load_study(
+            study_name=ctx.study_name,
+            storage=make_storage(ctx.storage_url, ctx.journal_path),
+            sampler=make_sampler(ctx.seed),
+            pruner=make_pruner(ctx.pruner, ctx.max_epochs),
+        )
+    return _worker_cache[key]
+
+
+def _worker_data(ctx: TrialContext) -> dict[str, np.ndarray]:
+    from sweep.data import load_dataset
+
+    key = ("data", ctx.dataset, ctx.data_dir, ctx.num_train, ctx.num_val, ctx.seed)
+    if key not in _worker_cache:
+        _worker_cache[key] = load_dataset(
+            ctx.dataset, data_dir=ctx.data_dir, num_train=ctx.num_train, num_val=ctx.num_val, seed=ctx.seed
+        )
+    return _worker_cache[key]
+
+
+def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
+    """Worker task: run exactly one trial of the study; returns its outcome."""
+    study = _worker_study(ctx)
+    data = _worker_data(ctx)
+    done: dict[str, Any] = {}
+
+    def objective(trial: Any) -> float:
+        done["number"] = trial.number
+        return trial_objective(trial, ctx, data)
+
+    study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+    storage = study._storage
+    frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"]))
+    return {
+        "number": frozen.number,
+        "state": frozen.state.name,
+        "value": frozen.value,
+        "params": dict(frozen.params),
+        "reason": frozen.user_attrs.get("failure_reason"),
+        "pid": os.getpid(),
+    }
+
+
+# -- parent side ----------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Counts and ETA printed after every finished trial."""
+
+    target: int
+    already: int
+    jobs: int
+    space: Any
+    out: TextIO = sys.stdout
+    started: float = field(default_factory=time.monotonic)
+    states: dict[str, int] = field(default_factory=dict)
+    best_value: float | None = None
+    best_params: dict[str, Any] | None = None
+
+    def done(self) -> int:
+        return self.already + sum(self.states.values())
+
+    def update(self, res: dict[str, Any]) -> None:
+        self.states[res["state"]] = self.states.get(res["state"], 0) + 1
+        if res["state"] == "COMPLETE" and (self.best_value is None or res["value"] > self.best_value):
+            self.best_value, self.best_params = res["value"], res["params"]
+        elapsed = time.monotonic() - self.started
+        new = sum(self.states.values())
+        remaining = self.target - self.done()
+        eta = elapsed / new * remaining if new else float("nan")
+        running = min(self.jobs, max(0, remaining))
+        outcome = f"{res['state'].lower()}"
+        if res["state"] == "COMPLETE":
+            outcome += f" val_acc={res['value']:.4f}"
+        elif res.get("reason"):
+            outcome += f" ({res['reason']})"
+        best = "-" if self.best_value is None else f"{self.best_value:.4f} {format_params(self.space, self.best_params or {})}"
+        self.out.write(
+            f"[{self.done():>3}/{self.target}] trial {res['number']} {outcome} | running {running}, "
+            f"pruned {self.states.get('PRUNED', 0)}, failed {self.states.get('FAIL', 0)} | best {best} | "
+            f"{_hms(elapsed)} elapsed, ETA {_hms(eta)}\n"
+        )
+        self.out.flush()
+
+
+def format_params(space: Any, params: dict[str, Any]) -> str:
+    """Short human form of a trial's params, e.g. keep=0.55 hidden=256-128 norm=batchnorm lr=1.2e-03."""
+    try:
+        p = space.params_from_trial(params)
+    except ValueError:
+        return str(params)
+    hidden = "-".join(str(h) for h in p.hidden_dims)
+    return f"keep={p.keep_prob:g} hidden={hidden} norm={p.normalization} lr={p.learning_rate:.1e}"
+
+
+def _hms(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+@dataclass
+class SweepOutcome:
+    study_name: str
+    experiment_id: str | None
+    parent_run_id: str | None
+    tracking_uri: str
+    best_number: int | None
+    best_value: float | None
+    best_params: dict[str, Any] | None
+    test_acc: float | None
+    interrupted: bool
+    counted: int
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    *,
+    workdir: Path | None = None,
+    out: TextIO = sys.stdout,
+    dask_scheduler: str | None = None,
+) -> SweepOutcome:
+    """Run (or resume) the sweep described by `cfg` until `cfg.trials` trials count."""
+    import optuna
+    from joblib import Parallel, delayed, parallel_config
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    from sweep.data import load_dataset
+    from sweep.study import counted_trials, make_storage, open_study, reap_stale_trials
+    from sweep.tracking import ParentSpec, Tracker, default_tracking_uri
+
+    name = cfg.study_name
+    paths = SweepPaths.for_study(workdir or Path.cwd(), name)
+    tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
+    jobs = cfg.resolved_jobs()
+    threads = max(1, available_cores() // jobs)
+
+    # The parent writes the memory-mapped cache once; workers only open it.
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
+    storage = make_storage(cfg.storage, paths.journal)
+    study = open_study(cfg, storage)
+    requeued = reap_stale_trials(study, paths.spool_dir, "worker process died (found on resume)")
+    if requeued:
+        out.write(f"re-queued trials left running by a stopped sweep: {requeued}\n")
+    missing = cfg.trials - counted_trials(study)
+    ctx = TrialContext(
+        study_name=name, storage_url=cfg.storage, journal_path=paths.journal, seed=cfg.seed,
+        space=cfg.space, spool_dir=paths.spool_dir, weights_dir=paths.weights_dir,
+        dataset=cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val,
+        pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
+    )
+
+    def record_run_id(start: dict[str, Any], run_id: str) -> None:
+        number = int(start["tags"]["optuna.trial_number"])
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        try:
+            storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # The trial ended before MLflow was up (its start-up overlaps the
+            # first trials instead of delaying them): keep the link on the study.
+            study.set_user_attr(f"mlflow_run_id:{number}", run_id)
+
+    tracker = Tracker(
+        tracking_uri, name, paths.spool_dir,
+        [ParentSpec("study", name, params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
+                                           "storage": cfg.storage or f"journal:{paths.journal}"},
+                    tags={"optuna.study": name, "sweep.kind": "study"})],
+        on_run_created=record_run_id,
+    ).start()
+
+    progress = Progress(cfg.trials, cfg.trials - max(missing, 0), jobs, cfg.space, out)
+    out.write(
+        f"study {name!r}: {cfg.trials - max(missing, 0)}/{cfg.trials} trials done, running {max(missing, 0)} more "
+        f"on {jobs} worker(s) x {threads} BLAS thread(s); dataset {cfg.dataset} "
+        f"({data['X_train'].shape[0]} train / {data['X_val'].shape[0]} val)\n"
+    )
+    old_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    interrupted = False
+    try:
+        rounds = 0
+        while missing > 0 and rounds < MAX_ROUNDS:
+            rounds += 1
+            try:
+                for res in _parallel_trials(ctx, missing, jobs, threads, dask_scheduler):
+                    progress.update(res)
+            except TerminatedWorkerError:
+                _wait_workers_gone(paths.spool_dir)
+                requeued = reap_stale_trials(study, paths.spool_dir, "worker process died", min_age_seconds=0)
+                out.write(f"a worker process died; re-queued trial(s) {requeued}\n")
+            missing = cfg.trials - counted_trials(study)
+    except KeyboardInterrupt:
+        interrupted = True
+        out.write("\nstopping: marking running trials as interrupted (rerun the same command to resume)\n")
+        _wait_workers_gone(paths.spool_dir)
+        reap_stale_trials(study, paths.spool_dir, "interrupted", min_age_seconds=0)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+    outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
+    return outcome
+
+
+def _parallel_trials(
+    ctx: TrialContext, n: int, jobs: int, threads: int, dask_scheduler: str | None
+) -> Iterator[dict[str, Any]]:
+    from joblib import Parallel, delayed, parallel_config
+
+    tasks = (delayed(run_one_trial)(ctx) for _ in range(n))
+    if dask_scheduler:
+        from distributed import Client
+
+        with Client(dask_scheduler), parallel_config(backend="dask"):
+            yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+        return
+    with parallel_config(backend="loky", inner_max_num_threads=threads):
+        yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+
+
+def _wait_workers_gone(spool_dir: Path, timeout: float = 10.0) -> None:
+    """Give terminated workers a moment to exit so liveness checks see them gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for path in spool.spool_files(spool_dir):
+            st = spool.read_state(path)
+            if st.start and st.end is None and spool.is_alive(st.start["host"], st.start["pid"], st.start.get("proc_start")):
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.1)
+
+
+def _finish(
+    cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Any,
+    tracking_uri: str, interrupted: bool, out: TextIO,
+) -> SweepOutcome:
+    from sweep.study import counted_trials
+    from sweep.tracking import ui_url
+
+    best_number = best_value = best_params = test_acc = None
+    completed = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if completed:
+        best = max(completed, key=lambda t: t.value)
+        best_number, best_value, best_params = best.number, best.value, dict(best.params)
+        test_acc = _test_accuracy(study, best, data, paths, cfg.space)
+    tracker.stop(parent_status="KILLED" if interrupted else "FINISHED")
+    if tracker.error is None and test_acc is not None:
+        parent = tracker.parent_run_ids.get("study")
+        if parent:
+            tracker.client.log_metric(parent, "best_test_acc", test_acc)
+            tracker.client.set_tag(parent, "best_trial", best_number)
+    outcome = SweepOutcome(
+        study_name=study.study_name, experiment_id=tracker.experiment_id,
+        parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,
+        best_number=best_number, best_value=best_value, best_params=best_params, test_acc=test_acc,
+        interrupted=interrupted, counted=counted_trials(study),
+    )
+    _print_summary(outcome, cfg, out)
+    return outcome
+
+
+def _test_accuracy(study: Any, best: Any, data: dict[str, np.ndarray], paths: SweepPaths, space: Any) -> float | None:
+    """Test accuracy of the best trial, computed once and kept on the study."""
+    stored = study.user_attrs.get("best_test_acc")
+    if stored and stored.get("trial") == best.number:
+        return float(stored["acc"])
+    weights_file = paths.weights_dir / f"trial-{best.number:04d}.npz"
+    if not weights_file.exists() or "X_test" not in data:
+        return None
+    params = space.params_from_trial(best.params)
+    acc = evaluate(params, load_weights(weights_file), data["X_test"], data["y_test"], num_classes_of(data))
+    study.set_user_attr("best_test_acc", {"trial": best.number, "acc": acc})
+    # Only the best trial's weights are worth keeping.
+    for f in paths.weights_dir.glob("trial-*.npz"):
+        if f != weights_file:
+            f.unlink(missing_ok=True)
+    return acc
+
+
+def _print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
+    from sweep.tracking import ui_url
+
+    out.write("\n")
+    if o.interrupted:
+        out.write(f"interrupted with {o.counted}/{cfg.trials} trials counted; run the same command to resume.\n")
+    if o.best_number is None:
+        out.write("no completed trial yet.\n")
+    else:
+        test = "n/a" if o.test_acc is None else f"{o.test_acc:.4f}"
+        out.write(
+            f"best trial {o.best_number}: val_acc {o.best_value:.4f}, test_acc {test}\n"
+            f"  params: {format_params(cfg.space, o.best_params or {})}\n"
+        )
+    out.write(
+        "look at the curves: `sweep ui` (runs `mlflow ui` on this store), then open\n"
+        f"  {ui_url('127.0.0.1', 5000, o.experiment_id)}\n"
+        f"  tracking URI: {o.tracking_uri}\n"
+        f"then answer the dropout question: `sweep ablate --study {o.study_name}` and `sweep report --study {o.study_name}`\n"
+    )

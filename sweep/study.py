@@ -1,0 +1,223 @@
+"""Optuna side of a sweep: storage, sampler, pruner, counting and stale-trial recovery.
+
+Storage: the default is a journal file (safe across processes, no server).
+Journal storage has no heartbeat, so a worker killed mid-trial would leave a
+RUNNING trial forever; `reap_stale_trials` detects those from the workers'
+liveness records (the spool start record: host, pid, process start time),
+fails them and re-queues their parameters. RDB URLs get Optuna's own
+heartbeat, with `requeue` as its stale-trial callback, which also covers workers on
+other machines. Both kinds of retry are recognised by `retried_numbers`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.samplers import TPESampler
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep import spool
+from sweep.config import SweepConfig
+
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+HEARTBEAT_SECONDS = 10
+JOURNAL_LOCK_GRACE_SECONDS = 5
+_RDB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
+
+
+MAX_RETRIES = 3
+# What a retry must not inherit from the attempt it repeats.
+_OUTCOME_ATTRS = ("failure_reason", "interrupted", "summary", "gap", "pruned_at_epoch", "mlflow_run_id")
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial's parameters again (also Optuna's heartbeat callback for RDB).
+
+    Writes the same retry record as Optuna's RetryHeartbeatStaleTrialCallback
+    (system attrs `failed_trial` = the original number, `retry_history`), so
+    journal and RDB retries read alike, but drops the failed attempt's outcome
+    attrs. At most MAX_RETRIES: a configuration that kills its worker every
+    time (say, out of memory) ends as a failed trial instead of looping.
+    """
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > MAX_RETRIES:
+        return
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={k: v for k, v in trial.user_attrs.items() if k not in _OUTCOME_ATTRS},
+            system_attrs={**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+                          "retry_history": history},
+        )
+    )
+
+
+def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
+    """Journal file at `journal_path` when `url` is None, else an RDB or journal URL."""
+    if url is None or url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:")) if url else journal_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The lock is held for milliseconds per write; a worker killed while
+        # holding it must not stall everyone for Optuna's default 30 s.
+        lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_SECONDS)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    if url.startswith(_RDB_PREFIXES):
+        return RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=3 * HEARTBEAT_SECONDS,
+            heartbeat_stale_trial_callback=requeue,
+        )
+    raise ValueError(
+        f"--storage: unsupported URL {url!r}; use an RDB URL (postgresql+psycopg2://..., "
+        "sqlite:///file.db, mysql://...) or journal:PATH, or leave it unset for the default journal file"
+    )
+
+
+class TrialSeededTPESampler(TPESampler):
+    """TPE re-seeded from (study seed, trial number) before every trial.
+
+    Each worker process holds its own sampler; seeded once, they would all draw
+    the same start-up samples. Re-seeding per trial number keeps them apart and
+    makes a one-process study reproducible. (Touches TPESampler's `_rng` and its
+    inner random sampler's `_rng`; tests/test_study.py guards this.)
+    """
+
+    def __init__(self, *, seed: int, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        state = int(np.random.SeedSequence([self._base_seed, trial.number]).generate_state(1)[0])
+        self._rng.rng.seed(state)
+        self._random_sampler._rng.rng.seed(state)
+        super().before_trial(study, trial)
+
+
+def make_sampler(seed: int) -> TPESampler:
+    # group=True: depth decides which hidden_k exist (a conditional space);
+    # constant_liar: parallel workers don't all sample next to the same best point.
+    with warnings.catch_warnings():  # multivariate/group are flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return TrialSeededTPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs), reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"pruner must be one of hyperband, median, none; got {name!r}")
+
+
+def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -> optuna.Study:
+    """Create the study (or load it) and check a resumed one matches the sweep file."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    kwargs = dict(
+        storage=storage,
+        study_name=cfg.study_name,
+        sampler=make_sampler(cfg.seed),
+        pruner=make_pruner(cfg.pruner, cfg.space.max_epochs),
+    )
+    if not create:
+        return optuna.load_study(**kwargs)
+    study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
+    identity = study_identity(cfg)
+    stored = study.user_attrs.get("sweep")
+    if stored is None:
+        study.set_user_attr("sweep", identity)
+    elif stored != identity:
+        diffs = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        raise ValueError(
+            f"study {study.study_name!r} was created with different settings ({', '.join(diffs)}); "
+            f"stored: {json.dumps({k: stored.get(k) for k in diffs})}, now: "
+            f"{json.dumps({k: identity.get(k) for k in diffs})}. Use another --study name to start a new study."
+        )
+    return study
+
+
+def study_identity(cfg: SweepConfig) -> dict[str, Any]:
+    """What must not change when a study is resumed (else its trials don't compare)."""
+    return {
+        "dataset": cfg.dataset,
+        "num_train": cfg.num_train,
+        "num_val": cfg.num_val,
+        "seed": cfg.seed,
+        "space": cfg.space.to_dict(),
+    }
+
+
+def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
+    """Numbers of failed trials whose parameters were queued again."""
+    out: set[int] = set()
+    for t in trials:
+        out.update(t.system_attrs.get("retry_history", []))
+    return out
+
+
+def seed_index(trial: FrozenTrial) -> int:
+    """Trial number that seeds a run: a retry reuses the original trial's seeds."""
+    return int(trial.system_attrs.get("failed_trial", trial.number))
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards --trials: finished, pruned or failed, minus re-queued failures."""
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return sum(1 for t in trials if t.state in COUNTED_STATES and t.number not in retried)
+
+
+def spool_path(spool_dir: Path, number: int) -> Path:
+    return spool_dir / f"trial-{number:04d}.jsonl"
+
+
+def reap_stale_trials(
+    study: optuna.Study, spool_dir: Path, reason: str, *, min_age_seconds: float = 60.0
+) -> list[int]:
+    """Fail RUNNING trials whose worker is gone on this host, and re-queue them.
+
+    Also re-queues trials a worker failed itself on an interrupt (user attr
+    `interrupted`). A RUNNING trial with no liveness record yet is left alone
+    for `min_age_seconds` (its worker may be between ask and first write).
+    Returns the numbers of the trials re-queued.
+    """
+    storage = study._storage
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    now = dt.datetime.now()
+    requeued: list[int] = []
+    for t in trials:
+        if t.number in retried:
+            continue
+        path = spool_path(spool_dir, t.number)
+        state = spool.read_state(path) if path.exists() else None
+        if t.state == TrialState.RUNNING:
+            if state is not None and state.start is not None:
+                alive = spool.is_alive(state.start["host"], state.start["pid"], state.start.get("proc_start"))
+                if alive is not False:  # alive, or on another host (heartbeat's job)
+                    continue
+            elif t.datetime_start and (now - t.datetime_start).total_seconds() < min_age_seconds:
+                continue
+            storage.set_trial_user_attr(t._trial_id, "failure_reason", reason)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            t = storage.get_trial(t._trial_id)
+        elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
+            continue
+        if state is not None and state.start is not None and state.end is None:
+            spool.append_end(path, "KILLED", {"state": "FAIL", "failure_reason": reason})
+        requeue(study, t)
+        requeued.append(t.number)
+    return requeued

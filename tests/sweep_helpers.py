@@ -1,0 +1,70 @@
+"""Helpers for the sweep integration tests: run the real `sweep` CLI, read back Optuna and MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+SWEEP = [sys.executable, "-m", "sweep.cli"]
+
+
+def sweep_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # Each test gets its own array cache, so tests don't depend on each other's state.
+    env["SWEEP_CACHE_DIR"] = str(tmp / "cache")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run_cli(workdir: Path, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*SWEEP, *args], cwd=workdir, env=sweep_env(workdir), capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sweep {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def load_study(workdir: Path, name: str = "dropout-digits") -> optuna.Study:
+    storage = JournalStorage(JournalFileBackend(str(workdir / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def mlflow_runs(workdir: Path, experiment: str = "dropout-digits") -> tuple[Any, dict[str, Any], list[Any]]:
+    """(client, parent runs by key, child runs) of one experiment in the workdir's SQLite store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    parents = {r.data.tags["sweep.parent_key"]: r for r in runs if "sweep.parent_key" in r.data.tags}
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def write_config(path: Path, space: str, sweep: str = "") -> Path:
+    path.write_text(f"[sweep]\ndataset = \"digits\"\n{sweep}\n[space]\n{space}\n")
+    return path
+
+
+# A small, fixed-cost space: every trial trains a similar net, so timing-based
+# tests (killing a worker mid-trial) are predictable.
+SLOW_SPACE = """
+keep_prob = {low = 0.2, high = 1.0, step = 0.05}
+depth = 2
+width = 512
+learning_rate = {low = 1e-3, high = 3e-3, log = true}
+normalization = "batchnorm"
+weight_scale = 0.05
+batch_size = 50
+epochs = 12
+lr_decay = 1.0
+"""

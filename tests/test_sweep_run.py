@@ -1,0 +1,182 @@
+"""`sweep run` end to end with the real parts: loky processes, journal storage, MLflow SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from sweep_helpers import SLOW_SPACE, SWEEP, load_study, mlflow_runs, run_cli, sweep_env, write_config
+
+
+def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
+    """Optuna and MLflow agree: one child run per trial, same params, curves per epoch."""
+    study = load_study(workdir)
+    trials = study.get_trials()
+    client, parents, children = mlflow_runs(workdir)
+    assert list(parents) == ["study"]
+    parent_id = parents["study"].info.run_id
+    assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in children)
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    assert sorted(by_number) == [t.number for t in trials] == list(range(expected_trials))
+    for t in trials:
+        run = by_number[t.number]
+        assert run.info.run_name == f"trial-{t.number:04d}"
+        # Every Optuna param is an MLflow param with the same value.
+        for key, value in t.params.items():
+            assert run.data.params[key] == str(value), key
+        link = t.user_attrs.get("mlflow_run_id") or study.user_attrs.get(f"mlflow_run_id:{t.number}")
+        assert link == run.info.run_id
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert steps == sorted(t.intermediate_values) == list(range(1, len(steps) + 1))
+        for key in ("train_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == len(steps), key
+        expected_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+        assert run.info.status == expected_status[t.state]
+        if t.state == TrialState.PRUNED:
+            assert run.data.tags["pruned_at_epoch"] == str(len(steps))
+            assert len(steps) < t.params["epochs"]
+        elif t.state == TrialState.COMPLETE:
+            assert len(steps) == t.params["epochs"]
+            assert t.value == pytest.approx(max(m.value for m in client.get_metric_history(run.info.run_id, "val_acc")))
+
+
+def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) -> None:
+    first = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "8", "--epochs", "5")
+    assert "best trial" in first.stdout and "test_acc" in first.stdout
+    assert "workflowType=machine_learning" in first.stdout
+    _assert_mirrors(tmp_path, 8)
+
+    second = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")
+    assert "8/12 trials done, running 4 more" in second.stdout
+    _assert_mirrors(tmp_path, 12)
+    # The parent run is found again, not duplicated.
+    _, parents, _ = mlflow_runs(tmp_path)
+    assert parents["study"].info.status == "FINISHED"
+
+    third = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")
+    assert "running 0 more" in third.stdout
+    assert len(load_study(tmp_path).trials) == 12
+
+
+def test_same_trial_gives_the_same_curve_with_one_or_two_jobs(tmp_path: Path) -> None:
+    curves = {}
+    for jobs in ("1", "2"):
+        work = tmp_path / f"jobs{jobs}"
+        work.mkdir()
+        run_cli(work, "run", "--jobs", jobs, "--trials", "3", "--epochs", "4", "--pruner", "none")
+        curves[jobs] = {t.number: (t.params, t.intermediate_values) for t in load_study(work).trials}
+    # Start-up trials are drawn from (study seed, trial number): same params, so same curves.
+    for number in range(3):
+        params1, curve1 = curves["1"][number]
+        params2, curve2 = curves["2"][number]
+        assert params1 == params2
+        assert curve1 == curve2
+
+
+def test_diverging_trial_fails_with_reason_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    space = SLOW_SPACE.replace('learning_rate = {low = 1e-3, high = 3e-3, log = true}', "learning_rate = {low = 1e30, high = 1e31, log = true}")
+    space = space.replace('normalization = "batchnorm"', 'normalization = "none"').replace("epochs = 12", "epochs = 3")
+    # Adam moves every weight by ~lr per step: 1e30 overflows float32 scores on the next step.
+    cfg = write_config(tmp_path / "diverge.toml", space)
+    proc = run_cli(tmp_path, "run", str(cfg), "--jobs", "2", "--trials", "3")
+    trials = load_study(tmp_path).trials
+    assert len(trials) == 3 and all(t.state == TrialState.FAIL for t in trials)
+    assert all(t.user_attrs["failure_reason"].startswith("diverged at epoch") for t in trials)
+    _, _, children = mlflow_runs(tmp_path)
+    assert {r.info.status for r in children} == {"FAILED"}
+    assert all(r.data.tags["failure_reason"].startswith("diverged at epoch") for r in children)
+    assert "no completed trial" in proc.stdout
+
+
+def _running_worker(spool_dir: Path, timeout: float = 120) -> tuple[int, int]:
+    """(trial number, pid) of a trial that has reported an epoch and is still going."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in sorted(spool_dir.glob("trial-*.jsonl")):
+            events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            kinds = [e["event"] for e in events]
+            if "epoch" in kinds and "end" not in kinds:
+                return int(path.stem.split("-")[1]), events[0]["pid"]
+        time.sleep(0.05)
+    raise AssertionError("no trial got going in time")
+
+
+def test_killed_worker_trial_is_failed_and_its_params_trained_again(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE, sweep='pruner = "none"')
+    proc = subprocess.Popen(
+        [*SWEEP, "run", str(cfg), "--jobs", "2", "--trials", "4"],
+        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        number, pid = _running_worker(tmp_path / ".sweep" / "dropout-digits" / "spool")
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "worker process died" in out
+    study = load_study(tmp_path)
+    trials = study.get_trials()
+    killed = trials[number]
+    assert killed.state == TrialState.FAIL and "died" in killed.user_attrs["failure_reason"]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+    assert retries and retries[0].params == killed.params
+    assert retries[0].state == TrialState.COMPLETE
+    # The target counts trials that ended, not the ones re-queued after a dead worker.
+    counted = [t for t in trials if t.state.is_finished() and not any(
+        t.number in u.system_attrs.get("retry_history", []) for u in trials)]
+    assert len(counted) == 4
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    _, parents, children = mlflow_runs(tmp_path)
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    assert parents["study"].info.status == "FINISHED"
+    killed_run = next(r for r in children if r.data.tags["optuna.trial_number"] == str(number))
+    assert killed_run.info.status == "KILLED"
+    assert "died" in killed_run.data.tags["failure_reason"]
+
+
+def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE, sweep='pruner = "none"')
+    args = [*SWEEP, "run", str(cfg), "--jobs", "2", "--trials", "4"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        _running_worker(tmp_path / ".sweep" / "dropout-digits" / "spool")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out
+    assert "rerun the same command to resume" in out
+    study = load_study(tmp_path)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert interrupted and all(t.user_attrs["failure_reason"] == "interrupted" for t in interrupted)
+    _, parents, children = mlflow_runs(tmp_path)
+    assert parents["study"].info.status == "KILLED"
+    assert not [r for r in children if r.info.status == "RUNNING"]
+
+    run_cli(tmp_path, "run", str(cfg), "--jobs", "2", "--trials", "4")
+    study = load_study(tmp_path)
+    for t in interrupted:  # each interrupted trial's params were trained again, as a fresh attempt
+        retry = next(u for u in study.trials if u.system_attrs.get("failed_trial") == t.number)
+        assert retry.state == TrialState.COMPLETE and retry.params == t.params
+        assert "failure_reason" not in retry.user_attrs
+    assert not [t for t in study.trials if not t.state.is_finished()]
+    _, parents, _ = mlflow_runs(tmp_path)
+    assert parents["study"].info.status == "FINISHED"
+
+
+def test_bad_config_key_is_reported_with_a_suggestion(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "bad.toml", "keep_prop = 0.5")
+    proc = run_cli(tmp_path, "run", str(cfg), check=False)
+    assert proc.returncode == 2
+    assert "keep_prop" in proc.stderr and "keep_prob" in proc.stderr
+    assert not (tmp_path / "optuna.journal").exists()  # nothing started
