@@ -61,9 +61,13 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster on a free port with the compose stack's databases."""
     bin_dir = find_pg_bin()
     if bin_dir is None:
+        where = (
+            f"in ${PG_BIN_ENV}={os.environ[PG_BIN_ENV]}" if os.environ.get(PG_BIN_ENV)
+            else f"on PATH or in /usr/lib/postgresql/*/bin (or set ${PG_BIN_ENV})"
+        )
         unavailable(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH, in /usr/lib/postgresql/*/bin"
-            f" or ${PG_BIN_ENV}; install them, e.g. `apt-get install postgresql`"
+            f"PostgreSQL server binaries (initdb, pg_ctl, postgres, psql) not found {where};"
+            " install them, e.g. `apt-get install postgresql`"
         )
     import_or_unavailable("psycopg2", "install the test extras: pip install -e '.[test]'")
     # The same environment the postgres container gets, defaults applied.

@@ -259,7 +259,9 @@ def find_pg_bin() -> Path | None:
     /usr/lib/postgresql/<version>/bin (Debian/Ubuntu keep them off PATH)."""
     candidates: list[Path] = []
     if os.environ.get(PG_BIN_ENV):
-        candidates.append(Path(os.environ[PG_BIN_ENV]))
+        # An explicit choice is the only one tried: no silent fallback.
+        candidates = [Path(os.environ[PG_BIN_ENV])]
+        return _first_pg_bin(candidates)
     on_path = shutil.which("pg_ctl")
     if on_path:
         # Resolved: a symlink in /usr/local/bin points at the real bin folder.
@@ -270,6 +272,10 @@ def find_pg_bin() -> Path | None:
         reverse=True,
     )
     candidates.extend(debian)
+    return _first_pg_bin(candidates)
+
+
+def _first_pg_bin(candidates: Sequence[Path]) -> Path | None:
     for folder in candidates:
         if all((folder / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres", "psql")):
             return folder

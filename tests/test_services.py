@@ -10,9 +10,9 @@ HTTP API, joblib on Dask.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from services import (
+    BASIC_AUTH_FILE,
     VENV_BIN,
     PostgresServer,
     ServerProcess,
@@ -34,9 +35,13 @@ from services import (
     native_argv,
     service_command,
     service_environment,
+    unavailable,
 )
 
 COMPOSE = load_compose()  # every variable at its documented default
+
+# Heartbeats and their retry callback are "experimental" in Optuna 5.0: known, and used on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
 def _in_container_network(pg: PostgresServer) -> dict[str, str]:
@@ -171,7 +176,8 @@ def test_killed_worker_trial_fails_by_heartbeat_and_its_params_run_again(optuna_
     name = "killed-worker"
     storage = optuna.storages.RDBStorage(
         optuna_url, heartbeat_interval=1, grace_period=2,
-        failed_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        # (`failed_trial_callback`, the older name, is deprecated since Optuna 4.9.)
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
     )
     study = optuna.create_study(study_name=name, storage=storage)
     proc = _worker(optuna_url, name, 1, block=True)
@@ -261,7 +267,7 @@ def test_dask_cli_workers_run_optuna_trials_on_the_shared_database(optuna_url: s
 
     distributed = import_or_unavailable("distributed", "pip install -e '.[test]'")
     if not (VENV_BIN / "dask").exists():
-        pytest.skip(f"the dask command is not installed in {VENV_BIN}")
+        unavailable(f"the dask command is not installed in {VENV_BIN}; pip install -e '.[test]'")
     name = "dask-workers"
     optuna.create_study(study_name=name, storage=optuna_url)
 
@@ -427,3 +433,48 @@ def test_mlflow_healthcheck_command_reaches_the_server(compose_mlflow: MlflowSta
         capture_output=True, text=True, timeout=60,
     )
     assert dead.returncode != 0
+
+
+def test_mlflow_basic_auth_override_requires_a_login(
+    postgres_server: PostgresServer, mlflow_server_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker/compose.basic-auth.yml's command and environment, on a fresh database."""
+    try:
+        import flask_wtf  # noqa: F401
+    except ImportError:
+        pytest.skip("Flask-WTF (mlflow[auth], installed in the image) is not installed here")
+
+    auth_env = {"MLFLOW_FLASK_SERVER_SECRET_KEY": "s" * 32, "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-1"}
+    override = load_compose(BASIC_AUTH_FILE, auth_env)
+    # The users database: the image's ini, pointed at a local file.
+    ini = (Path(__file__).parent.parent / "docker" / "mlflow" / "basic_auth.ini").read_text()
+    local_ini = tmp_path / "basic_auth.ini"
+    local_ini.write_text(ini.replace("sqlite:////mlflow/auth/basic_auth.db", f"sqlite:///{tmp_path}/auth.db"))
+    assert local_ini.read_text() != ini
+    env = {**service_environment(COMPOSE, "mlflow"), **service_environment(override, "mlflow"),
+           "MLFLOW_AUTH_CONFIG_PATH": str(local_ini)}
+    db_url = postgres_server.create_database("mlflow_auth_check", owner="mlflow")
+    argv = native_argv(
+        service_command(override, "mlflow"),
+        options={"--artifacts-destination": str(tmp_path / "artifacts"), "--workers": "1"},
+        hosts=_in_container_network(postgres_server),
+    )
+    argv = [db_url if part == postgres_server.url("mlflow", role="mlflow") else part for part in argv]
+    assert db_url in argv
+    server = mlflow_server_factory(argv=argv, env=env)
+    try:
+        api = server.url + "/api/2.0/mlflow/experiments/search?max_results=1"
+        assert http_request(api)[0] == 401
+        token = base64.b64encode(b"admin:admin-password-1").decode()
+        assert http_request(api, headers={"Authorization": f"Basic {token}"})[0] == 200
+        assert http_request(server.url + "/health")[0] == 200  # the healthcheck needs no login
+
+        from mlflow import MlflowClient
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "admin-password-1")
+        client = MlflowClient(tracking_uri=server.url)
+        assert client.get_experiment(client.create_experiment("with-auth")).name == "with-auth"
+    finally:
+        server.stop()
+        postgres_server.drop_database("mlflow_auth_check")
