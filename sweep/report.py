@@ -1,0 +1,194 @@
+"""`sweep report`: what did dropout do? Statistics, figures and a verdict from the recorded runs.
+
+Reads everything back from where the runs were recorded (MLflow for the
+ablation cells and their curves, the Optuna study for the sweep), so a report
+can be rebuilt at any time and checked against the runs. Writes
+`<out>/report.md` with PNG figures and logs the folder as an artifact of each
+parent run (the study's and every ablation's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweep.config import SweepConfig
+from sweep.stats import AblationSummary, Cell, summarize
+
+REPORT_ARTIFACT_PATH = "report"
+
+
+@dataclass
+class AblationRuns:
+    """One ablation parent run with its cells as read from MLflow."""
+
+    name: str
+    parent_run_id: str
+    params: dict[str, str]
+    cells: list[Cell]
+    unusable: list[str]  # run names left out, with why
+
+
+def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]]:
+    """Finished cell runs -> stats.Cell records (with their per-epoch curves)."""
+    cells: list[Cell] = []
+    unusable: list[str] = []
+    latest: dict[tuple[int, float, int], Any] = {}
+    for r in runs:
+        if r.info.status != "FINISHED":
+            reason = r.data.tags.get("failure_reason", r.info.status.lower())
+            unusable.append(f"{r.info.run_name}: {reason}")
+            continue
+        t = r.data.tags
+        key = (int(t["ablation.size"]), float(t["ablation.keep_prob"]), int(t["ablation.seed"]))
+        if key not in latest or r.info.start_time > latest[key].info.start_time:
+            latest[key] = r  # a cell re-run after an interruption: the newest finished one counts
+    for (size, keep, seed), r in sorted(latest.items()):
+        m = r.data.metrics
+        train = client.get_metric_history(r.info.run_id, "train_acc")
+        val = client.get_metric_history(r.info.run_id, "val_acc")
+        train_by_step = {h.step: h.value for h in train}
+        epochs = sorted(h.step for h in val if h.step in train_by_step)
+        val_by_step = {h.step: h.value for h in val}
+        cells.append(
+            Cell(
+                size=size, keep_prob=keep, seed=seed,
+                best_val_acc=m["best_val_acc"], final_train_acc=m["final_train_acc"],
+                final_val_acc=m["final_val_acc"], gap=m["final_gap"], val_loss=m["final_val_loss"],
+                epochs=epochs, train_acc=[train_by_step[e] for e in epochs], val_acc=[val_by_step[e] for e in epochs],
+            )
+        )
+    return cells, unusable
+
+
+def load_ablations(client: Any, experiment_id: str) -> list[AblationRuns]:
+    from sweep.tracking import PARENT_KEY_TAG, child_runs
+
+    parents = client.search_runs(
+        [experiment_id], filter_string="tags.`sweep.kind` = 'ablation'", order_by=["attributes.start_time ASC"]
+    )
+    out = []
+    for p in parents:
+        cells, unusable = cells_from_runs(client, child_runs(client, experiment_id, p.info.run_id))
+        name = p.data.tags.get(PARENT_KEY_TAG, "").removeprefix("ablation:") or p.info.run_name
+        out.append(AblationRuns(name, p.info.run_id, dict(p.data.params), cells, unusable))
+    return out
+
+
+def _md_image(path: Path, out_dir: Path, alt: str) -> str:
+    return f"![{alt}]({path.relative_to(out_dir).as_posix()})\n"
+
+
+def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
+    from sweep.importance import keep_prob_importance, trend_vs_keep_prob
+    from sweep.plots import plot_importances, plot_sweep_scatter
+
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    lines = [f"## Sweep: study `{study.study_name}`\n",
+             f"{len(trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}).\n"]
+    try:
+        best = study.best_trial
+        lines.append(f"Best validation accuracy {best.value:.4f} (trial {best.number}: "
+                     f"{', '.join(f'{k}={v}' for k, v in sorted(best.params.items()))}).\n")
+        test = study.user_attrs.get("best_test_acc")
+        if test and test.get("trial") == best.number:
+            lines.append(f"Its test accuracy, evaluated once after the sweep: {test['acc']:.4f}.\n")
+    except ValueError:
+        lines.append("No completed trial yet.\n")
+    importances = keep_prob_importance(study, seed=cfg.seed)
+    lines.append("\n### How much does keep_prob matter?\n")
+    lines.append("| target | evaluator | keep_prob importance | rank | trials | note |\n|---|---|---|---|---|---|\n")
+    for target, by_eval in importances.items():
+        for evaluator, res in by_eval.items():
+            imp = res.importances.get("keep_prob")
+            rank = res.rank("keep_prob")
+            lines.append(f"| {target} | {evaluator} | {'' if imp is None else f'{imp:.3f}'} | "
+                         f"{'' if rank is None else f'{rank}/{len(res.importances)}'} | {res.n_trials} | {res.note} |\n")
+    lines.append("\n(`value` = best validation accuracy of a trial; `gap` = its final train − val accuracy.)\n\n")
+    fig_dir = out_dir / "figures"
+    if any(res.importances for by_eval in importances.values() for res in by_eval.values()):
+        lines.append(_md_image(plot_importances(importances, fig_dir / "importances.png"), out_dir, "importances"))
+    points = trend_vs_keep_prob(study)
+    if points:
+        lines.append(_md_image(plot_sweep_scatter(points, fig_dir / "sweep_keep_prob.png"), out_dir,
+                               "validation accuracy and gap against keep_prob over the sweep"))
+    return "".join(lines)
+
+
+def _ablation_section(ab: AblationRuns, summary: AblationSummary | None, out_dir: Path) -> str:
+    from sweep.plots import plot_benefit_vs_size, plot_gap_vs_keep_prob, plot_learning_curves
+    from sweep.verdict import summary_markdown_tables, verdict
+
+    p = ab.params
+    lines = [f"## Ablation `{ab.name}`\n",
+             f"Configuration: hidden {p.get('hidden_dims')}, normalization {p.get('normalization')}, "
+             f"lr {p.get('learning_rate')}, {p.get('update_rule')}, batch {p.get('batch_size')}, "
+             f"{p.get('epochs')} epochs; keep_prob {p.get('keep_probs')} x sizes {p.get('sizes')} x "
+             f"{p.get('seeds')} seeds on {p.get('dataset')} (MLflow parent run `{ab.parent_run_id}`).\n\n"]
+    if ab.unusable:
+        lines.append(f"Left out ({len(ab.unusable)} runs): " + "; ".join(ab.unusable) + "\n\n")
+    if summary is None:
+        lines.append("No finished cells yet.\n")
+        return "".join(lines)
+    lines.append("### Verdict\n\n" + verdict(summary) + "\n\n")
+    fig_dir = out_dir / "figures" / ab.name
+    lines.append(_md_image(plot_learning_curves(summary, fig_dir / "learning_curves.png"), out_dir, "learning curves"))
+    lines.append(_md_image(plot_gap_vs_keep_prob(summary, fig_dir / "gap_vs_keep_prob.png"), out_dir, "gap"))
+    lines.append(_md_image(plot_benefit_vs_size(summary, fig_dir / "benefit_vs_size.png"), out_dir, "benefit"))
+    lines.append("\n### Numbers\n\n" + summary_markdown_tables(summary) + "\n")
+    return "".join(lines)
+
+
+def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path | None = None) -> Path:
+    """Write report.md (+ figures) for the study `cfg` names; returns its path."""
+    from sweep.runner import SweepPaths
+    from sweep.study import make_storage, open_study
+    from sweep.tracking import default_tracking_uri, make_client
+
+    name = cfg.study_name
+    paths = SweepPaths.for_study(workdir or Path.cwd(), name)
+    out_dir = (out_dir or paths.workdir / "reports" / name).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
+    client = make_client(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    study = None
+    try:
+        study = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
+    except KeyError:  # no sweep for this name (an ablation of explicit params only)
+        pass
+    if exp is None and study is None:
+        raise ValueError(f"--study: nothing recorded for {name!r} (no MLflow experiment at {tracking_uri}, "
+                         "no Optuna study); run `sweep run` or `sweep ablate` first")
+
+    ablations = load_ablations(client, exp.experiment_id) if exp is not None else []
+    parts = [f"# Does dropout regularize? Report for `{name}`\n\n",
+             "keep_prob is the probability of KEEPING a unit (1.0 = no dropout). "
+             "Accuracies are in percentage points; intervals are 95 % t-intervals over seeds; "
+             "paired differences are against keep_prob 1.0 on the same seeds (same init, batch order "
+             "and training subset), with Holm-adjusted p-values over each ablation grid.\n\n"]
+    rng = np.random.default_rng(cfg.seed)
+    for ab in ablations:
+        summary = summarize(ab.cells, rng=rng) if ab.cells else None
+        parts.append(_ablation_section(ab, summary, out_dir) + "\n")
+    if study is not None:
+        parts.append(_sweep_section(cfg, study, out_dir))
+    report = out_dir / "report.md"
+    report.write_text("".join(parts), encoding="utf-8")
+
+    if exp is not None:
+        from sweep.tracking import find_parent_run
+
+        parents = [ab.parent_run_id for ab in ablations]
+        study_parent = find_parent_run(client, exp.experiment_id, "study")
+        if study_parent:
+            parents.append(study_parent)
+        for run_id in parents:
+            client.log_artifacts(run_id, str(out_dir), artifact_path=REPORT_ARTIFACT_PATH)
+    return report

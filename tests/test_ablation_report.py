@@ -1,0 +1,131 @@
+"""`sweep ablate` and `sweep report` on digits, checked against the MLflow runs and a recomputation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from sweep.ablation import Cell as GridCell, cell_seeds, run_cell, CellTask
+from sweep.config import TrainParams
+from sweep.data import load_dataset
+from sweep.objective import RunSeeds, train
+from sweep_helpers import mlflow_runs, run_cli, sweep_env
+
+ABLATION_TOML = """
+[sweep]
+dataset = "digits"
+study = "abl"
+
+[ablation]
+keep_probs = [1.0, 0.5]
+sizes = [150, 400]
+seeds = 3
+
+[ablation.params]
+hidden_dims = [128]
+learning_rate = 2e-3
+normalization = "none"
+weight_scale = 0.05
+batch_size = 50
+epochs = 6
+lr_decay = 1.0
+"""
+
+
+def test_pairing_same_seed_same_init_and_batch_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    data = load_dataset("digits", num_train=200)
+    base = TrainParams(keep_prob=1.0, hidden_dims=(64,), learning_rate=1e-3, normalization="none",
+                       weight_scale=0.05, batch_size=50, epochs=3)
+    seeds = cell_seeds(0, 2)
+    a = train(base, data, seeds)
+    b = train(base, data, seeds)
+    def curve(result):  # everything but wall time
+        return [{k: v for k, v in e.items() if k != "epoch_seconds"} for e in result.epochs]
+
+    assert curve(a) == curve(b)
+
+    # keep 0.5 with the same seed: same initial weights, same minibatch order.
+    from model import FullyConnectedNet, Solver
+
+    nets = [FullyConnectedNet([64], input_dim=64, num_classes=10, keep_prob=k, weight_scale=0.05, seed=seeds.init)
+            for k in (1.0, 0.5)]
+    for name in nets[0].params:
+        np.testing.assert_array_equal(nets[0].params[name], nets[1].params[name])
+    orders = []
+    for net in nets:
+        seen: list[np.ndarray] = []
+        solver = Solver(net, data, batch_size=50, num_epochs=1, seed=seeds.order)
+        original = net.loss
+
+        def spy(X, y=None, _orig=original, _seen=seen):
+            if y is not None:
+                _seen.append(np.array(y))
+            return _orig(X, y)
+
+        net.loss = spy
+        solver.train()
+        orders.append(np.concatenate(seen))
+    np.testing.assert_array_equal(orders[0], orders[1])
+    # ...and the masks do differ from no dropout, so the curves are not identical.
+    c = train(TrainParams(**{**base.__dict__, "keep_prob": 0.5}), data, seeds)
+    assert [e["train_loss"] for e in c.epochs] != [e["train_loss"] for e in a.epochs]
+
+
+def test_ablation_and_report_match_a_recomputation_from_mlflow(tmp_path: Path) -> None:
+    cfg = tmp_path / "abl.toml"
+    cfg.write_text(ABLATION_TOML)
+    out = run_cli(tmp_path, "ablate", str(cfg), "--jobs", "2").stdout
+    assert "0/12 cells done, training 12" in out
+    client, parents, children = mlflow_runs(tmp_path, "abl")
+    [key] = [k for k in parents if k.startswith("ablation:")]
+    parent = parents[key]
+    assert len(children) == 12 and {r.info.status for r in children} == {"FINISHED"}
+    for r in children:
+        assert len(client.get_metric_history(r.info.run_id, "val_acc")) == 6
+        assert r.data.params["keep_prob"] == r.data.tags["ablation.keep_prob"]
+
+    # Paired: for one (size, seed), keep 1.0 and 0.5 share the init and order seeds.
+    by_cell = {(r.data.tags["ablation.size"], r.data.tags["ablation.seed"], r.data.tags["ablation.keep_prob"]): r
+               for r in children}
+    for size in ("150", "400"):
+        for seed in ("0", "1", "2"):
+            a, b = by_cell[(size, seed, "1.0")], by_cell[(size, seed, "0.5")]
+            assert a.data.tags["sweep.init_seed"] == b.data.tags["sweep.init_seed"]
+            assert a.data.tags["sweep.order_seed"] == b.data.tags["sweep.order_seed"]
+
+    # A rerun skips finished cells.
+    again = run_cli(tmp_path, "ablate", str(cfg), "--jobs", "2").stdout
+    assert "12/12 cells done, training 0" in again
+    assert len(mlflow_runs(tmp_path, "abl")[2]) == 12
+
+    report_out = run_cli(tmp_path, "report", str(cfg), "--out", str(tmp_path / "rep")).stdout
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "report written to" in report_out
+    for fig in ("learning_curves.png", "gap_vs_keep_prob.png", "benefit_vs_size.png"):
+        path = next((tmp_path / "rep" / "figures").rglob(fig))
+        assert path.stat().st_size > 5000
+    # Artifacts logged on the ablation's parent run.
+    names = [f.path for f in client.list_artifacts(parent.info.run_id, "report")]
+    assert "report/report.md" in names
+
+    # Recompute the headline numbers straight from MLflow and find them in the report.
+    for size in (150, 400):
+        base = [by_cell[(str(size), str(s), "1.0")].data.metrics["best_val_acc"] for s in range(3)]
+        drop = [by_cell[(str(size), str(s), "0.5")].data.metrics["best_val_acc"] for s in range(3)]
+        diff = np.array(drop) - np.array(base)
+        mean = diff.mean() * 100
+        half = sps.t.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3) * 100
+        sentence = next(line for line in report.splitlines()
+                        if f"With {size} training examples, keep 0.5 vs no dropout" in line)
+        accuracy_part = sentence.split("validation accuracy", 1)[1]
+        numbers = [float(x.replace("\u2212", "-")) for x in re.findall(r"[+\u2212-]?\d+\.\d+", accuracy_part)]
+        assert numbers[0] == pytest.approx(mean, abs=0.051)  # printed to 0.1 points
+        assert numbers[1] == pytest.approx(mean - half, abs=0.051)
+        assert numbers[2] == pytest.approx(mean + half, abs=0.051)
+        gap_base = np.mean([by_cell[(str(size), str(s), "1.0")].data.metrics["final_gap"] for s in range(3)])
+        assert f"{gap_base * 100:.1f}" in report
