@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,7 +56,63 @@ def ui_url(host: str, port: int, experiment_id: str | None = None) -> str:
 def make_client(tracking_uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
+    prepare_sqlite_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _template_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dropout-sweep"
+
+
+def prepare_sqlite_store(tracking_uri: str, template_dir: Path | None = None) -> bool:
+    """Create a missing SQLite tracking store from a cached, already-migrated empty schema.
+
+    MLflow builds a new SQLite store by running its whole chain of schema
+    migrations: ~3 s of CPU (3.5 s vs 0.25 s from a copy, measured on the
+    2-core machine), and on a 2-core machine that comes out of the trials'
+    time. For one MLflow version the result is always the same empty schema,
+    so it is built once per version (with MLflow's own `_initialize_tables`)
+    into the user cache and copied. MLflow then adds its Default experiment,
+    with this folder's artifact location, as it does for any store lacking
+    one. Any failure falls back to MLflow's normal creation.
+
+    Returns:
+        True if the store was created from the template.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return False
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if path.exists() or str(path) in ("", ":memory:"):
+        return False
+    try:
+        import mlflow
+        import sqlalchemy
+        from mlflow.store.db.utils import _initialize_tables  # private: guarded by the fallback
+
+        template = (template_dir or _template_dir()) / f"mlflow-{mlflow.__version__}-empty.db"
+        if not template.exists():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+            engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+            try:
+                _initialize_tables(engine)
+            finally:
+                engine.dispose()
+            os.replace(tmp, template)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(template, tmp)
+        try:
+            os.link(tmp, path)  # atomic, and never over a store another process just made
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return True
+    except Exception as exc:  # MLflow internals changed: let MLflow create the store itself
+        log.warning("could not create %s from a template (%s); MLflow will create it", path, exc)
+        return False
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:

@@ -114,3 +114,24 @@ def test_partial_line_is_left_for_the_next_read(tmp_path: Path) -> None:
 def test_recorder_rejects_unknown_status(tmp_path: Path) -> None:
     with spool.RunRecorder(tmp_path / "x.jsonl") as rec, pytest.raises(ValueError, match="status"):
         rec.end("DONE")
+
+
+def test_sqlite_store_from_template_is_a_working_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweep.tracking import make_client, prepare_sqlite_store
+
+    templates = tmp_path / "templates"
+    first = tmp_path / "a" / "mlflow.db"
+    assert prepare_sqlite_store(f"sqlite:///{first}", templates)  # builds the template, then copies it
+    assert [p.name for p in templates.iterdir()] and first.exists()
+    assert not prepare_sqlite_store(f"sqlite:///{first}", templates)  # never touches an existing store
+    second = tmp_path / "b" / "mlflow.db"
+    assert prepare_sqlite_store(f"sqlite:///{second}", templates)
+    monkeypatch.chdir(second.parent)
+    client = make_client(f"sqlite:///{second}")
+    # MLflow accepts the schema as current and adds the Default experiment for THIS folder.
+    assert client.get_experiment("0").artifact_location.endswith(str(second.parent / "mlruns" / "0"))
+    exp = client.create_experiment("x")
+    run = client.create_run(exp)
+    client.log_metric(run.info.run_id, "val_acc", 0.5, step=1)
+    assert client.get_metric_history(run.info.run_id, "val_acc")[0].value == 0.5
+    assert not prepare_sqlite_store("http://127.0.0.1:5000", templates)
