@@ -379,9 +379,14 @@ def _print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
             f"best trial {o.best_number}: val_acc {o.best_value:.4f}, test_acc {test}\n"
             f"  params: {format_params(cfg.space, o.best_params or {})}\n"
         )
+    if o.tracking_uri.startswith(("http://", "https://")):
+        out.write(f"look at the curves on the tracking server:\n  {ui_url('', 0, o.experiment_id, base=o.tracking_uri)}\n")
+    else:
+        out.write(
+            f"look at the curves: `sweep ui --study {o.study_name}` (runs `mlflow ui` on this store), then open\n"
+            f"  {ui_url('127.0.0.1', 5000, o.experiment_id)}\n"
+            f"  tracking URI: {o.tracking_uri}\n"
+        )
     out.write(
-        "look at the curves: `sweep ui` (runs `mlflow ui` on this store), then open\n"
-        f"  {ui_url('127.0.0.1', 5000, o.experiment_id)}\n"
-        f"  tracking URI: {o.tracking_uri}\n"
         f"then answer the dropout question: `sweep ablate --study {o.study_name}` and `sweep report --study {o.study_name}`\n"
     )

@@ -45,9 +45,12 @@ def default_tracking_uri(workdir: Path | None = None) -> str:
     return f"sqlite:///{db}"
 
 
-def ui_url(host: str, port: int, experiment_id: str | None = None) -> str:
-    """Address of the classic runs table (MLflow 3 opens a GenAI view by default)."""
-    base = f"http://{host}:{port}"
+def ui_url(host: str, port: int, experiment_id: str | None = None, *, base: str | None = None) -> str:
+    """Address of the classic runs table (MLflow 3 opens a GenAI view by default).
+
+    `base` (a tracking server's own URL) replaces http://host:port.
+    """
+    base = (base or f"http://{host}:{port}").rstrip("/")
     if experiment_id is None:
         return base
     return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
