@@ -68,7 +68,11 @@ def eval_numerical_gradient(
 
 
 def eval_numerical_gradient_array(
-    f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, df: np.ndarray, h: float = 1e-5
+    f: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    df: np.ndarray,
+    h: float = 1e-5,
+    order: int = 2,
 ) -> np.ndarray:
     """Gradient of ``sum(f(x) * df)`` at x: the vector-Jacobian product a backward pass computes.
 
@@ -77,32 +81,40 @@ def eval_numerical_gradient_array(
         x: Point, any shape (float64 recommended).
         df: Upstream gradient, shaped like ``f(x)``.
         h: Step.
+        order: 2 or 4, as in :func:`eval_numerical_gradient`.
 
     Returns:
         Array shaped like x.
+
+    Raises:
+        ValueError: order not 2 or 4.
     """
-    grad = np.zeros_like(x, dtype=np.float64)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
-    while not it.finished:
-        ix = it.multi_index
-        old = x[ix]
-        x[ix] = old + h
-        pos = np.array(f(x), dtype=np.float64, copy=True)
-        x[ix] = old - h
-        neg = np.array(f(x), dtype=np.float64, copy=True)
-        x[ix] = old
-        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
-        it.iternext()
-    return grad
+    df = np.asarray(df, dtype=np.float64)
+
+    def scalar(a: np.ndarray) -> float:
+        # Copy first: f may return x itself (e.g. dropout in test mode).
+        return float(np.sum(np.array(f(a), dtype=np.float64, copy=True) * df))
+
+    return eval_numerical_gradient(scalar, x, h=h, order=order)
 
 
-def rel_error(x: np.ndarray, y: np.ndarray) -> float:
-    """Largest elementwise ``|x - y| / max(1e-8, |x| + |y|)``.
+def rel_error(x: np.ndarray, y: np.ndarray, floor: float = 1e-8) -> float:
+    """Largest elementwise ``|x - y| / max(floor, |x| + |y|)``.
 
-    The 1e-8 floor keeps elements where both are ~0 from dividing by zero;
-    it also means an exactly-zero true gradient compared with ~1e-11 of
-    finite-difference noise reads as ~1e-3, so check such cases absolutely.
+    The floor keeps elements where both are ~0 from dividing by zero. With
+    cs231n's 1e-8 an exactly-zero true gradient against ~1e-11 of
+    finite-difference noise reads as ~1e-3; pass a floor at the numeric
+    reference's resolution (about its absolute noise / 1e-7) to hold such
+    elements to an absolute bound instead.
+
+    Args:
+        x: Array (e.g. numeric gradient).
+        y: Array of the same shape (e.g. analytic gradient).
+        floor: Smallest denominator.
+
+    Returns:
+        The largest relative error, a Python float.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
+    return float(np.max(np.abs(x - y) / np.maximum(floor, np.abs(x) + np.abs(y))))

@@ -299,11 +299,12 @@ def dropout_forward(x: np.ndarray, dropout_param: dict[str, Any]) -> tuple[np.nd
         if dropout_param.get("seed") is None:
             raise ValueError("dropout_param needs 'rng' (a numpy Generator) or 'seed' in train mode")
         rng = np.random.default_rng(dropout_param["seed"])
-    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
-    # One uniform draw, compared and scaled in place: the draw buffer becomes
-    # the mask, so there is no separate boolean array.
-    mask = rng.random(x.shape, dtype=dtype)
-    np.less(mask, keep_prob, out=mask)
+    # One float32 uniform draw whatever x's dtype (so float32 and float64 nets
+    # with one seed drop the same units), compared and scaled in place: for
+    # float32 the draw buffer itself becomes the mask, no boolean temporary.
+    uniform = rng.random(x.shape, dtype=np.float32)
+    mask = uniform if x.dtype == np.float32 else np.empty(x.shape, dtype=np.result_type(x.dtype, np.float32))
+    np.less(uniform, keep_prob, out=mask)
     mask *= 1.0 / keep_prob
     out = x * mask
     return out, (dropout_param, mask)

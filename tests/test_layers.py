@@ -9,6 +9,22 @@ from model import layers
 from model.gradcheck import eval_numerical_gradient, eval_numerical_gradient_array, rel_error
 
 TOL = 1e-7  # the bound on relative error, float64 everywhere below
+# Numeric reference: the fourth-order stencil at h = 1e-4 (see
+# model.gradcheck), whose absolute accuracy is a few 1e-12 of the checked
+# scalar sum(f(x) * df). Elements smaller than RESOLUTION times that scalar's
+# size are therefore held to an absolute bound (1e-7 * floor) through
+# rel_error's floor instead of cs231n's 1e-8; without it, batchnorm's dx
+# (whose columns sum to zero, so some elements are ~1e-7) fails the relative
+# bound for about 1 seed in 12 with two-point differences. Over 100 seeds per
+# layer the worst error with this scheme was 1.4e-8.
+RESOLUTION = 5e-5
+
+
+def check_grad(f, x: np.ndarray, df: np.ndarray, analytic: np.ndarray) -> None:
+    num = eval_numerical_gradient_array(f, x, df, h=1e-4, order=4)
+    scale = max(1.0, float(np.sum(np.abs(np.asarray(f(x)) * df))))
+    err = rel_error(num, analytic, floor=RESOLUTION * scale)
+    assert err < TOL, f"rel error {err:.1e} (cs231n rel_error {rel_error(num, analytic):.1e})"
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -31,9 +47,9 @@ def test_affine_gradients():
     np.testing.assert_allclose(out, x.reshape(4, -1) @ w + b)
     dx, dw, db = layers.affine_backward(dout, cache)
     assert dx.shape == x.shape
-    assert rel_error(dx, eval_numerical_gradient_array(lambda a: layers.affine_forward(a, w, b)[0], x, dout)) < TOL
-    assert rel_error(dw, eval_numerical_gradient_array(lambda a: layers.affine_forward(x, a, b)[0], w, dout)) < TOL
-    assert rel_error(db, eval_numerical_gradient_array(lambda a: layers.affine_forward(x, w, a)[0], b, dout)) < TOL
+    check_grad(lambda a: layers.affine_forward(a, w, b)[0], x, dout, dx)
+    check_grad(lambda a: layers.affine_forward(x, a, b)[0], w, dout, dw)
+    check_grad(lambda a: layers.affine_forward(x, w, a)[0], b, dout, db)
     none_dx, dw2, db2 = layers.affine_backward(dout, cache, need_dx=False)
     assert none_dx is None and np.array_equal(dw2, dw) and np.array_equal(db2, db)
 
@@ -45,7 +61,7 @@ def test_relu_gradient():
     out, cache = layers.relu_forward(x)
     assert np.array_equal(out, np.where(x > 0, x, 0))
     dx = layers.relu_backward(dout, cache)
-    assert rel_error(dx, eval_numerical_gradient_array(lambda a: layers.relu_forward(a)[0], x, dout)) < TOL
+    check_grad(lambda a: layers.relu_forward(a)[0], x, dout, dx)
 
 
 @pytest.mark.parametrize("backward", [layers.batchnorm_backward, layers.batchnorm_backward_alt])
@@ -62,9 +78,9 @@ def test_batchnorm_gradients(backward):
 
     _, cache = layers.batchnorm_forward(x, gamma, beta, {"mode": "train"})
     dx, dgamma, dbeta = backward(dout, cache)
-    assert rel_error(dx, eval_numerical_gradient_array(lambda a: fwd(a, gamma, beta), x, dout)) < TOL
-    assert rel_error(dgamma, eval_numerical_gradient_array(lambda a: fwd(x, a, beta), gamma, dout)) < TOL
-    assert rel_error(dbeta, eval_numerical_gradient_array(lambda a: fwd(x, gamma, a), beta, dout)) < TOL
+    check_grad(lambda a: fwd(a, gamma, beta), x, dout, dx)
+    check_grad(lambda a: fwd(x, a, beta), gamma, dout, dgamma)
+    check_grad(lambda a: fwd(x, gamma, a), beta, dout, dbeta)
 
 
 def test_batchnorm_alt_matches_step_by_step():
@@ -90,9 +106,9 @@ def test_layernorm_gradients():
 
     _, cache = layers.layernorm_forward(x, gamma, beta, {})
     dx, dgamma, dbeta = layers.layernorm_backward(dout, cache)
-    assert rel_error(dx, eval_numerical_gradient_array(lambda a: fwd(a, gamma, beta), x, dout)) < TOL
-    assert rel_error(dgamma, eval_numerical_gradient_array(lambda a: fwd(x, a, beta), gamma, dout)) < TOL
-    assert rel_error(dbeta, eval_numerical_gradient_array(lambda a: fwd(x, gamma, a), beta, dout)) < TOL
+    check_grad(lambda a: fwd(a, gamma, beta), x, dout, dx)
+    check_grad(lambda a: fwd(x, a, beta), gamma, dout, dgamma)
+    check_grad(lambda a: fwd(x, gamma, a), beta, dout, dbeta)
 
 
 @pytest.mark.parametrize("keep_prob", [0.3, 0.75, 1.0])
@@ -103,8 +119,7 @@ def test_dropout_gradient_with_fixed_seed(keep_prob):
     param = {"mode": "train", "keep_prob": keep_prob, "seed": 123}
     _, cache = layers.dropout_forward(x, param)
     dx = layers.dropout_backward(dout, cache)
-    num = eval_numerical_gradient_array(lambda a: layers.dropout_forward(a, param)[0], x, dout)
-    assert rel_error(dx, num) < TOL
+    check_grad(lambda a: layers.dropout_forward(a, param)[0], x, dout, dx)
 
 
 def test_softmax_loss_gradient_and_value():
@@ -115,7 +130,7 @@ def test_softmax_loss_gradient_and_value():
     loss, dscores = layers.softmax_loss(scores, y)
     probs = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
     assert loss == pytest.approx(-np.log(probs[np.arange(n), y]).mean(), rel=1e-12)
-    num = eval_numerical_gradient(lambda s: layers.softmax_loss(s, y)[0], scores)
+    num = eval_numerical_gradient(lambda s: layers.softmax_loss(s, y)[0], scores, h=1e-4, order=4)
     assert rel_error(dscores, num) < TOL
     # Large scores must not overflow (the max is subtracted first).
     big_loss, big_d = layers.softmax_loss(scores * 1e4, y)
