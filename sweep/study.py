@@ -192,6 +192,12 @@ def reap_stale_trials(
     Also re-queues trials a worker failed itself on an interrupt (user attr
     `interrupted`). A RUNNING trial with no liveness record yet is left alone
     for `min_age_seconds` (its worker may be between ask and first write).
+
+    With an RDB storage, Optuna's heartbeat check (in any worker) may fail the
+    same trial; whoever moves it RUNNING -> FAIL first re-queues it, the other
+    sees UpdateFinishedTrialError and leaves it, so a trial is retried once.
+    A trial the heartbeat failed gets its spool file closed here (Optuna's
+    callback cannot know the file), so its MLflow run does not stay RUNNING.
     Returns the numbers of the trials re-queued.
     """
     storage = study._storage
@@ -200,10 +206,15 @@ def reap_stale_trials(
     now = dt.datetime.now()
     requeued: list[int] = []
     for t in trials:
-        if t.number in retried:
-            continue
         path = spool_path(spool_dir, t.number)
         state = spool.read_state(path) if path.exists() else None
+        if t.number in retried:
+            if t.state == TrialState.FAIL and state is not None and state.start is not None and state.end is None:
+                start = state.start
+                if spool.is_alive(start["host"], start["pid"], start.get("proc_start")) is not True:
+                    reason_tag = {"state": "FAIL", "failure_reason": "worker stopped sending heartbeats"}
+                    spool.append_end(path, "KILLED", reason_tag)
+            continue
         if t.state == TrialState.RUNNING:
             if state is not None and state.start is not None:
                 alive = spool.is_alive(state.start["host"], state.start["pid"], state.start.get("proc_start"))
@@ -211,8 +222,12 @@ def reap_stale_trials(
                     continue
             elif t.datetime_start and (now - t.datetime_start).total_seconds() < min_age_seconds:
                 continue
-            storage.set_trial_user_attr(t._trial_id, "failure_reason", reason)
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            try:
+                storage.set_trial_user_attr(t._trial_id, "failure_reason", reason)
+                # The RUNNING -> FAIL move is the claim (a row lock on RDB): only its winner re-queues.
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # failed meanwhile by Optuna's heartbeat check, which re-queues it
             t = storage.get_trial(t._trial_id)
         elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
             continue

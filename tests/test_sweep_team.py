@@ -1,0 +1,225 @@
+"""`sweep run` against the team stack, natively: Optuna on PostgreSQL (RDBStorage),
+MLflow behind a real `mlflow server`, trials on a Dask cluster.
+
+The services come from conftest.py's fixtures; without them these tests skip,
+and with SWEEP_REQUIRE_SERVICES=1 they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from test_sweep_run import _running_worker
+
+from sweep import spool
+from sweep import study as sweep_study
+from sweep.study import make_storage, reap_stale_trials, spool_path
+from sweep_helpers import SLOW_SPACE, SWEEP, run_cli, sweep_env, write_config
+
+STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+
+
+def _study(storage_url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage_url)
+
+
+def _server_runs(tracking_uri: str, experiment: str) -> tuple[Any, dict[str, Any], list[Any]]:
+    """(client, parent runs by key, child runs) of one experiment, read over HTTP."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r} on {tracking_uri}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = {r.data.tags["sweep.parent_key"]: r for r in runs if "sweep.parent_key" in r.data.tags}
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def _assert_study_mirrored(storage_url: str, tracking_uri: str, name: str, expected: int) -> None:
+    """Exactly `expected` trials in Optuna, one child run each under one parent, same params, full curves."""
+    trials = _study(storage_url, name).get_trials()
+    assert [t.number for t in trials] == list(range(expected))
+    assert all(t.state in STATUS_OF for t in trials), [t.state for t in trials]
+    client, parents, children = _server_runs(tracking_uri, name)
+    assert list(parents) == ["study"]
+    parent_id = parents["study"].info.run_id
+    assert parents["study"].info.status == "FINISHED"
+    assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in children)
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    assert len(children) == expected and sorted(by_number) == list(range(expected))
+    for t in trials:
+        run = by_number[t.number]
+        assert run.info.run_name == f"trial-{t.number:04d}"
+        assert run.info.status == STATUS_OF[t.state]
+        for key, value in t.params.items():
+            assert run.data.params[key] == str(value), key
+        assert t.user_attrs.get("mlflow_run_id", run.info.run_id) == run.info.run_id
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        steps = sorted(m.step for m in history)
+        # One point per epoch the trial trained (pruned trials stop early), as Optuna saw them.
+        assert steps == sorted(t.intermediate_values) == list(range(1, len(steps) + 1))
+        assert {m.step: m.value for m in history} == pytest.approx(t.intermediate_values)
+        if t.state == TrialState.COMPLETE:
+            assert len(steps) == t.params["epochs"]
+
+
+def test_sweep_on_postgres_and_mlflow_server_reaches_the_target_then_adds_the_missing(
+    tmp_path: Path, postgres_db: str, mlflow_server: str
+) -> None:
+    name = "team-postgres"
+    common = ["--study", name, "--storage", postgres_db, "--tracking-uri", mlflow_server, "--jobs", "2", "--epochs", "3"]
+    first = run_cli(tmp_path, "run", *common, "--trials", "6")
+    assert "best trial" in first.stdout, first.stdout
+    assert mlflow_server in first.stdout  # the summary names the server it logged to
+    _assert_study_mirrored(postgres_db, mlflow_server, name, 6)
+    assert not (tmp_path / "optuna.journal").exists() and not (tmp_path / "mlflow.db").exists()
+
+    second = run_cli(tmp_path, "run", *common, "--trials", "8")
+    assert "6/8 trials done, running 2 more" in second.stdout, second.stdout
+    _assert_study_mirrored(postgres_db, mlflow_server, name, 8)
+
+
+def test_killed_worker_on_postgres_is_retried_once_and_the_sweep_reaches_its_target(
+    tmp_path: Path, postgres_db: str, mlflow_server: str
+) -> None:
+    """SIGKILL a worker mid-trial with RDB storage: the parent's pid check and Optuna's
+    heartbeat could both fail and re-queue the trial; exactly one retry must result."""
+    name = "team-kill"
+    cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE.replace("epochs = 12", "epochs = 8"), sweep='pruner = "none"')
+    proc = subprocess.Popen(
+        [*SWEEP, "run", str(cfg), "--study", name, "--storage", postgres_db, "--tracking-uri", mlflow_server,
+         "--jobs", "2", "--trials", "4"],
+        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        number, pid = _running_worker(tmp_path / ".sweep" / name / "spool")
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "worker process died" in out
+
+    trials = _study(postgres_db, name).get_trials()
+    killed = trials[number]
+    assert killed.state == TrialState.FAIL and "died" in killed.user_attrs["failure_reason"]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
+    assert len(retries) == 1, [(t.number, t.state, t.system_attrs) for t in retries]
+    assert retries[0].params == killed.params and retries[0].state == TrialState.COMPLETE
+    assert retries[0].system_attrs["retry_history"] == [number]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    assert sum(1 for t in trials if t.state.is_finished() and t.number not in retried) == 4
+
+    _, parents, children = _server_runs(mlflow_server, name)
+    assert parents["study"].info.status == "FINISHED"
+    assert len(children) == len(trials)
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    killed_run = next(r for r in children if r.data.tags["optuna.trial_number"] == str(number))
+    assert killed_run.info.status == "KILLED" and "died" in killed_run.data.tags["failure_reason"]
+
+
+# -- the two recovery mechanisms on one dead trial ------------------------------
+
+_WRITE_START = "import sys; from sweep.spool import RunRecorder; RunRecorder(sys.argv[1]).start(sys.argv[2], 'study', {}, {})"
+
+
+def _dead_running_trial(storage_url: str, name: str, spool_dir: Path) -> tuple[optuna.Study, int]:
+    """A RUNNING trial with one recorded heartbeat whose worker (a real process) wrote its
+    spool start record and exited, as a SIGKILLed worker leaves it."""
+    storage = make_storage(storage_url, spool_dir / "unused.journal")
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    study._storage.record_heartbeat(trial._trial_id)
+    path = spool_path(spool_dir, trial.number)
+    subprocess.run([sys.executable, "-c", _WRITE_START, str(path), f"trial-{trial.number:04d}"], check=True)
+    return study, trial.number
+
+
+def _retries_of(study: optuna.Study, number: int) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == number]
+
+
+def test_parent_reaping_and_optuna_heartbeat_retry_a_dead_trial_once(
+    tmp_path: Path, postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # make_storage's real settings, scaled down: heartbeat every 1 s, stale after 3 s.
+    monkeypatch.setattr(sweep_study, "HEARTBEAT_SECONDS", 1)
+    heartbeat_first, hb_number = _dead_running_trial(postgres_db, "heartbeat-first", tmp_path / "a")
+    reap_first, reap_number = _dead_running_trial(postgres_db, "reap-first", tmp_path / "b")
+
+    # The parent sees the dead pid at once and re-queues ...
+    assert reap_stale_trials(reap_first, tmp_path / "b", "worker process died", min_age_seconds=0) == [reap_number]
+    time.sleep(3 * sweep_study.HEARTBEAT_SECONDS + 1)
+    # ... so the heartbeat check every worker runs before its next trial finds nothing left to do.
+    optuna.storages.fail_stale_trials(reap_first)
+    # In the other study the heartbeat check comes first; the parent's reaping then leaves it alone.
+    optuna.storages.fail_stale_trials(heartbeat_first)
+    assert reap_stale_trials(heartbeat_first, tmp_path / "a", "worker process died", min_age_seconds=0) == []
+
+    for study, number, reason in ((reap_first, reap_number, "worker process died"),
+                                  (heartbeat_first, hb_number, "worker stopped sending heartbeats")):
+        failed = study.trials[number]
+        assert failed.state == TrialState.FAIL
+        retries = _retries_of(study, number)
+        assert len(retries) == 1
+        assert retries[0].state == TrialState.WAITING and retries[0].params == failed.params
+        assert retries[0].system_attrs["retry_history"] == [number]
+        # The dead worker's run is closed either way, so its MLflow run ends KILLED, not RUNNING.
+        end = spool.read_state(spool_path(tmp_path / ("b" if study is reap_first else "a"), number)).end
+        assert end is not None and end["status"] == "KILLED" and end["tags"]["failure_reason"] == reason
+
+
+def test_reaping_leaves_a_trial_another_process_failed_meanwhile(tmp_path: Path, postgres_db: str) -> None:
+    """The race: the parent reads the trial as RUNNING, a worker's heartbeat check fails it
+    (and re-queues it) before the parent writes. The parent must neither crash nor re-queue."""
+    import psycopg2
+
+    study, number = _dead_running_trial(postgres_db, "race", tmp_path)
+    trial_id = study.trials[number]._trial_id
+    dsn = postgres_db.replace("postgresql+psycopg2://", "postgresql://")
+    rival = psycopg2.connect(dsn)  # plays the worker: takes the row lock fail_stale_trials takes
+    watcher = psycopg2.connect(dsn)
+    watcher.autocommit = True
+    outcome: list[object] = []
+
+    def reap() -> None:
+        try:
+            outcome.append(reap_stale_trials(study, tmp_path, "worker process died", min_age_seconds=0))
+        except Exception as exc:  # reported below
+            outcome.append(exc)
+
+    try:
+        with rival.cursor() as cur:
+            cur.execute("SELECT state FROM trials WHERE trial_id = %s FOR UPDATE", (trial_id,))
+            assert cur.fetchone() == ("RUNNING",)
+            reaper = threading.Thread(target=reap)
+            reaper.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until the parent has read RUNNING and waits on the row
+                with watcher.cursor() as w:
+                    w.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    if w.fetchone()[0] > 0:
+                        break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the parent never waited on the trial's row")
+            cur.execute("UPDATE trials SET state = 'FAIL', datetime_complete = now() WHERE trial_id = %s", (trial_id,))
+        rival.commit()
+        reaper.join(30)
+    finally:
+        rival.close()
+        watcher.close()
+    assert outcome == [[]], outcome
+    assert _retries_of(study, number) == []  # the rival's callback re-queues, not the parent
