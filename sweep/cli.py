@@ -40,6 +40,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-train", type=int, help="training examples (a nested seeded subset)")
     p.add_argument("--epochs", type=int, help="epochs per run")
     p.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 first if it is not in the data folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +88,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 def _load(args: argparse.Namespace):
     from sweep.config import load_config
 
-    return load_config(args.config, _overrides(args))
+    cfg = load_config(args.config, _overrides(args))
+    if getattr(args, "download", False) and cfg.dataset == "cifar10":
+        from sweep.data import download_cifar10
+
+        download_cifar10(cfg.data_dir)  # a no-op when the folder is complete
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
