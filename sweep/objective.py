@@ -138,9 +138,30 @@ def train(
         result.status = "KILLED"
     result.best_val_acc = float(solver.best_val_acc) if result.epochs else float("nan")
     result.best_epoch = int(getattr(solver, "best_epoch", 0) or 0)
-    if keep_best_weights and result.status != "FAILED":
-        result.best_weights = {k: np.asarray(v) for k, v in solver.best_params.items()}
+    if keep_best_weights and result.status != "FAILED" and result.epochs:
+        solver.load_best_params()
+        result.best_weights = model_state(net)
     return result
+
+
+def model_state(net: FullyConnectedNet) -> dict[str, np.ndarray]:
+    """Parameters plus batchnorm running statistics (`bn{i}.running_mean`, ...), flat."""
+    state = {k: np.array(v) for k, v in net.params.items()}
+    for i, bn in enumerate(net.bn_params, start=1):
+        for key in ("running_mean", "running_var"):
+            if key in bn:
+                state[f"bn{i}.{key}"] = np.array(bn[key])
+    return state
+
+
+def load_model_state(net: FullyConnectedNet, state: Mapping[str, np.ndarray]) -> None:
+    """Inverse of `model_state`."""
+    for name, value in state.items():
+        if name.startswith("bn") and "." in name:
+            layer, key = name.split(".", 1)
+            net.bn_params[int(layer[2:]) - 1][key] = np.array(value)
+        else:
+            net.params[name] = np.asarray(value, dtype=net.params[name].dtype)
 
 
 def evaluate(
@@ -153,11 +174,7 @@ def evaluate(
 ) -> float:
     """Accuracy of a trained net (test mode) on (X, y)."""
     net = build_net(params, X.shape[1], num_classes, seed=0)
-    for name, value in weights.items():
-        if name in net.params:
-            net.params[name] = np.asarray(value, dtype=net.params[name].dtype)
-    if hasattr(net, "load_state"):
-        net.load_state(weights)
+    load_model_state(net, weights)
     correct = 0
     for i in range(0, X.shape[0], batch_size):
         scores = net.loss(np.asarray(X[i : i + batch_size]))

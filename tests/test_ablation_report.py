@@ -129,3 +129,19 @@ def test_ablation_and_report_match_a_recomputation_from_mlflow(tmp_path: Path) -
         assert numbers[2] == pytest.approx(mean + half, abs=0.051)
         gap_base = np.mean([by_cell[(str(size), str(s), "1.0")].data.metrics["final_gap"] for s in range(3)])
         assert f"{gap_base * 100:.1f}" in report
+
+
+@pytest.mark.parametrize("normalization", ["none", "batchnorm", "layernorm"])
+def test_best_weights_reproduce_the_best_validation_accuracy(normalization: str, monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    """What the sweep saves for its test-set evaluation is the best epoch's net, running stats included."""
+    from sweep.objective import evaluate, load_weights, num_classes_of, save_weights
+
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    data = load_dataset("digits", num_train=300)
+    params = TrainParams(keep_prob=0.8, hidden_dims=(64, 32), learning_rate=2e-3, normalization=normalization,
+                         weight_scale=0.05, batch_size=50, epochs=4)
+    result = train(params, data, RunSeeds.derive(0, 1), keep_best_weights=True)
+    save_weights(tmp_path / "w.npz", result.best_weights)
+    acc = evaluate(params, load_weights(tmp_path / "w.npz"), data["X_val"], data["y_val"], num_classes_of(data))
+    assert acc == pytest.approx(result.best_val_acc)
