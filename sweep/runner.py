@@ -97,6 +97,8 @@ def _worker_data(ctx: TrialContext) -> dict[str, np.ndarray]:
 
 def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     """Worker task: run exactly one trial of the study; returns its outcome."""
+    from sweep.study import spool_path
+
     study = _worker_study(ctx)
     data = _worker_data(ctx)
     done: dict[str, Any] = {}
@@ -108,6 +110,9 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     storage = study._storage
     frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"]))
+    # The trial's events (a few kB) travel back with the outcome: a Dask worker on
+    # another machine writes its spool file on its own disk, which the parent's tracker cannot read.
+    events = spool_path(ctx.spool_dir, frozen.number)
     return {
         "number": frozen.number,
         "state": frozen.state.name,
@@ -115,6 +120,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         "params": dict(frozen.params),
         "reason": frozen.user_attrs.get("failure_reason"),
         "pid": os.getpid(),
+        "spool": events.read_text(encoding="utf-8") if events.exists() else "",
     }
 
 
@@ -290,17 +296,45 @@ def run_sweep(
 def _parallel_trials(
     ctx: TrialContext, n: int, jobs: int, threads: int, dask_scheduler: str | None
 ) -> Iterator[dict[str, Any]]:
+    """Run `n` trials on loky processes (or a Dask cluster); yields each outcome as it ends.
+
+    A worker's spool file is copied into ctx.spool_dir only when it is missing or
+    shorter there (the worker ran on another machine's disk), so the tracker
+    mirrors every trial; on a shared disk nothing is written twice.
+    """
     from joblib import Parallel, delayed, parallel_config
+
+    from sweep.study import spool_path
+
+    def adopt_spool(res: dict[str, Any]) -> dict[str, Any]:
+        text = res.pop("spool", "")
+        path = spool_path(ctx.spool_dir, res["number"])
+        have = path.read_text(encoding="utf-8") if path.exists() else ""
+        partial = bool(have) and not have.endswith("\n")  # a line still on its way (shared disk)
+        if partial or len(have) >= len(text) or not text.startswith(have):
+            return res  # complete here (shared disk), or not a copy of the worker's file: leave it
+        if not have:
+            # Atomic: the tracker may read the spool folder at any moment.
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        else:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(text[len(have):])
+        return res
 
     tasks = (delayed(run_one_trial)(ctx) for _ in range(n))
     if dask_scheduler:
         from distributed import Client
 
         with Client(dask_scheduler), parallel_config(backend="dask"):
-            yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+            for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+                yield adopt_spool(res)
         return
     with parallel_config(backend="loky", inner_max_num_threads=threads):
-        yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+        for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+            yield adopt_spool(res)
 
 
 def _wait_workers_gone(spool_dir: Path, timeout: float = 10.0) -> None:

@@ -73,12 +73,14 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
         lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_SECONDS)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     if url.startswith(_RDB_PREFIXES):
-        return RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=3 * HEARTBEAT_SECONDS,
-            heartbeat_stale_trial_callback=requeue,
-        )
+        with warnings.catch_warnings():  # heartbeat_interval is flagged experimental, in every worker's stderr
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=3 * HEARTBEAT_SECONDS,
+                heartbeat_stale_trial_callback=requeue,
+            )
     raise ValueError(
         f"--storage: unsupported URL {url!r}; use an RDB URL (postgresql+psycopg2://..., "
         "sqlite:///file.db, mysql://...) or journal:PATH, or leave it unset for the default journal file"

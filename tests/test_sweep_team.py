@@ -7,12 +7,14 @@ and with SWEEP_REQUIRE_SERVICES=1 they fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,8 @@ def test_sweep_on_postgres_and_mlflow_server_reaches_the_target_then_adds_the_mi
     tmp_path: Path, postgres_db: str, mlflow_server: str
 ) -> None:
     name = "team-postgres"
-    common = ["--study", name, "--storage", postgres_db, "--tracking-uri", mlflow_server, "--jobs", "2", "--epochs", "3"]
+    common = ["--study", name, "--storage", postgres_db, "--tracking-uri", mlflow_server,
+              "--jobs", "2", "--epochs", "3"]
     first = run_cli(tmp_path, "run", *common, "--trials", "6")
     assert "best trial" in first.stdout, first.stdout
     assert mlflow_server in first.stdout  # the summary names the server it logged to
@@ -132,7 +135,9 @@ def test_killed_worker_on_postgres_is_retried_once_and_the_sweep_reaches_its_tar
 
 # -- the two recovery mechanisms on one dead trial ------------------------------
 
-_WRITE_START = "import sys; from sweep.spool import RunRecorder; RunRecorder(sys.argv[1]).start(sys.argv[2], 'study', {}, {})"
+_WRITE_START = (
+    "import sys; from sweep.spool import RunRecorder; RunRecorder(sys.argv[1]).start(sys.argv[2], 'study', {}, {})"
+)
 
 
 def _dead_running_trial(storage_url: str, name: str, spool_dir: Path) -> tuple[optuna.Study, int]:
@@ -223,3 +228,90 @@ def test_reaping_leaves_a_trial_another_process_failed_meanwhile(tmp_path: Path,
         watcher.close()
     assert outcome == [[]], outcome
     assert _retries_of(study, number) == []  # the rival's callback re-queues, not the parent
+
+
+# -- Dask ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _on_dask_workers(client: Any, cache_dir: Path, cwd: Path | None = None) -> Iterator[None]:
+    """Give the (session-wide) cluster's workers this test's array cache, and optionally
+    another working folder, restoring both afterwards."""
+    before = client.run(lambda: (os.getcwd(), os.environ.get("SWEEP_CACHE_DIR")))
+
+    def enter(cache: str, folder: str | None) -> None:
+        os.environ["SWEEP_CACHE_DIR"] = cache
+        if folder:
+            os.chdir(folder)
+
+    def leave(folder: str, cache: str | None) -> None:
+        os.chdir(folder)
+        if cache is None:
+            os.environ.pop("SWEEP_CACHE_DIR", None)
+        else:
+            os.environ["SWEEP_CACHE_DIR"] = cache
+
+    client.run(enter, str(cache_dir), str(cwd) if cwd else None)
+    try:
+        yield
+    finally:
+        for address, (folder, cache) in before.items():
+            client.run(leave, folder, cache, workers=[address])
+
+
+def _spool_pids(spool_dir: Path) -> set[int]:
+    return {spool.read_state(p).start["pid"] for p in spool.spool_files(spool_dir)}
+
+
+def test_sweep_on_a_dask_cluster_runs_trials_on_its_workers(
+    tmp_path: Path, postgres_db: str, mlflow_server: str, dask_client: Any
+) -> None:
+    name = "team-dask"
+    with _on_dask_workers(dask_client, tmp_path / "cache"):
+        proc = run_cli(tmp_path, "run", "--study", name, "--storage", postgres_db, "--tracking-uri", mlflow_server,
+                       "--dask-scheduler", dask_client.scheduler.address, "--trials", "4", "--epochs", "2")
+    assert "4/4" in proc.stdout and "best trial" in proc.stdout, proc.stdout
+    _assert_study_mirrored(postgres_db, mlflow_server, name, 4)
+    # The trials ran in the cluster's worker processes, not in `sweep run` itself.
+    pids = _spool_pids(tmp_path / ".sweep" / name / "spool")
+    assert pids and pids <= set(dask_client.run(os.getpid).values())
+
+
+def test_events_of_a_worker_on_another_disk_reach_the_parents_spool(
+    tmp_path: Path, postgres_db: str, dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Dask worker on another machine writes its spool file on its own disk: the
+    outcome carries the events back and the parent writes them where its tracker reads."""
+    from sweep.config import load_config
+    from sweep.objective import TrialContext
+    from sweep.runner import _parallel_trials
+    from sweep.study import open_study
+
+    cfg = load_config(None, {"storage": postgres_db, "study": "team-remote", "trials": 2, "epochs": 2})
+    open_study(cfg, make_storage(cfg.storage, tmp_path / "unused.journal"))
+    parent, worker = tmp_path / "parent", tmp_path / "worker"
+    parent.mkdir()
+    worker.mkdir()
+    # The same relative folders name different places on the two "machines".
+    monkeypatch.chdir(parent)
+    state = Path(".sweep") / cfg.study_name
+    ctx = TrialContext(
+        study_name=cfg.study_name, storage_url=cfg.storage, journal_path=Path("unused.journal"), seed=cfg.seed,
+        space=cfg.space, spool_dir=state / "spool", weights_dir=state / "weights", dataset=cfg.dataset,
+        data_dir=None, num_train=None, num_val=None, pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
+    )
+    with _on_dask_workers(dask_client, tmp_path / "cache", cwd=worker):
+        results = list(_parallel_trials(ctx, 2, 2, 1, dask_client.scheduler.address))
+
+    assert sorted(r["number"] for r in results) == [0, 1]
+    for res in results:
+        assert "spool" not in res  # the events are not carried further (progress, logs)
+        name = f"trial-{res['number']:04d}.jsonl"
+        copied, original = parent / ctx.spool_dir / name, worker / ctx.spool_dir / name
+        assert copied.read_text() == original.read_text()
+        events = spool.read_state(copied)
+        assert events.start is not None and events.end is not None
+        steps = [e["step"] for e in events.epochs]
+        assert steps and steps == list(range(1, len(steps) + 1))
+        if res["state"] == "COMPLETE":
+            assert len(steps) == 2
