@@ -127,15 +127,16 @@ def batchnorm_forward(
 
     if mode == "train":
         mean = x.mean(axis=0)
-        xhat = x - mean
-        var = np.einsum("nd,nd->d", xhat, xhat) / n  # sum of squares without an (N, D) temporary
+        xc = x - mean
+        var = np.einsum("nd,nd->d", xc, xc) / n  # sum of squares without an (N, D) temporary
         inv_std = 1.0 / np.sqrt(var + eps)
-        xhat *= inv_std
-        out = xhat * gamma
+        # out = gamma * xhat + beta with xhat = xc * inv_std folded into one
+        # per-feature scale; the backward pass never needs xhat itself.
+        out = xc * (gamma * inv_std)
         out += beta
         bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mean
         bn_param["running_var"] = momentum * running_var + (1 - momentum) * var
-        cache = (xhat, gamma, inv_std)
+        cache = (xc, gamma, inv_std)
     elif mode == "test":
         # Fold the running statistics into one scale and one shift per feature.
         scale = gamma / np.sqrt(running_var + eps)
@@ -163,12 +164,12 @@ def batchnorm_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.n
     Returns:
         ``(dx, dgamma, dbeta)`` with shapes (N, D), (D,), (D,).
     """
-    xhat, gamma, inv_std = cache
+    xc, gamma, inv_std = cache  # xc = x - mean
     n = dout.shape[0]
+    xhat = xc * inv_std
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
     dxhat = dout * gamma
-    xc = xhat / inv_std  # x - mean
     # xhat = xc * inv_std, inv_std = (var + eps)^-1/2, var = mean(xc^2), xc = x - mean(x)
     dinv_std = (dxhat * xc).sum(axis=0)
     dvar = -0.5 * inv_std**3 * dinv_std
@@ -181,9 +182,9 @@ def batchnorm_backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.n
 def batchnorm_backward_alt(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fused backward of :func:`batchnorm_forward` (train mode).
 
-    Simplifying the graph gives
-    ``dx = gamma * inv_std / N * (N * dout - dbeta - xhat * dgamma)``,
-    computed in place on one (N, D) buffer.
+    Simplifying the graph gives, with ``k = gamma * inv_std``,
+    ``dx = k * dout - (k / N) * (dbeta + xhat * dgamma)``, computed on one
+    (N, D) buffer plus one temporary.
 
     Args:
         dout: Upstream gradient, shape (N, D).
@@ -192,14 +193,14 @@ def batchnorm_backward_alt(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, 
     Returns:
         ``(dx, dgamma, dbeta)`` with shapes (N, D), (D,), (D,).
     """
-    xhat, gamma, inv_std = cache
+    xc, gamma, inv_std = cache  # xc = x - mean, xhat = xc * inv_std
     n = dout.shape[0]
     dbeta = dout.sum(axis=0)
-    dgamma = np.einsum("nd,nd->d", dout, xhat)
-    dx = xhat * dgamma
-    dx += dbeta
-    np.subtract(dout * n, dx, out=dx)
-    dx *= gamma * inv_std / n
+    dgamma = np.einsum("nd,nd->d", dout, xc) * inv_std
+    k = gamma * inv_std
+    dx = dout * k
+    dx -= xc * (k * inv_std * dgamma / n)
+    dx -= k * dbeta / n
     return dx, dgamma, dbeta
 
 
@@ -272,9 +273,10 @@ def dropout_forward(x: np.ndarray, dropout_param: dict[str, Any]) -> tuple[np.nd
         x: Input of any shape.
         dropout_param: ``keep_prob`` (0 < keep_prob <= 1, required), ``mode``
             ('train' | 'test', default 'train'), and the mask source: ``rng``
-            (a ``numpy.random.Generator``, advanced on every call) or ``seed``
-            (anything ``np.random.default_rng`` accepts: the same mask on
-            every call). ``rng`` wins when both are given.
+            (a ``numpy.random.Generator``, advanced on every call: 32 bits of
+            its bit generator per unit) or ``seed`` (anything
+            ``np.random.default_rng`` accepts: the same mask on every call).
+            ``rng`` wins when both are given.
 
     Returns:
         out with x's shape and dtype, and cache ``(dropout_param, mask)``
@@ -299,13 +301,16 @@ def dropout_forward(x: np.ndarray, dropout_param: dict[str, Any]) -> tuple[np.nd
         if dropout_param.get("seed") is None:
             raise ValueError("dropout_param needs 'rng' (a numpy Generator) or 'seed' in train mode")
         rng = np.random.default_rng(dropout_param["seed"])
-    # One float32 uniform draw whatever x's dtype (so float32 and float64 nets
-    # with one seed drop the same units), compared and scaled in place: for
-    # float32 the draw buffer itself becomes the mask, no boolean temporary.
-    uniform = rng.random(x.shape, dtype=np.float32)
-    mask = uniform if x.dtype == np.float32 else np.empty(x.shape, dtype=np.result_type(x.dtype, np.float32))
-    np.less(uniform, keep_prob, out=mask)
-    mask *= 1.0 / keep_prob
+    # 32 random bits per unit straight from the bit generator (cheaper than
+    # drawing floats): a unit is kept when its bits are below
+    # keep_prob * 2**32, i.e. with probability keep_prob to within 2**-32.
+    # The draw ignores x's dtype, so float32 and float64 nets drop the same units.
+    n = x.size
+    bits = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n].reshape(x.shape)
+    threshold = np.uint32(min(round(keep_prob * 2.0**32), 2**32 - 1))
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+    mask = (bits < threshold).astype(dtype)
+    mask *= dtype.type(1.0 / keep_prob)
     out = x * mask
     return out, (dropout_param, mask)
 

@@ -44,15 +44,17 @@ def _blocks(
         raise ValueError("update rules update w in place: it must be a C-contiguous array")
     if dw.shape != w.shape:
         raise ValueError(f"dw must have w's shape {w.shape}, got {dw.shape}")
-    flat = [w.reshape(-1), np.ascontiguousarray(dw).reshape(-1), *(a.reshape(-1) for a in state)]
     n = w.size
-    size = min(n, _BLOCK)
+    flat = (w.reshape(n), np.ascontiguousarray(dw).reshape(n), *[a.reshape(n) for a in state])
     buf = config.get("_scratch")
-    if buf is None or buf.size < size or buf.dtype != w.dtype:
-        buf = config["_scratch"] = np.empty(size, dtype=w.dtype)
+    if buf is None or buf.size < min(n, _BLOCK) or buf.dtype != w.dtype:
+        buf = config["_scratch"] = np.empty(min(n, _BLOCK), dtype=w.dtype)
+    if n <= _BLOCK:  # most parameters (biases, gammas, small layers): one block
+        yield (*flat, buf[:n])
+        return
     for start in range(0, n, _BLOCK):
-        stop = min(start + _BLOCK, n)
-        yield (*(f[start:stop] for f in flat), buf[: stop - start])
+        stop = start + _BLOCK
+        yield (*[a[start:stop] for a in flat], buf[: min(stop, n) - start])
 
 
 def _zeros_like(w: np.ndarray) -> np.ndarray:
@@ -144,15 +146,25 @@ def rmsprop(w: np.ndarray, dw: np.ndarray, config: Config | None = None) -> tupl
 def adam(w: np.ndarray, dw: np.ndarray, config: Config | None = None) -> tuple[np.ndarray, Config]:
     """Adam with bias correction; the step counter ``t`` is incremented first.
 
+    Computes exactly cs231n's/Kingma & Ba's update
     ``m = beta1*m + (1-beta1)*dw``, ``v = beta2*v + (1-beta2)*dw**2``,
     ``w -= learning_rate * m_hat / (sqrt(v_hat) + epsilon)`` with
     ``m_hat = m / (1 - beta1**t)``, ``v_hat = v / (1 - beta2**t)``.
+
+    For speed the state is kept as exponentially weighted SUMS,
+    ``m_sum = m / (1-beta1)`` and ``v_sum = v / (1-beta2)``: then
+    ``m_sum = beta1*m_sum + dw`` costs two passes instead of three (same for
+    v), and every constant factor is folded into two scalars:
+    ``w -= step * m_sum / (sqrt(v_sum) + eps_hat)`` with
+    ``a1 = (1-beta1)/(1-beta1**t)``, ``a2 = (1-beta2)/(1-beta2**t)``,
+    ``step = learning_rate * a1 / sqrt(a2)``, ``eps_hat = epsilon / sqrt(a2)``.
 
     Args:
         w: Parameter array (updated in place).
         dw: Its gradient, same shape.
         config: ``learning_rate`` (1e-3), ``beta1`` (0.9), ``beta2`` (0.999),
-            ``epsilon`` (1e-8), ``m`` and ``v`` (zeros like w), ``t`` (0).
+            ``epsilon`` (1e-8), ``t`` (0); state ``m_sum`` and ``v_sum``
+            (zeros like w).
 
     Returns:
         ``(w, config)``.
@@ -163,31 +175,27 @@ def adam(w: np.ndarray, dw: np.ndarray, config: Config | None = None) -> tuple[n
     config.setdefault("beta2", 0.999)
     config.setdefault("epsilon", 1e-8)
     config.setdefault("t", 0)
-    m = config.get("m")
-    if m is None:
-        m = config["m"] = _zeros_like(w)
-    v = config.get("v")
-    if v is None:
-        v = config["v"] = _zeros_like(w)
-    beta1, beta2, eps = config["beta1"], config["beta2"], config["epsilon"]
+    m_sum = config.get("m_sum")
+    if m_sum is None:
+        m_sum = config["m_sum"] = _zeros_like(w)
+    v_sum = config.get("v_sum")
+    if v_sum is None:
+        v_sum = config["v_sum"] = _zeros_like(w)
+    beta1, beta2 = config["beta1"], config["beta2"]
     config["t"] += 1
     t = config["t"]
-    # m_hat / (sqrt(v_hat) + eps) == (s / c1) * m / (sqrt(v) + eps * s) with
-    # c1 = 1 - beta1**t, s = sqrt(1 - beta2**t): the same value, with the bias
-    # corrections folded into two scalars instead of two passes over v and m.
-    s = math.sqrt(1 - beta2**t)
-    step = config["learning_rate"] * s / (1 - beta1**t)
-    eps_s = eps * s
-    for wb, gb, mb, vb, buf in _blocks(config, w, dw, m, v):
-        np.multiply(gb, 1 - beta1, out=buf)
+    a1 = (1 - beta1) / (1 - beta1**t)
+    root_a2 = math.sqrt((1 - beta2) / (1 - beta2**t))
+    step = config["learning_rate"] * a1 / root_a2
+    eps_hat = config["epsilon"] / root_a2
+    for wb, gb, mb, vb, buf in _blocks(config, w, dw, m_sum, v_sum):
         mb *= beta1
-        mb += buf
+        mb += gb
         np.multiply(gb, gb, out=buf)
-        buf *= 1 - beta2
         vb *= beta2
         vb += buf
         np.sqrt(vb, out=buf)
-        buf += eps_s
+        buf += eps_hat
         np.divide(mb, buf, out=buf)
         buf *= step
         wb -= buf

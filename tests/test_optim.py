@@ -70,7 +70,7 @@ def test_rule_with_explicit_config_and_float32(rule):
     for g in grads:
         w, config = optim.UPDATE_RULES[rule](w, g, config)
     assert w.dtype == np.float32
-    for key in ("velocity", "cache", "m", "v"):
+    for key in ("velocity", "cache", "m_sum", "v_sum"):
         if key in config:
             assert config[key].dtype == np.float32
     np.testing.assert_allclose(w, reference(rule, w0, grads, **cfg), rtol=1e-5, atol=1e-6)
