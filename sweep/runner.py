@@ -97,9 +97,14 @@ def _worker_data(ctx: TrialContext) -> dict[str, np.ndarray]:
 
 def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     """Worker task: run exactly one trial of the study; returns its outcome."""
-    from sweep.study import spool_path
+    from sweep.study import reap_stale_trials, spool_path
 
     study = _worker_study(ctx)
+    # Dask re-runs the task of a worker that died (loky instead tells the parent,
+    # which reaps): fail that worker's trial here and re-queue it, so this task
+    # runs its params instead of leaving it RUNNING. Journal storage has no
+    # heartbeat; with RDB this comes before the heartbeat's grace period.
+    reap_stale_trials(study, ctx.spool_dir, "worker process died", requeue_interrupted=False)
     data = _worker_data(ctx)
     done: dict[str, Any] = {}
 

@@ -187,12 +187,18 @@ def spool_path(spool_dir: Path, number: int) -> Path:
 
 
 def reap_stale_trials(
-    study: optuna.Study, spool_dir: Path, reason: str, *, min_age_seconds: float = 60.0
+    study: optuna.Study,
+    spool_dir: Path,
+    reason: str,
+    *,
+    min_age_seconds: float = 60.0,
+    requeue_interrupted: bool = True,
 ) -> list[int]:
     """Fail RUNNING trials whose worker is gone on this host, and re-queue them.
 
     Also re-queues trials a worker failed itself on an interrupt (user attr
-    `interrupted`). A RUNNING trial with no liveness record yet is left alone
+    `interrupted`) unless `requeue_interrupted` is False (workers leave those
+    to the parent). A RUNNING trial with no liveness record yet is left alone
     for `min_age_seconds` (its worker may be between ask and first write).
 
     With an RDB storage, Optuna's heartbeat check (in any worker) may fail the
@@ -202,6 +208,13 @@ def reap_stale_trials(
     callback cannot know the file), so its MLflow run does not stay RUNNING.
     Returns the numbers of the trials re-queued.
     """
+
+    def read(path: Path) -> spool.SpoolState | None:
+        return spool.read_state(path) if path.exists() else None
+
+    def owner_alive(start: dict[str, Any]) -> bool | None:  # None: on another host
+        return spool.is_alive(start["host"], start["pid"], start.get("proc_start"))
+
     storage = study._storage
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
@@ -209,18 +222,19 @@ def reap_stale_trials(
     requeued: list[int] = []
     for t in trials:
         path = spool_path(spool_dir, t.number)
-        state = spool.read_state(path) if path.exists() else None
         if t.number in retried:
-            if t.state == TrialState.FAIL and state is not None and state.start is not None and state.end is None:
-                start = state.start
-                if spool.is_alive(start["host"], start["pid"], start.get("proc_start")) is not True:
-                    reason_tag = {"state": "FAIL", "failure_reason": "worker stopped sending heartbeats"}
-                    spool.append_end(path, "KILLED", reason_tag)
+            state = read(path) if t.state == TrialState.FAIL else None
+            # Failed and re-queued by Optuna's heartbeat: end the run its dead worker left open.
+            if state is not None and state.start is not None and state.end is None:
+                if owner_alive(state.start) is not True:
+                    lost = {"state": "FAIL", "failure_reason": "worker stopped sending heartbeats"}
+                    spool.append_end(path, "KILLED", lost)
             continue
+        state = None
         if t.state == TrialState.RUNNING:
+            state = read(path)
             if state is not None and state.start is not None:
-                alive = spool.is_alive(state.start["host"], state.start["pid"], state.start.get("proc_start"))
-                if alive is not False:  # alive, or on another host (heartbeat's job)
+                if owner_alive(state.start) is not False:  # alive, or on another host (heartbeat's job)
                     continue
             elif t.datetime_start and (now - t.datetime_start).total_seconds() < min_age_seconds:
                 continue
@@ -229,9 +243,11 @@ def reap_stale_trials(
                 # The RUNNING -> FAIL move is the claim (a row lock on RDB): only its winner re-queues.
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # failed meanwhile by Optuna's heartbeat check, which re-queues it
+                continue  # failed meanwhile by another process, which re-queues it
             t = storage.get_trial(t._trial_id)
-        elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
+        elif requeue_interrupted and t.state == TrialState.FAIL and t.user_attrs.get("interrupted"):
+            state = read(path)
+        else:
             continue
         if state is not None and state.start is not None and state.end is None:
             spool.append_end(path, "KILLED", {"state": "FAIL", "failure_reason": reason})

@@ -259,6 +259,18 @@ def _on_dask_workers(client: Any, cache_dir: Path, cwd: Path | None = None) -> I
             client.run(leave, folder, cache, workers=[address])
 
 
+def _context(cfg: Any, state_dir: Path) -> Any:
+    """The TrialContext run_sweep hands its workers, with the sweep's files under `state_dir`."""
+    from sweep.objective import TrialContext
+
+    return TrialContext(
+        study_name=cfg.study_name, storage_url=cfg.storage, journal_path=state_dir / "optuna.journal",
+        seed=cfg.seed, space=cfg.space, spool_dir=state_dir / "spool", weights_dir=state_dir / "weights",
+        dataset=cfg.dataset, data_dir=None, num_train=None, num_val=None, pruner=cfg.pruner,
+        max_epochs=cfg.space.max_epochs,
+    )
+
+
 def _spool_pids(spool_dir: Path) -> set[int]:
     return {spool.read_state(p).start["pid"] for p in spool.spool_files(spool_dir)}
 
@@ -283,7 +295,6 @@ def test_events_of_a_worker_on_another_disk_reach_the_parents_spool(
     """A Dask worker on another machine writes its spool file on its own disk: the
     outcome carries the events back and the parent writes them where its tracker reads."""
     from sweep.config import load_config
-    from sweep.objective import TrialContext
     from sweep.runner import _parallel_trials
     from sweep.study import open_study
 
@@ -294,12 +305,7 @@ def test_events_of_a_worker_on_another_disk_reach_the_parents_spool(
     worker.mkdir()
     # The same relative folders name different places on the two "machines".
     monkeypatch.chdir(parent)
-    state = Path(".sweep") / cfg.study_name
-    ctx = TrialContext(
-        study_name=cfg.study_name, storage_url=cfg.storage, journal_path=Path("unused.journal"), seed=cfg.seed,
-        space=cfg.space, spool_dir=state / "spool", weights_dir=state / "weights", dataset=cfg.dataset,
-        data_dir=None, num_train=None, num_val=None, pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
-    )
+    ctx = _context(cfg, Path(".sweep") / cfg.study_name)
     with _on_dask_workers(dask_client, tmp_path / "cache", cwd=worker):
         results = list(_parallel_trials(ctx, 2, 2, 1, dask_client.scheduler.address))
 
@@ -315,3 +321,34 @@ def test_events_of_a_worker_on_another_disk_reach_the_parents_spool(
         assert steps and steps == list(range(1, len(steps) + 1))
         if res["state"] == "COMPLETE":
             assert len(steps) == 2
+
+
+def test_a_task_rerun_after_its_worker_died_trains_that_workers_trial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dask re-runs the task of a worker that died; nobody gets a TerminatedWorkerError.
+    The re-run task must fail the dead worker's trial and train its params (journal
+    storage: no heartbeat would ever do it)."""
+    from sweep.config import load_config
+    from sweep.runner import run_one_trial
+    from sweep.study import open_study
+
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = load_config(None, {"study": "rerun", "trials": 2, "epochs": 1})
+    ctx = _context(cfg, tmp_path)
+    study = open_study(cfg, make_storage(None, ctx.journal_path))
+    dead = study.ask()
+    cfg.space.suggest(dead)  # the params the dead worker was training
+    subprocess.run([sys.executable, "-c", _WRITE_START, str(spool_path(ctx.spool_dir, dead.number)), "trial-0000"],
+                   check=True)
+
+    res = run_one_trial(ctx)
+
+    trials = study.get_trials()
+    assert trials[dead.number].state == TrialState.FAIL
+    assert trials[dead.number].user_attrs["failure_reason"] == "worker process died"
+    retry = trials[res["number"]]
+    assert res["number"] != dead.number and retry.system_attrs["failed_trial"] == dead.number
+    assert retry.params == trials[dead.number].params and res["state"] in ("COMPLETE", "PRUNED")
+    end = spool.read_state(spool_path(ctx.spool_dir, dead.number)).end
+    assert end is not None and end["status"] == "KILLED"
