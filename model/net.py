@@ -209,11 +209,11 @@ class FullyConnectedNet:
                 h, norm_cache = layers.layernorm_forward(
                     h, params[f"gamma{i}"], params[f"beta{i}"], self.bn_params[i - 1]
                 )
-            h, relu_cache = layers.relu_forward(h)
-            drop_cache = None
-            if self.use_dropout:
-                h, drop_cache = layers.dropout_forward(h, self.dropout_params[i - 1])
-            caches.append((aff_cache, norm_cache, relu_cache, drop_cache))
+            if self.use_dropout:  # one fused op: its backward is a single multiply
+                h, act_cache = layers.relu_dropout_forward(h, self.dropout_params[i - 1])
+            else:
+                h, act_cache = layers.relu_forward(h)
+            caches.append((aff_cache, norm_cache, act_cache))
         L = self.num_layers
         scores, last_cache = layers.affine_forward(h, params[f"W{L}"], params[f"b{L}"])
         if y is None:
@@ -223,10 +223,11 @@ class FullyConnectedNet:
         grads: dict[str, np.ndarray] = {}
         dh, grads[f"W{L}"], grads[f"b{L}"] = layers.affine_backward(dscores, last_cache)
         for i in range(L - 1, 0, -1):
-            aff_cache, norm_cache, relu_cache, drop_cache = caches[i - 1]
-            if drop_cache is not None:
-                dh = layers.dropout_backward(dh, drop_cache)
-            dh = layers.relu_backward(dh, relu_cache)
+            aff_cache, norm_cache, act_cache = caches[i - 1]
+            if self.use_dropout:
+                dh = layers.relu_dropout_backward(dh, act_cache)
+            else:
+                dh = layers.relu_backward(dh, act_cache)
             if norm == "batchnorm":
                 dh, grads[f"gamma{i}"], grads[f"beta{i}"] = layers.batchnorm_backward_alt(dh, norm_cache)
             elif norm == "layernorm":

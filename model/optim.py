@@ -45,13 +45,15 @@ def _blocks(
     if dw.shape != w.shape:
         raise ValueError(f"dw must have w's shape {w.shape}, got {dw.shape}")
     n = w.size
-    flat = (w.reshape(n), np.ascontiguousarray(dw).reshape(n), *[a.reshape(n) for a in state])
     buf = config.get("_scratch")
-    if buf is None or buf.size < min(n, _BLOCK) or buf.dtype != w.dtype:
-        buf = config["_scratch"] = np.empty(min(n, _BLOCK), dtype=w.dtype)
-    if n <= _BLOCK:  # most parameters (biases, gammas, small layers): one block
-        yield (*flat, buf[:n])
+    if n <= _BLOCK:  # most parameters (biases, gammas, small layers): the arrays themselves
+        if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
+            buf = config["_scratch"] = np.empty(w.shape, dtype=w.dtype)
+        yield (w, dw, *state, buf)
         return
+    if buf is None or buf.shape != (_BLOCK,) or buf.dtype != w.dtype:
+        buf = config["_scratch"] = np.empty(_BLOCK, dtype=w.dtype)
+    flat = (w.reshape(n), np.ascontiguousarray(dw).reshape(n), *[a.reshape(n) for a in state])
     for start in range(0, n, _BLOCK):
         stop = start + _BLOCK
         yield (*[a[start:stop] for a in flat], buf[: min(stop, n) - start])

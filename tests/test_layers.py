@@ -122,6 +122,33 @@ def test_dropout_gradient_with_fixed_seed(keep_prob):
     check_grad(lambda a: layers.dropout_forward(a, param)[0], x, dout, dx)
 
 
+@pytest.mark.parametrize("keep_prob", [0.6, 1.0])
+def test_relu_dropout_fused_gradient(keep_prob):
+    r = rng(17)
+    x = away_from_zero(r.standard_normal((9, 8)))
+    dout = r.standard_normal((9, 8))
+    param = {"mode": "train", "keep_prob": keep_prob, "seed": 5}
+    _, cache = layers.relu_dropout_forward(x, param)
+    dx = layers.relu_dropout_backward(dout, cache)
+    check_grad(lambda a: layers.relu_dropout_forward(a, param)[0], x, dout, dx)
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_relu_dropout_fused_equals_the_pair(mode):
+    r = rng(18)
+    x = r.standard_normal((40, 30)).astype(np.float32)
+    dout = r.standard_normal((40, 30)).astype(np.float32)
+    fused_param = {"mode": mode, "keep_prob": 0.4, "rng": rng(3)}
+    pair_param = {"mode": mode, "keep_prob": 0.4, "rng": rng(3)}  # same stream: same mask
+    out, cache = layers.relu_dropout_forward(x, fused_param)
+    relu_out, relu_cache = layers.relu_forward(x)
+    ref, drop_cache = layers.dropout_forward(relu_out, pair_param)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, ref)
+    ref_dx = layers.relu_backward(layers.dropout_backward(dout, drop_cache), relu_cache)
+    np.testing.assert_array_equal(layers.relu_dropout_backward(dout, cache), ref_dx)
+
+
 def test_softmax_loss_gradient_and_value():
     r = rng(7)
     n, c = 9, 6
