@@ -97,7 +97,9 @@ def _worker_data(ctx: TrialContext) -> dict[str, np.ndarray]:
 
 def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     """Worker task: run exactly one trial of the study; returns its outcome."""
-    from sweep.study import reap_stale_trials, spool_path
+    import socket
+
+    from sweep.study import WORKER_ATTR, reap_stale_trials, spool_path
 
     study = _worker_study(ctx)
     # Dask re-runs the task of a worker that died (loky instead tells the parent,
@@ -110,6 +112,10 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
 
     def objective(trial: Any) -> float:
         done["number"] = trial.number
+        # Liveness record every machine can read (the spool file is on this one's disk).
+        pid = os.getpid()
+        owner = {"host": socket.gethostname(), "pid": pid, "proc_start": spool.process_start_time(pid)}
+        trial.study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, owner)
         return trial_objective(trial, ctx, data)
 
     study.optimize(objective, n_trials=1, catch=(TrialFailed,))

@@ -57,7 +57,8 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
             params=trial.params,
             distributions=trial.distributions,
             user_attrs={k: v for k, v in trial.user_attrs.items() if k not in _OUTCOME_ATTRS},
-            system_attrs={**trial.system_attrs, "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
+            system_attrs={**{k: v for k, v in trial.system_attrs.items() if k != WORKER_ATTR},
+                          "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
                           "retry_history": history},
         )
     )
@@ -186,6 +187,12 @@ def spool_path(spool_dir: Path, number: int) -> Path:
     return spool_dir / f"trial-{number:04d}.jsonl"
 
 
+# System attr a worker sets on its trial right after Optuna's ask: {"host", "pid",
+# "proc_start"}. The spool start record says the same, but only on the worker's
+# disk; this copy tells every machine that the trial belongs to a live worker elsewhere.
+WORKER_ATTR = "sweep.worker"
+
+
 def reap_stale_trials(
     study: optuna.Study,
     spool_dir: Path,
@@ -200,6 +207,8 @@ def reap_stale_trials(
     `interrupted`) unless `requeue_interrupted` is False (workers leave those
     to the parent). A RUNNING trial with no liveness record yet is left alone
     for `min_age_seconds` (its worker may be between ask and first write).
+    Which worker owns a trial comes from its spool start record or, for a
+    worker on another machine, from the trial's WORKER_ATTR.
 
     With an RDB storage, Optuna's heartbeat check (in any worker) may fail the
     same trial; whoever moves it RUNNING -> FAIL first re-queues it, the other
@@ -233,8 +242,9 @@ def reap_stale_trials(
         state = None
         if t.state == TrialState.RUNNING:
             state = read(path)
-            if state is not None and state.start is not None:
-                if owner_alive(state.start) is not False:  # alive, or on another host (heartbeat's job)
+            owner = state.start if state is not None and state.start is not None else t.system_attrs.get(WORKER_ATTR)
+            if owner is not None:
+                if owner_alive(owner) is not False:  # alive, or on another host (heartbeat's job)
                     continue
             elif t.datetime_start and (now - t.datetime_start).total_seconds() < min_age_seconds:
                 continue

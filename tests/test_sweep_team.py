@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from test_sweep_run import _running_worker
 
 from sweep import spool
 from sweep import study as sweep_study
-from sweep.study import make_storage, reap_stale_trials, spool_path
+from sweep.study import WORKER_ATTR, make_storage, reap_stale_trials, spool_path
 from sweep_helpers import SLOW_SPACE, SWEEP, run_cli, sweep_env, write_config
 
 STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
@@ -352,3 +353,31 @@ def test_a_task_rerun_after_its_worker_died_trains_that_workers_trial(
     assert retry.params == trials[dead.number].params and res["state"] in ("COMPLETE", "PRUNED")
     end = spool.read_state(spool_path(ctx.spool_dir, dead.number)).end
     assert end is not None and end["status"] == "KILLED"
+    # The retry says on the study itself which process runs it, for machines that cannot see the spool file.
+    owner = retry.system_attrs[WORKER_ATTR]
+    assert (owner["host"], owner["pid"]) == (socket.gethostname(), os.getpid())
+
+
+def test_a_trial_running_on_another_machine_is_left_alone(tmp_path: Path) -> None:
+    """No spool file here (it is on another machine's disk): the trial's owner record decides.
+    A worker elsewhere is left to the heartbeat however old its trial; a dead one here is
+    reaped, and so is a trial with no record at all (its worker died right after ask)."""
+    study = optuna.create_study(storage=make_storage(None, tmp_path / "optuna.journal"), direction="maximize")
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owners = {
+        "elsewhere": {"host": "another-machine", "pid": os.getpid(), "proc_start": None},
+        "dead": {"host": socket.gethostname(), "pid": int(exited.stdout), "proc_start": None},
+    }
+    numbers = {}
+    for key, owner in owners.items():
+        trial = study.ask()
+        study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, owner)
+        numbers[key] = trial.number
+    numbers["orphan"] = study.ask().number
+
+    requeued = reap_stale_trials(study, tmp_path / "spool", "worker process died", min_age_seconds=0)
+    assert sorted(requeued) == [numbers["dead"], numbers["orphan"]]
+    assert study.trials[numbers["elsewhere"]].state == TrialState.RUNNING
+    # A retry starts without the dead worker's record (else it would look dead until its new worker writes one).
+    retry = _retries_of(study, numbers["dead"])
+    assert len(retry) == 1 and WORKER_ATTR not in retry[0].system_attrs
