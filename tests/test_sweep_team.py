@@ -2,7 +2,9 @@
 MLflow behind a real `mlflow server`, trials on a Dask cluster.
 
 The services come from conftest.py's fixtures; without them these tests skip,
-and with SWEEP_REQUIRE_SERVICES=1 they fail.
+and with SWEEP_REQUIRE_SERVICES=1 they fail. The last two (a re-run Dask task,
+a trial owned by another machine) need no service: the journal storage is the
+case with no heartbeat to fall back on.
 """
 
 from __future__ import annotations
