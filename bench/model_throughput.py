@@ -9,7 +9,9 @@ the torch side runs the same net (same initial weights) with
 from other processes hits both alike; the best and the median of the rounds
 are printed, with achieved GFLOP/s (GEMM FLOPs of a training step) against a
 plain numpy float32 GEMM of the first layer's shape timed in the same run.
-Samples/s come from wall time; the "cpu" figures divide by this thread's CPU
+Each round starts with ``--settle`` untimed steps, so neither side is timed
+while refilling caches the other one just used: the figures are steady-state
+training throughput. Samples/s come from wall time; the "cpu" figures divide by this thread's CPU
 time instead (both frameworks do all their work on the calling thread
 here), which is far less sensitive to other processes on a shared machine.
 
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per framework")
     parser.add_argument("--steps", type=int, default=10, help="training steps per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before the first round")
+    parser.add_argument("--settle", type=int, default=2,
+                        help="untimed steps at the start of every round (caches refill after the other framework ran)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--torch-adam", choices=["default", "foreach", "fused"], default="default")
     parser.add_argument("--no-torch", action="store_true", help="numpy only")
@@ -178,17 +182,20 @@ def main(argv: list[str] | None = None) -> None:
         if torch is not None:
             print(f"  torch: num_threads={torch.get_num_threads()} adam={args.torch_adam}")
         print(f"net {INPUT_DIM}-{'-'.join(map(str, HIDDEN))}-{NUM_CLASSES} batchnorm keep_prob={KEEP_PROB} "
-              f"batch={args.batch} float32 adam; {args.rounds} rounds x {args.steps} steps")
+              f"batch={args.batch} float32 adam; {args.rounds} rounds x {args.steps} timed steps "
+              f"(+{args.settle} untimed each)")
 
         gemm_before = numpy_gemm_gflops(rng, args.batch)
         samples = args.steps * args.batch
         np_wall, np_cpu, t_wall, t_cpu = [], [], [], []
         for r in range(args.rounds):
+            numpy_round(solver, X, y, rounds[r][: args.settle])
             wall, cpu = numpy_round(solver, X, y, rounds[r])
             np_wall.append(samples / wall)
             np_cpu.append(samples / cpu)
             line = f"round {r + 1:2d}: numpy {np_wall[-1]:6.0f} samples/s (cpu {np_cpu[-1]:6.0f})"
             if torch is not None:
+                torch_round(torch, tmodel, topt, Xt, yt, t_rounds[r][: args.settle])
                 wall, cpu = torch_round(torch, tmodel, topt, Xt, yt, t_rounds[r])
                 t_wall.append(samples / wall)
                 t_cpu.append(samples / cpu)
