@@ -278,6 +278,11 @@ def run_sweep(
         f"on {jobs} worker(s) x {threads} BLAS thread(s); dataset {cfg.dataset} "
         f"({data['X_train'].shape[0]} train / {data['X_val'].shape[0]} val)\n"
     )
+    worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,)
+    if dask_scheduler:
+        from distributed import KilledWorker  # Dask's word for a task whose workers kept dying
+
+        worker_died += (KilledWorker,)
     old_term = signal.signal(signal.SIGTERM, _raise_terminated)
     interrupted = False
     try:
@@ -287,7 +292,7 @@ def run_sweep(
             try:
                 for res in _parallel_trials(ctx, missing, jobs, threads, dask_scheduler):
                     progress.update(res)
-            except TerminatedWorkerError:
+            except worker_died:
                 _wait_workers_gone(paths.spool_dir)
                 requeued = reap_stale_trials(study, paths.spool_dir, "worker process died", min_age_seconds=0)
                 out.write(f"a worker process died; re-queued trial(s) {requeued}\n")
@@ -299,6 +304,8 @@ def run_sweep(
         reap_stale_trials(study, paths.spool_dir, "interrupted", min_age_seconds=0)
     finally:
         signal.signal(signal.SIGTERM, old_term)
+    if not interrupted:  # close runs of trials Optuna's heartbeat failed in the last round
+        reap_stale_trials(study, paths.spool_dir, "worker process died")
 
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
     return outcome

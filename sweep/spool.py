@@ -41,9 +41,11 @@ def process_start_time(pid: int) -> float | None:
             stat = f.read().decode(errors="replace")
     except OSError:
         return None
-    # Field 22 (starttime); the command name (field 2) may hold spaces, so
-    # split after its closing parenthesis.
+    # Fields after the command name (field 2, which may hold spaces): state
+    # (field 3) and starttime (field 22). A zombie has exited: count it gone.
     fields = stat[stat.rfind(")") + 2 :].split()
+    if fields[0] == "Z":
+        return None
     return float(fields[19])
 
 

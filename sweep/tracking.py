@@ -59,6 +59,9 @@ def ui_url(host: str, port: int, experiment_id: str | None = None, *, base: str 
 def make_client(tracking_uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
+    # MLflow prints "View run ... at URL" on every set_terminated against a
+    # server (and fetches the run to do so): not in the middle of our progress lines.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     prepare_sqlite_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
 

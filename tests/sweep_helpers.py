@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,16 @@ batch_size = 50
 epochs = 12
 lr_decay = 1.0
 """
+
+
+def running_worker(spool_dir: Path, timeout: float = 120) -> tuple[int, int]:
+    """(trial number, pid) of a trial that has reported an epoch and is still going."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in sorted(spool_dir.glob("trial-*.jsonl")):
+            events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            kinds = [e["event"] for e in events]
+            if "epoch" in kinds and "end" not in kinds:
+                return int(path.stem.split("-")[1]), events[0]["pid"]
+        time.sleep(0.05)
+    raise AssertionError("no trial got going in time")

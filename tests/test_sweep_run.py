@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from sweep_helpers import SLOW_SPACE, SWEEP, load_study, mlflow_runs, run_cli, sweep_env, write_config
+from sweep_helpers import SLOW_SPACE, SWEEP, load_study, mlflow_runs, run_cli, running_worker, sweep_env, write_config
 
 
 def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
@@ -95,19 +95,6 @@ def test_diverging_trial_fails_with_reason_and_the_sweep_goes_on(tmp_path: Path)
     assert "no completed trial" in proc.stdout
 
 
-def _running_worker(spool_dir: Path, timeout: float = 120) -> tuple[int, int]:
-    """(trial number, pid) of a trial that has reported an epoch and is still going."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in sorted(spool_dir.glob("trial-*.jsonl")):
-            events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            kinds = [e["event"] for e in events]
-            if "epoch" in kinds and "end" not in kinds:
-                return int(path.stem.split("-")[1]), events[0]["pid"]
-        time.sleep(0.05)
-    raise AssertionError("no trial got going in time")
-
-
 def test_killed_worker_trial_is_failed_and_its_params_trained_again(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE, sweep='pruner = "none"')
     proc = subprocess.Popen(
@@ -115,7 +102,7 @@ def test_killed_worker_trial_is_failed_and_its_params_trained_again(tmp_path: Pa
         cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        number, pid = _running_worker(tmp_path / ".sweep" / "dropout-digits" / "spool")
+        number, pid = running_worker(tmp_path / ".sweep" / "dropout-digits" / "spool")
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)
     finally:
@@ -148,7 +135,7 @@ def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> N
     proc = subprocess.Popen(args, cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        _running_worker(tmp_path / ".sweep" / "dropout-digits" / "spool")
+        running_worker(tmp_path / ".sweep" / "dropout-digits" / "spool")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     finally:

@@ -24,12 +24,11 @@ from typing import Any
 import optuna
 import pytest
 from optuna.trial import TrialState
-from test_sweep_run import _running_worker
 
 from sweep import spool
 from sweep import study as sweep_study
 from sweep.study import WORKER_ATTR, make_storage, reap_stale_trials, spool_path
-from sweep_helpers import SLOW_SPACE, SWEEP, run_cli, sweep_env, write_config
+from sweep_helpers import SLOW_SPACE, SWEEP, run_cli, running_worker, sweep_env, write_config
 
 STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
@@ -109,7 +108,7 @@ def test_killed_worker_on_postgres_is_retried_once_and_the_sweep_reaches_its_tar
         cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        number, pid = _running_worker(tmp_path / ".sweep" / name / "spool")
+        number, pid = running_worker(tmp_path / ".sweep" / name / "spool")
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)
     finally:
