@@ -325,21 +325,7 @@ def _parallel_trials(
     from sweep.study import spool_path
 
     def adopt_spool(res: dict[str, Any]) -> dict[str, Any]:
-        text = res.pop("spool", "")
-        path = spool_path(ctx.spool_dir, res["number"])
-        have = path.read_text(encoding="utf-8") if path.exists() else ""
-        partial = bool(have) and not have.endswith("\n")  # a line still on its way (shared disk)
-        if partial or len(have) >= len(text) or not text.startswith(have):
-            return res  # complete here (shared disk), or not a copy of the worker's file: leave it
-        if not have:
-            # Atomic: the tracker may read the spool folder at any moment.
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        else:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(text[len(have):])
+        spool.adopt(spool_path(ctx.spool_dir, res["number"]), res.pop("spool", ""))
         return res
 
     tasks = (delayed(run_one_trial)(ctx) for _ in range(n))

@@ -162,3 +162,25 @@ def append_end(path: Path, status: str, tags: Mapping[str, Any]) -> None:
     """Close a run on behalf of a worker that died (parent side)."""
     with RunRecorder(path) as rec:
         rec.end(status, tags)
+
+
+def adopt(path: Path, text: str) -> None:
+    """Make `path` hold a worker's copy of its events, `text`, if it lacks them.
+
+    Only when the file is missing or a strict prefix of `text` (the worker ran on
+    another machine's disk); a complete or different file here is left alone, so
+    on a shared disk nothing is written twice.
+    """
+    have = path.read_text(encoding="utf-8") if path.exists() else ""
+    partial = bool(have) and not have.endswith("\n")  # a line still on its way (shared disk)
+    if partial or len(have) >= len(text) or not text.startswith(have):
+        return
+    if not have:
+        # Atomic: the tracker may read the spool folder at any moment.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    else:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text[len(have):])
