@@ -145,3 +145,26 @@ def test_best_weights_reproduce_the_best_validation_accuracy(normalization: str,
     save_weights(tmp_path / "w.npz", result.best_weights)
     acc = evaluate(params, load_weights(tmp_path / "w.npz"), data["X_val"], data["y_val"], num_classes_of(data))
     assert acc == pytest.approx(result.best_val_acc)
+
+
+def test_sweep_then_ablate_its_best_trial_then_report_both(tmp_path: Path) -> None:
+    run_cli(tmp_path, "run", "--trials", "8", "--epochs", "2", "--pruner", "none", "--jobs", "2")
+    out = run_cli(tmp_path, "ablate", "--sizes", "100", "--seeds", "2", "--keep-probs", "1,0.5", "--jobs", "2").stdout
+    assert "ablating the best trial" in out
+    client, parents, children = mlflow_runs(tmp_path)
+    [key] = [k for k in parents if k.startswith("ablation:")]
+    cells = [r for r in children if r.data.tags["mlflow.parentRunId"] == parents[key].info.run_id]
+    assert len(cells) == 4
+    best = max((r for r in children if r.data.tags.get("sweep.kind") == "trial"),
+               key=lambda r: r.data.metrics["best_val_acc"])
+    # The ablation re-trains the best trial's configuration, keep_prob aside.
+    for name in ("hidden_dims", "learning_rate", "normalization", "weight_scale"):
+        assert {c.data.params[name] for c in cells} == {best.data.params[name]}, name
+
+    run_cli(tmp_path, "report")
+    report = (tmp_path / "reports" / "dropout-digits" / "report.md").read_text()
+    assert "## Sweep: study `dropout-digits`" in report and "## Ablation" in report
+    assert "| value | ped_anova |" in report and "| gap | fanova |" in report
+    assert (tmp_path / "reports" / "dropout-digits" / "figures" / "sweep_keep_prob.png").stat().st_size > 5000
+    arts = [f.path for f in client.list_artifacts(parents["study"].info.run_id, "report")]
+    assert "report/report.md" in arts
