@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,10 +131,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         experiment_id = exp.experiment_id if exp else None
     print(f"MLflow UI for {uri}\n  open {ui_url(args.host, args.port, experiment_id)}\n  (Ctrl-C to stop)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    # Become `mlflow ui` rather than wait on it: a signal meant for `sweep ui`
+    # must reach the server, not orphan it.
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
 
 
 def cmd_data(args: argparse.Namespace) -> int:

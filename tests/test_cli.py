@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -26,7 +28,8 @@ def test_ui_serves_mlflow_and_prints_the_runs_table_address(tmp_path: Path) -> N
     run_cli(tmp_path, "run", "--trials", "1", "--epochs", "1", "--jobs", "1")
     port = free_port()
     proc = subprocess.Popen([*SWEEP, "ui", "--study", "dropout-digits", "--port", str(port)], cwd=tmp_path,
-                            env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group: the server's workers go with it
     try:
         first = proc.stdout.readline() + proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/#/experiments/1?workflowType=machine_learning" in first
@@ -46,11 +49,13 @@ def test_ui_serves_mlflow_and_prints_the_runs_table_address(tmp_path: Path) -> N
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert b"dropout-digits" in resp.read()
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C does to the terminal's foreground group
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(1)
+        assert subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True).stdout == b"", "server left behind"
 
 
 def test_ablate_without_a_sweep_or_params_says_what_to_do(tmp_path: Path) -> None:
