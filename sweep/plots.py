@@ -172,7 +172,8 @@ def benefit_figure(summary: AblationSummary) -> Figure:
     colors = _keep_colors(summary.keep_probs, summary.baseline_keep)
     series = [(k, colors[k], f"keep {k:g}") for k in keeps]
     best = {s: _best_keep(summary, s) for s in summary.sizes}
-    for j, (keep, color, label) in enumerate(series + [(None, "black", "best keep (post hoc)")]):
+    # "best" is the best DROPOUT setting (keep < 1) against none, picked post hoc.
+    for j, (keep, color, label) in enumerate(series + [(None, "black", "best dropout keep (post hoc)")]):
         pts = [(size, best[size] if keep is None else keep) for size in summary.sizes]
         pts = [(size, k) for size, k in pts if (size, k) in summary.comparisons]
         if not pts:
@@ -187,6 +188,7 @@ def benefit_figure(summary: AblationSummary) -> Figure:
                 ax.annotate(f"{k:g}", (x, iv.mean * _PTS), textcoords="offset points",
                             xytext=(6, 6), fontsize=8)
     ax.set_xscale("log")
+    ax.set_xlim(min(summary.sizes) / 1.6, max(summary.sizes) * 1.6)  # one size would sit on the axis edges
     ax.set_xticks(list(summary.sizes), [f"{s:,}" for s in summary.sizes])
     ax.minorticks_off()
     ax.set_xlabel("training-set size (examples, log scale)")

@@ -190,7 +190,7 @@ def verdict(summary: AblationSummary) -> str:
     guide = (
         f"Differences are paired by seed against {_baseline_name(summary)} "
         f"(keep {summary.baseline_keep:g}), with {conf} t-intervals; p-values are paired "
-        f"t-tests, Holm-adjusted over the {summary.n_comparisons} comparisons of each metric."
+        f"t-tests, Holm-adjusted over the {_comparisons(summary.n_comparisons)} of each metric."
     )
     paragraphs = [guide]
     for size in summary.sizes:
@@ -218,6 +218,18 @@ def _mean_ci_cell(iv: Interval, metric: str) -> str:
     if not iv.defined:
         return f"{mean} [n/a]"
     return f"{mean} [{_num(iv.low * scale, digits)}, {_num(iv.high * scale, digits)}]"
+
+
+def _comparisons(n: int) -> str:
+    return "1 comparison" if n == 1 else f"{n} comparisons"
+
+
+def _wilcoxon_floor(summary: AblationSummary) -> str:
+    """The smallest Wilcoxon p these pair counts allow, e.g. '0.0625 for 5 pairs'."""
+    ns = sorted({c.results[m].n for c in summary.comparisons.values() for m in c.results if c.results[m].n > 0})
+    if not ns:
+        return "no pairs here"
+    return ", ".join(f"{2 / 2**n:.3g} for {n} pairs" for n in ns)
 
 
 def _row(cells: list[str]) -> str:
@@ -273,10 +285,10 @@ def summary_markdown_tables(summary: AblationSummary) -> str:
             ]))
     lines += [
         "",
-        f"Holm: over the {summary.n_comparisons} comparisons of each metric, t and Wilcoxon "
+        f"Holm: over the {_comparisons(summary.n_comparisons)} of each metric, t and Wilcoxon "
         "separately. d_z = mean difference / sd of differences; g_z = d_z with Hedges' "
         "small-sample correction. With n pairs the smallest two-sided Wilcoxon p is 2/2^n "
-        "(0.0625 for 5), so it cannot reach 0.05 below 6 seeds.",
+        f"({_wilcoxon_floor(summary)}), so it cannot reach 0.05 below 6 seeds.",
         "",
     ]
     return "\n".join(lines)
