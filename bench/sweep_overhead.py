@@ -33,12 +33,12 @@ seed = 7
 [space]
 keep_prob = {low = 0.2, high = 1.0, step = 0.05}
 depth = 2
-width = 192
+width = 256
 learning_rate = {low = 3e-4, high = 3e-3, log = true}
 normalization = ["none", "batchnorm", "layernorm"]
 weight_scale = 0.05
 batch_size = 100
-epochs = 10
+epochs = 13
 lr_decay = 0.95
 """
 

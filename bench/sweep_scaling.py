@@ -1,7 +1,7 @@
 """Does `sweep run` use every core? The same CIFAR-10-subset trials with 1 and 2 jobs.
 
-Eight trials on a 5 000-example CIFAR-10 subset (hidden 256-128, batchnorm,
-3 epochs, no pruning). Trials 0..9 are TPE start-up trials drawn from (study
+Eight trials on a 10 000-example CIFAR-10 subset (two hidden layers of 128..256, batchnorm,
+5 epochs, no pruning). Trials 0..9 are TPE start-up trials drawn from (study
 seed, trial number), so both runs train exactly the same configurations with
 the same seeds (checked below). --jobs 1 gives its worker both cores' BLAS
 threads; --jobs 2 gives each worker one. Prints wall times and the speedup
@@ -58,8 +58,8 @@ def run(work: Path, jobs: int, trials: int, env: dict[str, str]) -> tuple[float,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--num-train", type=int, default=5000)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--num-train", type=int, default=10000)
+    ap.add_argument("--epochs", type=int, default=5)
     args = ap.parse_args()
     if not os.environ.get("SWEEP_DATA_DIR"):
         raise SystemExit("set SWEEP_DATA_DIR to a folder holding cifar-10-batches-py")
