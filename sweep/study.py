@@ -259,7 +259,14 @@ def reap_stale_trials(
             state = read(path)
         else:
             continue
-        if state is not None and state.start is not None and state.end is None:
+        if state is None or state.start is None:
+            # Died between taking the trial and its first record: still give the
+            # trial its MLflow run, so every trial has one (KILLED, with the reason).
+            with spool.RunRecorder(path) as rec:
+                rec.start(f"trial-{t.number:04d}", "study", t.params,
+                          {"optuna.trial_number": t.number, "optuna.study": study.study_name, "sweep.kind": "trial"})
+                rec.end("KILLED", {"state": "FAIL", "failure_reason": reason})
+        elif state.end is None:
             spool.append_end(path, "KILLED", {"state": "FAIL", "failure_reason": reason})
         requeue(study, t)
         requeued.append(t.number)

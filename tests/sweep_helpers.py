@@ -39,13 +39,19 @@ def load_study(workdir: Path, name: str = "dropout-digits") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def mlflow_runs(workdir: Path, experiment: str = "dropout-digits") -> tuple[Any, dict[str, Any], list[Any]]:
-    """(client, parent runs by key, child runs) of one experiment in the workdir's SQLite store."""
+def mlflow_runs(
+    workdir: Path | None, experiment: str = "dropout-digits", *, tracking_uri: str | None = None
+) -> tuple[Any, dict[str, Any], list[Any]]:
+    """(client, parent runs by key, child runs) of one experiment.
+
+    Read from the workdir's SQLite store, or from `tracking_uri` (a server) when given.
+    """
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    uri = tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    assert exp is not None, f"no MLflow experiment {experiment!r} at {uri}"
     runs = client.search_runs([exp.experiment_id], max_results=5000)
     parents = {r.data.tags["sweep.parent_key"]: r for r in runs if "sweep.parent_key" in r.data.tags}
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from sweep import spool
 from sweep import study as sweep_study
 from sweep.study import WORKER_ATTR, make_storage, reap_stale_trials, spool_path
-from sweep_helpers import SLOW_SPACE, SWEEP, run_cli, running_worker, sweep_env, write_config
+from sweep_helpers import SLOW_SPACE, SWEEP, mlflow_runs, run_cli, running_worker, sweep_env, write_config
 
 STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
@@ -39,15 +39,7 @@ def _study(storage_url: str, name: str) -> optuna.Study:
 
 def _server_runs(tracking_uri: str, experiment: str) -> tuple[Any, dict[str, Any], list[Any]]:
     """(client, parent runs by key, child runs) of one experiment, read over HTTP."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None, f"no MLflow experiment {experiment!r} on {tracking_uri}"
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = {r.data.tags["sweep.parent_key"]: r for r in runs if "sweep.parent_key" in r.data.tags}
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
+    return mlflow_runs(None, experiment, tracking_uri=tracking_uri)
 
 
 def _assert_study_mirrored(storage_url: str, tracking_uri: str, name: str, expected: int) -> None:
