@@ -143,9 +143,10 @@ def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> N
     assert proc.returncode == 130, out
     assert "rerun the same command to resume" in out
     study = load_study(tmp_path)
-    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    states = [(t.number, t.state.name, t.user_attrs.get("failure_reason")) for t in study.trials]
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING], (states, out)
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert interrupted and all(t.user_attrs["failure_reason"] == "interrupted" for t in interrupted)
+    assert interrupted and all(t.user_attrs["failure_reason"] == "interrupted" for t in interrupted), (states, out)
     _, parents, children = mlflow_runs(tmp_path)
     assert parents["study"].info.status == "KILLED"
     assert not [r for r in children if r.info.status == "RUNNING"]
