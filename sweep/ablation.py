@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 
 from sweep.config import AblationConfig, SweepConfig, TrainParams
 from sweep.objective import RunSeeds, train

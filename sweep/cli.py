@@ -121,7 +121,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from sweep.tracking import default_tracking_uri, get_or_create_experiment, make_client, ui_url
+    from sweep.tracking import default_tracking_uri, make_client, ui_url
 
     uri = args.tracking_uri or default_tracking_uri()
     experiment_id = None

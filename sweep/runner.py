@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep import spool
-from sweep.config import SweepConfig, TrainParams
+from sweep.config import SweepConfig
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
@@ -226,7 +226,6 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run (or resume) the sweep described by `cfg` until `cfg.trials` trials count."""
     import optuna
-    from joblib import Parallel, delayed, parallel_config
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     from sweep.data import load_dataset
@@ -361,7 +360,6 @@ def _finish(
     tracking_uri: str, interrupted: bool, out: TextIO,
 ) -> SweepOutcome:
     from sweep.study import counted_trials
-    from sweep.tracking import ui_url
 
     best_number = best_value = best_params = test_acc = None
     completed = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from sweep.ablation import Cell as GridCell, cell_seeds, run_cell, CellTask
+from sweep.ablation import cell_seeds
 from sweep.config import TrainParams
 from sweep.data import load_dataset
 from sweep.objective import RunSeeds, train
-from sweep_helpers import mlflow_runs, run_cli, sweep_env
+from sweep_helpers import mlflow_runs, run_cli
 
 ABLATION_TOML = """
 [sweep]
