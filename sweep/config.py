@@ -207,7 +207,7 @@ class SweepConfig:
     num_train: int | None = None
     num_val: int | None = None
     study: str | None = None
-    trials: int = 30
+    trials: int = 60
     jobs: int = 0
     seed: int = 0
     storage: str | None = None
