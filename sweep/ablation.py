@@ -132,7 +132,8 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     from sweep.data import load_dataset
-    from sweep.runner import SweepPaths, _raise_terminated, available_cores
+    from sweep.config import available_cores
+    from sweep.runner import SweepPaths, _raise_terminated
     from sweep.tracking import ParentSpec, Tracker, child_runs, default_tracking_uri
 
     grid = cfg.ablation or AblationConfig()
@@ -211,12 +212,9 @@ def _finished_cells(runs: list[Any]) -> set[Cell]:
 
 def _close_dead_spools(spool_dir: Path, reason: str) -> None:
     """End the runs of cells whose worker is gone, so MLflow shows them KILLED."""
-    import time
-
     from sweep import spool
 
-    time.sleep(0.5)  # let terminated workers exit before checking liveness
-    for path in spool.spool_files(spool_dir):
-        st = spool.read_state(path)
-        if st.start and st.end is None and not spool.is_alive(st.start["host"], st.start["pid"], st.start.get("proc_start")):
+    spool.wait_writers_gone(spool_dir)
+    for path, st in spool.unfinished(spool_dir):
+        if spool.writer_alive(st) is False:
             spool.append_end(path, "KILLED", {"failure_reason": reason})

@@ -116,6 +116,14 @@ def _check_list(value: object, dom: Domain, key: str) -> tuple[Any, ...]:
     return items
 
 
+def available_cores() -> int:
+    """Cores this process may use (honours taskset/cgroup pinning, unlike cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class AblationConfig:
     """What `sweep ablate` re-trains: one configuration over keep_prob x training size x seeds.
@@ -231,12 +239,7 @@ class SweepConfig:
 
     def resolved_jobs(self) -> int:
         """`jobs`, or the number of cores this process may use when jobs is 0."""
-        if self.jobs:
-            return self.jobs
-        try:
-            return len(os.sched_getaffinity(0))  # honours taskset/cgroup pinning, unlike cpu_count
-        except AttributeError:  # macOS, Windows
-            return os.cpu_count() or 1
+        return self.jobs or available_cores()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The sweep-file form (unset values left out, as TOML has no null); JSON-able."""

@@ -27,17 +27,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep import spool
-from sweep.config import SweepConfig
+from sweep.config import SweepConfig, available_cores
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -292,14 +285,14 @@ def run_sweep(
                 for res in _parallel_trials(ctx, missing, jobs, threads, dask_scheduler):
                     progress.update(res)
             except worker_died:
-                _wait_workers_gone(paths.spool_dir)
+                spool.wait_writers_gone(paths.spool_dir)
                 requeued = reap_stale_trials(study, paths.spool_dir, "worker process died", min_age_seconds=0)
                 out.write(f"a worker process died; re-queued trial(s) {requeued}\n")
             missing = cfg.trials - counted_trials(study)
     except KeyboardInterrupt:
         interrupted = True
         out.write("\nstopping: marking running trials as interrupted (rerun the same command to resume)\n")
-        _wait_workers_gone(paths.spool_dir)
+        spool.wait_writers_gone(paths.spool_dir)
         reap_stale_trials(study, paths.spool_dir, "interrupted", min_age_seconds=0)
     finally:
         signal.signal(signal.SIGTERM, old_term)
@@ -338,21 +331,6 @@ def _parallel_trials(
     with parallel_config(backend="loky", inner_max_num_threads=threads):
         for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
             yield adopt_spool(res)
-
-
-def _wait_workers_gone(spool_dir: Path, timeout: float = 10.0) -> None:
-    """Give terminated workers a moment to exit so liveness checks see them gone."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = False
-        for path in spool.spool_files(spool_dir):
-            st = spool.read_state(path)
-            if st.start and st.end is None and spool.is_alive(st.start["host"], st.start["pid"], st.start.get("proc_start")):
-                alive = True
-                break
-        if not alive:
-            return
-        time.sleep(0.1)
 
 
 def _finish(

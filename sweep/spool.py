@@ -158,6 +158,29 @@ def spool_files(spool_dir: Path) -> Iterator[Path]:
         yield from sorted(spool_dir.glob("*.jsonl"))
 
 
+def unfinished(spool_dir: Path) -> list[tuple[Path, SpoolState]]:
+    """Runs in `spool_dir` that started and have no end record yet."""
+    out = []
+    for path in spool_files(spool_dir):
+        st = read_state(path)
+        if st.start is not None and st.end is None:
+            out.append((path, st))
+    return out
+
+
+def writer_alive(st: SpoolState) -> bool | None:
+    """Whether the process that started this run still exists (None: another host)."""
+    assert st.start is not None
+    return is_alive(st.start["host"], st.start["pid"], st.start.get("proc_start"))
+
+
+def wait_writers_gone(spool_dir: Path, timeout: float = 10.0) -> None:
+    """Give terminated workers a moment to exit, so liveness checks see them gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(writer_alive(st) for _, st in unfinished(spool_dir)):
+        time.sleep(0.1)
+
+
 def append_end(path: Path, status: str, tags: Mapping[str, Any]) -> None:
     """Close a run on behalf of a worker that died (parent side)."""
     with RunRecorder(path) as rec:

@@ -89,3 +89,21 @@ def running_worker(spool_dir: Path, timeout: float = 120) -> tuple[int, int]:
                 return int(path.stem.split("-")[1]), events[0]["pid"]
         time.sleep(0.05)
     raise AssertionError("no trial got going in time")
+
+
+def run_cli_interrupted(
+    workdir: Path, args: list[str], study: str, interrupt: Any, timeout: float = 300
+) -> tuple[int, int, str]:
+    """Run `sweep ARGS`, call interrupt(proc, worker pid) once a trial is mid-training.
+
+    Returns (exit code, number of the trial that was running, combined output).
+    """
+    proc = subprocess.Popen([*SWEEP, *args], cwd=workdir, env=sweep_env(workdir),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        number, pid = running_worker(workdir / ".sweep" / study / "spool")
+        interrupt(proc, pid)
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return proc.returncode, number, out

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
-from sweep_helpers import SLOW_SPACE, SWEEP, load_study, mlflow_runs, run_cli, running_worker, sweep_env, write_config
+from sweep_helpers import SLOW_SPACE, load_study, mlflow_runs, run_cli, run_cli_interrupted, write_config
 
 
 def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
@@ -95,17 +94,11 @@ def test_diverging_trial_fails_with_reason_and_the_sweep_goes_on(tmp_path: Path)
 
 def test_killed_worker_trial_is_failed_and_its_params_trained_again(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE, sweep='pruner = "none"')
-    proc = subprocess.Popen(
-        [*SWEEP, "run", str(cfg), "--jobs", "2", "--trials", "4"],
-        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    code, number, out = run_cli_interrupted(
+        tmp_path, ["run", str(cfg), "--jobs", "2", "--trials", "4"], "dropout-digits",
+        lambda proc, pid: os.kill(pid, signal.SIGKILL),
     )
-    try:
-        number, pid = running_worker(tmp_path / ".sweep" / "dropout-digits" / "spool")
-        os.kill(pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out
+    assert code == 0, out
     assert "worker process died" in out
     study = load_study(tmp_path)
     trials = study.get_trials()
@@ -129,16 +122,11 @@ def test_killed_worker_trial_is_failed_and_its_params_trained_again(tmp_path: Pa
 
 def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE, sweep='pruner = "none"')
-    args = [*SWEEP, "run", str(cfg), "--jobs", "2", "--trials", "4"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        running_worker(tmp_path / ".sweep" / "dropout-digits" / "spool")
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, out
+    code, _, out = run_cli_interrupted(
+        tmp_path, ["run", str(cfg), "--jobs", "2", "--trials", "4"], "dropout-digits",
+        lambda proc, pid: proc.send_signal(signal.SIGTERM), timeout=120,
+    )
+    assert code == 130, out
     assert "rerun the same command to resume" in out
     study = load_study(tmp_path)
     states = [(t.number, t.state.name, t.user_attrs.get("failure_reason")) for t in study.trials]

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from sweep import spool
 from sweep import study as sweep_study
 from sweep.study import WORKER_ATTR, make_storage, reap_stale_trials, spool_path
-from sweep_helpers import SLOW_SPACE, SWEEP, mlflow_runs, run_cli, running_worker, sweep_env, write_config
+from sweep_helpers import SLOW_SPACE, mlflow_runs, run_cli, run_cli_interrupted, write_config
 
 STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
@@ -94,18 +94,13 @@ def test_killed_worker_on_postgres_is_retried_once_and_the_sweep_reaches_its_tar
     heartbeat could both fail and re-queue the trial; exactly one retry must result."""
     name = "team-kill"
     cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE.replace("epochs = 12", "epochs = 8"), sweep='pruner = "none"')
-    proc = subprocess.Popen(
-        [*SWEEP, "run", str(cfg), "--study", name, "--storage", postgres_db, "--tracking-uri", mlflow_server,
+    code, number, out = run_cli_interrupted(
+        tmp_path,
+        ["run", str(cfg), "--study", name, "--storage", postgres_db, "--tracking-uri", mlflow_server,
          "--jobs", "2", "--trials", "4"],
-        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        name, lambda proc, pid: os.kill(pid, signal.SIGKILL),
     )
-    try:
-        number, pid = running_worker(tmp_path / ".sweep" / name / "spool")
-        os.kill(pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out
+    assert code == 0, out
     assert "worker process died" in out
 
     trials = _study(postgres_db, name).get_trials()
