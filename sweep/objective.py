@@ -219,6 +219,9 @@ class TrialContext:
     num_val: int | None
     pruner: str
     max_epochs: int
+    # The study's --trials target: a task starts no trial once it is reached
+    # (sweep.study.check_target). None: no check (the task always runs one).
+    target_trials: int | None = None
 
 
 def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray]) -> float:

@@ -89,10 +89,19 @@ def _worker_data(ctx: TrialContext) -> dict[str, np.ndarray]:
 
 
 def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
-    """Worker task: run exactly one trial of the study; returns its outcome."""
+    """Worker task: run one trial of the study, or none once the target is reached; returns its outcome.
+
+    With `ctx.target_trials` set, the task first checks the storage at that
+    moment (sweep.study.check_target): if counted plus RUNNING trials already
+    reach the target (another `sweep run` on the same study got there) and no
+    trial is WAITING, it creates no trial and returns a skipped outcome
+    (`skipped` True, `state` "SKIPPED", `number` -1, no events). There is no
+    lock: tasks that check at the same instant can still overshoot the target
+    by at most (number of concurrently starting workers - 1).
+    """
     import socket
 
-    from sweep.study import WORKER_ATTR, reap_stale_trials, spool_path
+    from sweep.study import WORKER_ATTR, check_target, reap_stale_trials, spool_path
 
     study = _worker_study(ctx)
     # Dask re-runs the task of a worker that died (loky instead tells the parent,
@@ -100,6 +109,26 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     # runs its params instead of leaving it RUNNING. Journal storage has no
     # heartbeat; with RDB this comes before the heartbeat's grace period.
     reap_stale_trials(study, ctx.spool_dir, "worker process died", requeue_interrupted=False)
+    if ctx.target_trials is not None:
+        # After the reaping, so a dead worker's trial counts as re-queued, not as running.
+        # Racy by design: a task that checks while another is between its check and
+        # Optuna's ask sees one trial too few (overshoot <= concurrent starters - 1).
+        check = check_target(study, ctx.target_trials)
+        if not check.start:
+            return {
+                "skipped": True,
+                "state": "SKIPPED",
+                # No trial: -1 and no events, so the parent's spool adoption writes nothing.
+                "number": -1,
+                "value": None,
+                "params": {},
+                "reason": f"the study already has {check.counted + check.running}/{check.target} trials "
+                          f"counted or running ({check.counted} counted + {check.running} running)",
+                "counted": check.counted,
+                "running": check.running,
+                "pid": os.getpid(),
+                "spool": "",
+            }
     data = _worker_data(ctx)
     done: dict[str, Any] = {}
 
@@ -144,11 +173,18 @@ class Progress:
     states: dict[str, int] = field(default_factory=dict)
     best_value: float | None = None
     best_params: dict[str, Any] | None = None
+    skipped: int = 0  # tasks that started no trial: the target was reached (run_one_trial)
 
     def done(self) -> int:
         return self.already + sum(self.states.values())
 
     def update(self, res: dict[str, Any]) -> None:
+        if res.get("skipped"):
+            # No trial ran: not in the counts, the ETA or the best.
+            self.skipped += 1
+            self.out.write(f"skipped a task: {res['reason']}; no trial started\n")
+            self.out.flush()
+            return
         self.states[res["state"]] = self.states.get(res["state"], 0) + 1
         if res["state"] == "COMPLETE" and (self.best_value is None or res["value"] > self.best_value):
             self.best_value, self.best_params = res["value"], res["params"]
@@ -244,6 +280,7 @@ def run_sweep(
         space=cfg.space, spool_dir=paths.spool_dir, weights_dir=paths.weights_dir,
         dataset=cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val,
         pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
+        target_trials=cfg.trials,
     )
 
     def record_run_id(start: dict[str, Any], run_id: str) -> None:
@@ -281,6 +318,7 @@ def run_sweep(
         rounds = 0
         while missing > 0 and rounds < MAX_ROUNDS:
             rounds += 1
+            skipped_before = progress.skipped
             try:
                 for res in _parallel_trials(ctx, missing, jobs, threads, dask_scheduler):
                     progress.update(res)
@@ -289,6 +327,17 @@ def run_sweep(
                 requeued = reap_stale_trials(study, paths.spool_dir, "worker process died", min_age_seconds=0)
                 out.write(f"a worker process died; re-queued trial(s) {requeued}\n")
             missing = cfg.trials - counted_trials(study)
+            if missing > 0 and progress.skipped > skipped_before:
+                # Tasks found the target reached counting trials RUNNING in another sweep
+                # process: those count when they end, so resubmit only for what is still
+                # open (e.g. trials re-queued meanwhile), not again for them.
+                from sweep.study import check_target
+
+                check = check_target(study, cfg.trials)
+                missing = max(cfg.trials - check.counted - check.running, check.waiting)
+                if missing <= 0:
+                    out.write(f"{check.running} trial(s) towards the target of {cfg.trials} are still running "
+                              f"in another sweep process; they count when they end\n")
     except KeyboardInterrupt:
         interrupted = True
         out.write("\nstopping: marking running trials as interrupted (rerun the same command to resume)\n")

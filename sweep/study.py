@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +180,66 @@ def seed_index(trial: FrozenTrial) -> int:
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count towards --trials: finished, pruned or failed, minus re-queued failures."""
     trials = study.get_trials(deepcopy=False)
-    retried = retried_numbers(trials)
+    return _counted(trials, retried_numbers(trials))
+
+
+def _counted(trials: Iterable[FrozenTrial], retried: set[int]) -> int:
     return sum(1 for t in trials if t.state in COUNTED_STATES and t.number not in retried)
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """The study as a worker sees it just before it would start a trial (see `check_target`)."""
+
+    target: int
+    counted: int  # `counted_trials`: finished, pruned or failed, minus re-queued failures
+    running: int  # RUNNING, owner alive or not known to be dead: they count when they end
+    waiting: int  # WAITING (re-queued or enqueued): already in the study, Optuna's ask pops them first
+
+    @property
+    def start(self) -> bool:
+        """Whether to run a trial: a WAITING one is always run, a new one only below the target."""
+        return self.waiting > 0 or self.counted + self.running < self.target
+
+
+def check_target(study: optuna.Study, target: int) -> TargetCheck:
+    """Read, from the storage now, whether a worker should still start a trial.
+
+    Several `sweep run` processes may work on one study (machines sharing an
+    RDB storage, terminals sharing a journal file), each having computed its
+    missing trials at its own start; this check, made by every task right
+    before its trial, is what stops the study at `target`. The rule:
+
+    - counted trials (`counted_trials`) plus RUNNING trials reach `target`:
+      start nothing. A RUNNING trial counts unless its worker is known to be
+      dead; the caller reaps first (`reap_stale_trials`: dead pid on this
+      host), and with an RDB storage this fails heartbeat-stale trials first
+      (Optuna's `fail_stale_trials`, which `requeue`s them). So a trial of a
+      dead worker on another machine counts until its heartbeat goes stale
+      (RDB), or, on a journal file shared across machines, until a sweep on
+      that machine reaps it.
+    - a WAITING trial is run whatever the count: it is already in the study
+      (running it adds no trial), and re-queued trials are how a killed
+      worker's slot is filled. A re-queued failure does not count and its
+      WAITING retry does not either, so normally the count is below the
+      target anyway while one waits.
+
+    There is no lock: workers that check at the same instant all see the same
+    count, so the study can overshoot the target by at most (number of workers
+    starting a trial concurrently, across all processes) - 1 (plus any trials
+    someone enqueued beyond the target, which are run as said above).
+    """
+    with warnings.catch_warnings():  # fail_stale_trials is flagged experimental; a no-op without heartbeat
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return TargetCheck(
+        target=target,
+        counted=_counted(trials, retried),
+        running=sum(1 for t in trials if t.state == TrialState.RUNNING),
+        waiting=sum(1 for t in trials if t.state == TrialState.WAITING),
+    )
 
 
 def spool_path(spool_dir: Path, number: int) -> Path:

@@ -1,0 +1,179 @@
+"""Two `sweep run` processes on one study: the target is the study's, not each process's.
+
+Each process computes its missing trials at its start; the workers' check
+against the storage (sweep.study.check_target, in run_one_trial) is what stops
+the study at the target. Real parts: journal file, loky workers, MLflow SQLite.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from sweep import spool
+from sweep.study import WORKER_ATTR, check_target, counted_trials, make_storage, requeue, spool_path
+from sweep_helpers import SWEEP, load_study, mlflow_runs, sweep_env
+
+TARGET = 6
+JOBS = 1  # per process
+WORKERS = 2 * JOBS  # workers that may start a trial at the same instant, across both processes
+TRIAL_LINE = re.compile(r"^\[\s*\d+/\d+\] trial (\d+) ", re.M)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """Two `sweep run --trials TARGET` started together in one folder (one journal, one MLflow store)."""
+    workdir = tmp_path_factory.mktemp("two-runs")
+    args = ["run", "--jobs", str(JOBS), "--trials", str(TARGET), "--epochs", "2"]
+    procs = [
+        subprocess.Popen([*SWEEP, *args], cwd=workdir, env=sweep_env(workdir),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    try:
+        outs = [p.communicate(timeout=180)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out
+    return workdir, outs
+
+
+def test_two_sweep_runs_on_one_study_stop_at_the_target(two_runs: tuple[Path, list[str]]) -> None:
+    workdir, outs = two_runs
+    submitted = [int(re.search(r"running (\d+) more", out).group(1)) for out in outs]  # type: ignore[union-attr]
+    # Both started before the study was nearly done: without the workers' check
+    # the study would end with sum(submitted) trials, past the race bound.
+    assert sum(submitted) > TARGET + WORKERS - 1, outs
+
+    trials = load_study(workdir).get_trials()
+    # Two workers checking at the same instant may both start: at most WORKERS - 1 over.
+    assert TARGET <= len(trials) <= TARGET + WORKERS - 1, outs
+    assert all(t.state.is_finished() for t in trials), [t.state for t in trials]
+    assert counted_trials(load_study(workdir)) == len(trials)
+
+    # Every trial is reported once, by the process that ran it; a skipped task claims none.
+    reported = sorted(int(n) for out in outs for n in TRIAL_LINE.findall(out))
+    assert reported == [t.number for t in trials], outs
+    skipped = sum(out.count("skipped a task: ") for out in outs)
+    assert skipped >= sum(submitted) - len(trials) > 0, outs
+    assert all("best trial" in out for out in outs), outs
+    assert not list((workdir / ".sweep" / "dropout-digits" / "spool").glob("trial--*"))
+
+    # MLflow: every trial has a child run under the one parent, and a skipped task has none.
+    _, parents, children = mlflow_runs(workdir)
+    assert list(parents) == ["study"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents["study"].info.run_id}
+    assert {int(r.data.tags["optuna.trial_number"]) for r in children} == {t.number for t in trials}
+    assert not [r for r in children if r.info.status == "RUNNING"]
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="sweep/tracking.py: both processes' Tracker threads mirror the same spool folder, and each "
+           "creates a child run for a spool file it sees before the other has saved its .state side file "
+           "(seen on about half the runs, also without the target check)",
+)
+def test_two_sweep_runs_in_one_folder_log_one_mlflow_run_per_trial(two_runs: tuple[Path, list[str]]) -> None:
+    workdir, _ = two_runs
+    trials = load_study(workdir).get_trials()
+    client, _, children = mlflow_runs(workdir)
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == [t.number for t in trials]
+    for run in children:  # and each epoch once
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert sorted(steps) == list(range(1, len(steps) + 1))
+
+
+# -- the worker-side check -------------------------------------------------------
+
+X = {"x": FloatDistribution(0.0, 1.0)}
+
+
+def _finished(study: optuna.Study, state: TrialState) -> None:
+    study.add_trial(optuna.create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None,
+                                        params={"x": 0.5}, distributions=X))
+
+
+def test_check_target_counts_running_trials_and_not_requeued_failures(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=make_storage(None, tmp_path / "optuna.journal"), direction="maximize")
+    _finished(study, TrialState.COMPLETE)
+    _finished(study, TrialState.FAIL)  # failed and not re-queued (say, diverged): counts
+    running = study.ask(X)
+    check = check_target(study, 3)
+    assert (check.counted, check.running, check.waiting) == (2, 1, 0)
+    assert not check.start  # 2 counted + 1 running reach 3
+    assert check_target(study, 4).start
+
+    # Its worker dies: failed and re-queued. Neither attempt counts until the retry ends,
+    # and a WAITING trial is run even where the count says the target is reached.
+    study._storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+    requeue(study, study._storage.get_trial(running._trial_id))
+    check = check_target(study, 3)
+    assert (check.counted, check.running, check.waiting) == (2, 0, 1)
+    assert check.start and check_target(study, 2).start
+
+
+def _context(cfg: Any, state_dir: Path) -> Any:
+    from sweep.objective import TrialContext
+
+    return TrialContext(
+        study_name=cfg.study_name, storage_url=cfg.storage, journal_path=state_dir / "optuna.journal",
+        seed=cfg.seed, space=cfg.space, spool_dir=state_dir / "spool", weights_dir=state_dir / "weights",
+        dataset=cfg.dataset, data_dir=None, num_train=None, num_val=None, pruner=cfg.pruner,
+        max_epochs=cfg.space.max_epochs, target_trials=cfg.trials,
+    )
+
+
+def test_a_task_starts_no_trial_at_the_target_but_runs_a_dead_workers_requeued_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sweep.config import load_config
+    from sweep.runner import Progress, run_one_trial
+    from sweep.study import open_study
+
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = load_config(None, {"study": "target", "trials": 2, "epochs": 1})
+    ctx = _context(cfg, tmp_path)
+    study = open_study(cfg, make_storage(None, ctx.journal_path))
+    done = study.ask()
+    cfg.space.suggest(done)
+    study.tell(done, 0.5)
+    other = study.ask()  # a live worker's trial, in another sweep process
+    cfg.space.suggest(other)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "proc_start": spool.process_start_time(os.getpid())}
+    study._storage.set_trial_system_attr(other._trial_id, WORKER_ATTR, me)
+
+    res = run_one_trial(ctx)
+    assert res["skipped"] and res["state"] == "SKIPPED" and res["number"] == -1, res
+    assert (res["counted"], res["running"]) == (1, 1)
+    assert len(study.get_trials()) == 2 and not list(ctx.spool_dir.glob("*.jsonl"))
+    out = io.StringIO()
+    progress = Progress(cfg.trials, 1, 1, cfg.space, out)
+    progress.update(res)
+    assert progress.skipped == 1 and progress.done() == 1
+    assert out.getvalue().startswith("skipped a task: the study already has 2/2 trials")
+    assert not TRIAL_LINE.search(out.getvalue())  # no "[ n/N] trial k ..." line for it
+
+    # That worker dies: this task reaps its trial and trains the re-queued params.
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    study._storage.set_trial_system_attr(other._trial_id, WORKER_ATTR, {**me, "pid": int(exited.stdout)})
+    res = run_one_trial(ctx)
+    assert not res.get("skipped") and res["state"] in ("COMPLETE", "PRUNED"), res
+    trials = study.get_trials()
+    assert trials[other.number].state == TrialState.FAIL
+    assert trials[res["number"]].system_attrs["failed_trial"] == other.number
+    assert trials[res["number"]].params == trials[other.number].params
+    assert counted_trials(study) == 2 and len(trials) == 3
+    assert spool.read_state(spool_path(ctx.spool_dir, res["number"])).end is not None
