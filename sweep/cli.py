@@ -159,5 +159,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def console_main() -> None:
+    """The `sweep` executable: `main`, then exit without collecting its heap.
+
+    At exit the interpreter's final garbage collection would traverse every
+    object MLflow, pandas and Optuna left behind: ~0.7 s after the last
+    line is printed (measured: 0.75 s against 0.09 s frozen). `gc.freeze()`
+    takes them out of that traversal; atexit handlers and stream flushing
+    still run as usual.
+    """
+    import gc
+
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()
