@@ -10,16 +10,26 @@ Layout in MLflow: one experiment per study (named after it); one parent run
 per study (tag `sweep.parent_key=study`) and one per ablation
 (`sweep.parent_key=ablation:<name>`); one child run per trial or ablation
 cell, named `trial-NNNN` / `cell-...`, tagged `mlflow.parentRunId`.
+
+Several trackers may mirror one spool folder (two `sweep run` processes on
+one study in one working folder): an exclusive flock on `LOCK_NAME` in the
+spool folder makes each sync, and the find-or-create of parent runs, one
+tracker's at a time, and each sync starts from the `.state` side files the
+other trackers left, so every spool file gets one run and every event is sent
+once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +42,8 @@ if TYPE_CHECKING:  # importing mlflow costs ~1.8 s: only the tracker thread does
 log = logging.getLogger(__name__)
 
 PARENT_KEY_TAG = "sweep.parent_key"
+# Lock file in a spool folder, held by the tracker syncing it (not a *.jsonl: never read as events).
+LOCK_NAME = ".tracker.lock"
 # MLflow's per-request limits for log_batch.
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 
@@ -205,8 +217,16 @@ class Tracker:
         spool_dir: folder of `*.jsonl` event files (see sweep.spool).
         parents: parent runs that child runs may name in their `parent` field.
         on_run_created: called (in the tracker thread) with (start event, run id)
-            after a child run is created, e.g. to record the id on the Optuna trial.
+            after a child run is created, e.g. to record the id on the Optuna trial;
+            once per run, by the tracker that creates it (when several mirror
+            one folder, maybe another process's).
         poll_seconds: how often to look for new events.
+
+    Trackers in other processes (or threads) may mirror the same spool folder:
+    they take turns through the folder's lock file, and a poll that finds the
+    lock taken sends nothing and waits for the next one (the holder is
+    mirroring the same files meanwhile). The final drain in `stop()` waits for
+    the lock.
     """
 
     def __init__(
@@ -230,7 +250,10 @@ class Tracker:
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        # Only closed states are trusted from memory (closed is final); every
+        # other state is re-read from its side file under the lock.
         self._states: dict[Path, _FileState] = {}
+        self._lock_warned = False
         self._client: MlflowClient | None = None
         self._thread = threading.Thread(target=self._main, name="mlflow-tracker", daemon=True)
 
@@ -277,7 +300,8 @@ class Tracker:
         while True:
             stopping = self._stop.is_set()
             try:
-                self.sync_once()
+                # Regular polls skip a busy lock; the final drain waits for it.
+                self.sync_once(block=stopping)
             except Exception as exc:  # a flaky server must not kill the sweep: retry next poll
                 log.warning("MLflow sync failed, will retry: %s", exc)
                 if stopping:
@@ -290,26 +314,66 @@ class Tracker:
     def _connect(self) -> None:
         client = make_client(self.tracking_uri)
         self.experiment_id = get_or_create_experiment(client, self.experiment_name)
-        for spec in self.parents.values():
-            run_id = find_parent_run(client, self.experiment_id, spec.key)
-            tags = {PARENT_KEY_TAG: spec.key, **spec.tags}
-            if run_id is None:
-                run = client.create_run(self.experiment_id, run_name=spec.run_name, tags=tags)
-                run_id = run.info.run_id
-                self._log_batch(client, run_id, params=spec.params)
-            else:
-                client.update_run(run_id, status="RUNNING")
-                self._log_batch(client, run_id, tags=tags)
-            self.parent_run_ids[spec.key] = run_id
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        # Under the lock: another tracker of this folder would otherwise find no
+        # parent run either, and both would create one.
+        with self._locked(block=True):
+            for spec in self.parents.values():
+                run_id = find_parent_run(client, self.experiment_id, spec.key)
+                tags = {PARENT_KEY_TAG: spec.key, **spec.tags}
+                if run_id is None:
+                    run = client.create_run(self.experiment_id, run_name=spec.run_name, tags=tags)
+                    run_id = run.info.run_id
+                    self._log_batch(client, run_id, params=spec.params)
+                else:
+                    client.update_run(run_id, status="RUNNING")
+                    self._log_batch(client, run_id, tags=tags)
+                self.parent_run_ids[spec.key] = run_id
         self._client = client
+
+    @contextlib.contextmanager
+    def _locked(self, block: bool) -> Iterator[bool]:
+        """Hold the spool folder's lock; yields False (holding nothing) when `block`
+        is False and another tracker holds it.
+
+        flock, not lockf: it is per open file, so two trackers in one process
+        exclude each other too, and a killed process's lock goes with its files.
+        """
+        fd = os.open(self.spool_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            except OSError as exc:  # a filesystem without locks: mirror unlocked, as when alone
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                self._warn_unlocked(exc)
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _warn_unlocked(self, exc: OSError) -> None:
+        if not self._lock_warned:
+            self._lock_warned = True
+            log.warning("cannot lock %s (%s): another tracker of this folder could log runs twice",
+                        self.spool_dir / LOCK_NAME, exc)
 
     # -- syncing -----------------------------------------------------------
     def _state(self, path: Path) -> _FileState:
+        """What has been sent of `path`: as its side file says (another tracker may
+        have advanced it), except a closed file, which no tracker touches again."""
         st = self._states.get(path)
-        if st is None:
-            side = path.with_suffix(".state")
-            st = _FileState(**json.loads(side.read_text())) if side.exists() else _FileState()
-            self._states[path] = st
+        if st is not None and st.closed:
+            return st
+        try:
+            text = path.with_suffix(".state").read_text()
+        except FileNotFoundError:
+            st = _FileState()
+        else:
+            st = _FileState(**json.loads(text))
+        self._states[path] = st
         return st
 
     def _save_state(self, path: Path, st: _FileState) -> None:
@@ -318,21 +382,30 @@ class Tracker:
         tmp.write_text(json.dumps(st.__dict__))
         os.replace(tmp, side)
 
-    def sync_once(self) -> int:
-        """Mirror every new event into MLflow; returns how many events were sent."""
+    def sync_once(self, block: bool = True) -> int:
+        """Mirror every new event into MLflow; returns how many events were sent.
+
+        Holds the spool folder's lock meanwhile. With `block=False` a lock held by
+        another tracker makes this return 0 at once.
+        """
         assert self._client is not None
+        if not self.spool_dir.is_dir():
+            return 0
         sent = 0
-        for path in spool.spool_files(self.spool_dir):
-            st = self._state(path)
-            if st.closed:
-                continue
-            events, offset = spool.read_events(path, st.offset)
-            if not events:
-                continue
-            self._apply(path, st, events)
-            st.offset = offset
-            self._save_state(path, st)
-            sent += len(events)
+        with self._locked(block) as locked:
+            if not locked:
+                return 0
+            for path in spool.spool_files(self.spool_dir):
+                st = self._state(path)
+                if st.closed:
+                    continue
+                events, offset = spool.read_events(path, st.offset)
+                if not events:
+                    continue
+                self._apply(path, st, events)
+                st.offset = offset
+                self._save_state(path, st)
+                sent += len(events)
         return sent
 
     def _apply(self, path: Path, st: _FileState, events: list[dict[str, Any]]) -> None:
@@ -346,22 +419,28 @@ class Tracker:
         end: dict[str, Any] | None = None
         for ev in events:
             kind = ev.get("event")
-            if kind == "start" and st.run_id is None:
-                parent = self.parent_run_ids.get(ev.get("parent", ""))
-                run_tags = dict(ev.get("tags", {}))
-                if parent:
-                    run_tags["mlflow.parentRunId"] = parent
-                run = client.create_run(
-                    self.experiment_id, run_name=ev["run_name"], tags=run_tags,
-                    start_time=int(ev["time"] * 1000),
-                )
-                st.run_id = run.info.run_id
+            if kind == "start":
+                if st.run_id is None:
+                    parent = self.parent_run_ids.get(ev.get("parent", ""))
+                    run_tags = dict(ev.get("tags", {}))
+                    if parent:
+                        run_tags["mlflow.parentRunId"] = parent
+                    run = client.create_run(
+                        self.experiment_id, run_name=ev["run_name"], tags=run_tags,
+                        start_time=int(ev["time"] * 1000),
+                    )
+                    st.run_id = run.info.run_id
+                    # Saved at once (offset still before these events): if logging
+                    # them fails, the retry, ours or another tracker's, finds this
+                    # run instead of creating a second one.
+                    self._save_state(path, st)
+                    if self.on_run_created is not None:
+                        try:
+                            self.on_run_created(ev, st.run_id)
+                        except Exception as exc:
+                            log.warning("could not record run id %s: %s", st.run_id, exc)
+                # Also on such a retry (the same values again: accepted by MLflow).
                 params.update(ev.get("params", {}))
-                if self.on_run_created is not None:
-                    try:
-                        self.on_run_created(ev, st.run_id)
-                    except Exception as exc:
-                        log.warning("could not record run id %s: %s", st.run_id, exc)
             elif kind == "epoch":
                 ts = int(ev["time"] * 1000)
                 metrics += [Metric(k, v, ts, ev["step"]) for k, v in ev["metrics"].items()]

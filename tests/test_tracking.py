@@ -87,6 +87,84 @@ def test_tracker_resumes_without_duplicating(tmp_path: Path) -> None:
     assert [m.step for m in t2.client.get_metric_history(runs[0].info.run_id, "val_acc")] == [1, 2]
 
 
+def test_two_trackers_on_one_spool_folder_log_each_run_and_step_once(tmp_path: Path) -> None:
+    """Two sweeps in one folder: both trackers mirror the same spool files, taking turns."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    created: list[tuple[str, str]] = []
+
+    def tracker() -> Tracker:
+        return Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp", params={"seed": 3})],
+                       on_run_created=lambda ev, rid: created.append((ev["run_name"], rid)), poll_seconds=0.005)
+
+    trackers = [tracker(), tracker()]
+    for t in trackers:
+        t.start()
+    for t in trackers:
+        assert t.wait_ready(60)
+    assert trackers[0].parent_run_ids == trackers[1].parent_run_ids  # one parent run, found by the second
+    names = [f"trial-{n:04d}" for n in range(6)]
+    recorders = [spool.RunRecorder(spool_dir / f"{name}.jsonl") for name in names]
+    epochs = 4
+    for rec, name in zip(recorders, names):  # new files while both poll: the moment both used to create a run
+        rec.start(name, "study", {"keep_prob": 0.5}, {"optuna.trial_number": name[-1]})
+        time.sleep(0.01)
+    for e in range(1, epochs + 1):
+        for rec in recorders:
+            rec.epoch(e, {"val_acc": 0.1 * e})
+            time.sleep(0.005)
+    for rec in recorders:
+        rec.end("FINISHED", {"state": "COMPLETE"}, {"best_val_acc": 0.4})
+        rec.close()
+    for t in trackers:
+        t.stop(parent_status="FINISHED")
+
+    client = trackers[0].client
+    runs = child_runs(client, trackers[0].experiment_id, trackers[0].parent_run_ids["study"])
+    all_runs = client.search_runs([trackers[0].experiment_id], max_results=1000)
+    assert len(all_runs) == len(names) + 1  # no stray runs beside the parent and its children
+    assert sorted(r.info.run_name for r in runs) == names  # one run per spool file
+    assert sorted(created) == sorted((r.info.run_name, r.info.run_id) for r in runs)
+    for r in runs:
+        assert r.info.status == "FINISHED" and r.data.params == {"keep_prob": "0.5"}
+        history = client.get_metric_history(r.info.run_id, "val_acc")
+        assert [m.step for m in history] == list(range(1, epochs + 1)), r.info.run_name  # each step once
+        assert len(client.get_metric_history(r.info.run_id, "best_val_acc")) == 1
+
+
+def test_a_poll_skips_a_busy_lock_and_the_final_drain_waits_for_it(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    from sweep.tracking import LOCK_NAME
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    _write_run(spool_dir, "trial-0000", 2, "FINISHED")
+    tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=0.01)
+    with open(spool_dir / LOCK_NAME, "a") as held:  # another tracker, mid-sync
+        fcntl.flock(held, fcntl.LOCK_EX)
+        tracker.start()
+        deadline = time.monotonic() + 60
+        while tracker.experiment_id is None and time.monotonic() < deadline:  # connected, experiment made
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert tracker.experiment_id is not None and not tracker.ready.is_set()  # the parent run waits for the lock
+        fcntl.flock(held, fcntl.LOCK_UN)
+        assert tracker.wait_ready(60)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert tracker.sync_once(block=False) == 0  # a poll: sends nothing, tries again next time
+        stopper = threading.Thread(target=tracker.stop, kwargs={"parent_status": "FINISHED"})
+        stopper.start()
+        stopper.join(0.3)
+        assert stopper.is_alive()  # the final drain waits for the lock instead of being skipped
+        fcntl.flock(held, fcntl.LOCK_UN)
+        stopper.join(60)
+    runs = child_runs(tracker.client, tracker.experiment_id, tracker.parent_run_ids["study"])
+    assert [r.info.run_name for r in runs] == ["trial-0000"]
+    assert runs[0].info.status == "FINISHED"
+
+
 def test_liveness_of_a_killed_process(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
