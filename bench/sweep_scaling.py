@@ -7,12 +7,21 @@ the same seeds (checked below). --jobs 1 gives its worker both cores' BLAS
 threads; --jobs 2 gives each worker one. Prints wall times and the speedup
 (the issue's target: >= 1.8x on 2 cores).
 
+It then trains the SAME trials (params and seeds read back from the study)
+bare, with neither Optuna nor MLflow: once in one process with 2 BLAS threads
+(what --jobs 1 does, minus the sweep) and once split over 2 processes with one
+BLAS thread each (what --jobs 2 does, minus the sweep). Their ratio is the
+speedup the workload itself allows when the one-job run already uses both
+cores for its GEMMs; each sweep's wall time over its bare twin is what the
+sweep machinery costs.
+
     SWEEP_DATA_DIR=/path/with/cifar-10-batches-py python bench/sweep_scaling.py
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -38,6 +47,52 @@ batch_size = 100
 epochs = {epochs}
 lr_decay = 1.0
 """
+
+
+# Trains tasks[i::procs] with `threads` BLAS threads; imports neither Optuna nor MLflow.
+BARE_WORKER = r"""
+import json, sys
+from threadpoolctl import threadpool_limits
+from sweep.config import TrainParams
+from sweep.data import load_dataset
+from sweep.objective import RunSeeds, train
+spec, i, procs, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+tasks = json.loads(open(spec).read())[i::procs]
+d = tasks[0]["data"]
+data = load_dataset("cifar10", data_dir=d["data_dir"], num_train=d["num_train"], num_val=d["num_val"], seed=d["seed"])
+with threadpool_limits(limits=threads):
+    for t in tasks:
+        train(TrainParams.from_flat(t["params"]), data, RunSeeds.derive(t["seed"], t["index"]))
+assert "optuna" not in sys.modules and "mlflow" not in sys.modules
+"""
+
+
+def trial_tasks(work: Path) -> list[dict]:
+    """Params and seeds of the study's trials, in trial order (as the sweep ran them)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from sweep.config import load_config
+    from sweep.study import seed_index
+
+    cfg = load_config(work / "bench.toml")
+    study = optuna.load_study(study_name=cfg.study_name,
+                              storage=JournalStorage(JournalFileBackend(str(work / "optuna.journal"))))
+    data = {"data_dir": cfg.data_dir, "num_train": cfg.num_train, "num_val": cfg.num_val, "seed": cfg.seed}
+    return [{"params": cfg.space.params_from_trial(t.params).to_flat(), "seed": cfg.seed,
+             "index": seed_index(t), "data": data} for t in sorted(study.trials, key=lambda t: t.number)]
+
+
+def run_bare(work: Path, tasks: list[dict], procs: int, threads: int, env: dict[str, str]) -> float:
+    spec = work / "tasks.json"
+    spec.write_text(json.dumps(tasks))
+    t0 = time.perf_counter()
+    children = [subprocess.Popen([sys.executable, "-c", BARE_WORKER, str(spec), str(i), str(procs), str(threads)],
+                                 cwd=work, env=env) for i in range(procs)]
+    if any(p.wait() for p in children):
+        raise SystemExit("bare worker failed")
+    return time.perf_counter() - t0
 
 
 def run(work: Path, jobs: int, trials: int, env: dict[str, str]) -> tuple[float, list[tuple]]:
@@ -80,6 +135,15 @@ def main() -> None:
     assert trials[1] == trials[2], "the two runs trained different configurations"
     t1, t2 = min(walls[1]), min(walls[2])
     print(f"best of 2: --jobs 1 {t1:.1f} s, --jobs 2 {t2:.1f} s, speedup {t1 / t2:.2f}x (target >= 1.8x)")
+
+    tasks = trial_tasks(work)
+    bare: dict[int, list[float]] = {}
+    for procs, threads in ((1, 2), (2, 1), (1, 2), (2, 1)):
+        bare.setdefault(procs, []).append(run_bare(work, tasks, procs, threads, env))
+    b1, b2 = min(bare[1]), min(bare[2])
+    print(f"bare (no Optuna, no MLflow), best of 2: 1 process x 2 BLAS threads {b1:.1f} s, "
+          f"2 processes x 1 thread {b2:.1f} s: the workload's own speedup {b1 / b2:.2f}x")
+    print(f"sweep / bare: --jobs 1 {t1 / b1:.2f}, --jobs 2 {t2 / b2:.2f}")
 
 
 if __name__ == "__main__":
