@@ -421,11 +421,32 @@ def _test_accuracy(study: Any, best: Any, data: dict[str, np.ndarray], paths: Sw
     params = space.params_from_trial(best.params)
     acc = evaluate(params, load_weights(weights_file), data["X_test"], data["y_test"], num_classes_of(data))
     study.set_user_attr("best_test_acc", {"trial": best.number, "acc": acc})
-    # Only the best trial's weights are worth keeping.
-    for f in paths.weights_dir.glob("trial-*.npz"):
-        if f != weights_file:
-            f.unlink(missing_ok=True)
+    remove_beaten_weights(study, best, paths.weights_dir)
     return acc
+
+
+def remove_beaten_weights(study: Any, best: Any, weights_dir: Path) -> list[Path]:
+    """Delete the saved weights of trials that can no longer be the best; returns what was deleted.
+
+    Only the best trial's weights are worth keeping, but another `sweep run` on
+    this study may have saved a newer best since `best` was read: so the trials
+    are read again and a file goes only if its trial has finished with a value
+    no higher than the best's (and is not the best). Files of trials still
+    running, or finished after that read, stay.
+    """
+    from optuna.trial import TrialState
+
+    finished = {t.number: t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    removed = []
+    for f in weights_dir.glob("trial-*.npz"):
+        try:
+            number = int(f.stem.removeprefix("trial-"))
+        except ValueError:  # not a file this module wrote
+            continue
+        if number != best.number and number in finished and finished[number] <= best.value:
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
 
 
 def _print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:

@@ -177,3 +177,27 @@ def test_a_task_starts_no_trial_at_the_target_but_runs_a_dead_workers_requeued_o
     assert trials[res["number"]].params == trials[other.number].params
     assert counted_trials(study) == 2 and len(trials) == 3
     assert spool.read_state(spool_path(ctx.spool_dir, res["number"])).end is not None
+
+
+def test_removing_beaten_weights_keeps_a_best_saved_by_another_process(tmp_path: Path) -> None:
+    """A process that read the best before another process's newer best finished must not delete it."""
+    from sweep.runner import remove_beaten_weights
+
+    study = optuna.create_study(storage=make_storage(None, tmp_path / "optuna.journal"), direction="maximize")
+    dist = {"x": FloatDistribution(0, 1)}
+    for value in (0.5, 0.7, 0.6):  # trials 0, 1, 2
+        study.add_trial(optuna.trial.create_trial(params={"x": value}, distributions=dist, value=value))
+    best = study.best_trial  # trial 1, as this process read it
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for number in (0, 1, 2, 3, 4):
+        (weights / f"trial-{number:04d}.npz").write_bytes(b"w")
+    # After that read: trial 3 finished with a better value in another process,
+    # and trial 4 is still running there: neither file may go.
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.9}, distributions=dist, value=0.9))
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.1}, distributions=dist, state=TrialState.RUNNING))
+
+    removed = remove_beaten_weights(study, best, weights)
+
+    assert sorted(p.name for p in removed) == ["trial-0000.npz", "trial-0002.npz"]
+    assert sorted(p.name for p in weights.iterdir()) == ["trial-0001.npz", "trial-0003.npz", "trial-0004.npz"]
