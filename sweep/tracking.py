@@ -70,6 +70,7 @@ def ui_url(host: str, port: int, experiment_id: str | None = None, *, base: str 
 
 def make_client(tracking_uri: str) -> MlflowClient:
     import gc
+    import sys
 
     # MLflow prints "View run ... at URL" on every set_terminated against a
     # server (and fetches the run to do so): not in the middle of our progress lines.
@@ -78,19 +79,24 @@ def make_client(tracking_uri: str) -> MlflowClient:
     # entities), none of them garbage: collecting while it runs is wasted
     # CPU, and afterwards every full collection would scan them all again (a
     # 40-trial sweep's parent spent ~1 s of CPU in GC, taken from the trials
-    # on a 2-core machine). So no collection during the import, then freeze
-    # what is alive: only objects made later are ever scanned.
+    # on a 2-core machine). So no collection during the first import, then
+    # freeze what is alive: only objects made later are ever scanned. Once
+    # per process: freezing is process-wide, and a long-lived process that
+    # makes many clients should not pin its later garbage.
+    first_import = "mlflow.tracking" not in sys.modules
     gc_was_enabled = gc.isenabled()
-    gc.disable()
+    if first_import:
+        gc.disable()
     try:
         from mlflow.tracking import MlflowClient
 
         prepare_sqlite_store(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri)
     finally:
-        gc.freeze()
-        if gc_was_enabled:
-            gc.enable()
+        if first_import:
+            gc.freeze()
+            if gc_was_enabled:
+                gc.enable()
     return client
 
 
