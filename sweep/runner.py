@@ -395,11 +395,8 @@ def _finish(
         best_number, best_value, best_params = best.number, best.value, dict(best.params)
         test_acc = _test_accuracy(study, best, data, paths, cfg.space)
     tracker.stop(parent_status="KILLED" if interrupted else "FINISHED")
-    if tracker.error is None and test_acc is not None:
-        parent = tracker.parent_run_ids.get("study")
-        if parent:
-            tracker.client.log_metric(parent, "best_test_acc", test_acc)
-            tracker.client.set_tag(parent, "best_trial", best_number)
+    if test_acc is not None:
+        tracker.log_parent("study", metrics={"best_test_acc": test_acc}, tags={"best_trial": best_number})
     outcome = SweepOutcome(
         study_name=study.study_name, experiment_id=tracker.experiment_id,
         parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,

@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +283,32 @@ class Tracker:
         if self._client is not None and parent_status is not None:
             for run_id in self.parent_run_ids.values():
                 self._client.set_terminated(run_id, parent_status)
+
+    def log_parent(
+        self, key: str, metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Log summary metrics and tags on the parent run `key`, in one batch; False if that failed.
+
+        Held under the spool folder's lock: another sweep process of this study
+        may write the same parent run at the same moment, and MLflow's SQLite
+        tag write is read-then-insert (two at once: IntegrityError). A failure
+        is logged as a warning, not raised: it happens after every trial and
+        run is already recorded, and loses none of that.
+        """
+        from mlflow.entities import Metric
+
+        run_id = self.parent_run_ids.get(key)
+        if self.error is not None or self._client is None or run_id is None:
+            return False
+        now = int(time.time() * 1000)
+        try:
+            with self._locked(block=True):
+                self._log_batch(self._client, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                                tags=tags)
+        except Exception as exc:
+            log.warning("could not log %s on the parent run %s: %s", {**(metrics or {}), **(tags or {})}, run_id, exc)
+            return False
+        return True
 
     def poke(self) -> None:
         """Sync now instead of at the next poll."""

@@ -53,9 +53,13 @@ def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) ->
     second = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")
     assert "8/12 trials done, running 4 more" in second.stdout
     _assert_mirrors(tmp_path, 12)
-    # The parent run is found again, not duplicated.
+    # The parent run is found again, not duplicated, and carries the best trial and its test accuracy.
     _, parents, _ = mlflow_runs(tmp_path)
     assert parents["study"].info.status == "FINISHED"
+    study = load_study(tmp_path)
+    assert parents["study"].data.tags["best_trial"] == str(study.best_trial.number)
+    assert parents["study"].data.metrics["best_test_acc"] == pytest.approx(study.user_attrs["best_test_acc"]["acc"])
+    assert f"test_acc {study.user_attrs['best_test_acc']['acc']:.4f}" in second.stdout
 
     third = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")
     assert "running 0 more" in third.stdout
