@@ -304,7 +304,9 @@ def run_sweep(
     progress = Progress(cfg.trials, cfg.trials - max(missing, 0), jobs, cfg.space, out)
     out.write(
         f"study {name!r}: {cfg.trials - max(missing, 0)}/{cfg.trials} trials done, running {max(missing, 0)} more "
-        f"on {jobs} worker(s) x {threads} BLAS thread(s); dataset {cfg.dataset} "
+        + (f"on the Dask cluster at {dask_scheduler} ({f'at most {cfg.jobs} at a time' if cfg.jobs else 'one per worker thread'})"
+           if dask_scheduler else f"on {jobs} worker(s) x {threads} BLAS thread(s)")
+        + f"; dataset {cfg.dataset} "
         f"({data['X_train'].shape[0]} train / {data['X_val'].shape[0]} val)\n"
     )
     worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,)
@@ -320,7 +322,8 @@ def run_sweep(
             rounds += 1
             skipped_before = progress.skipped
             try:
-                for res in _parallel_trials(ctx, missing, jobs, threads, dask_scheduler):
+                # On Dask, --jobs (when given) caps the trials in flight; 0 = the whole cluster.
+                for res in _parallel_trials(ctx, missing, cfg.jobs if dask_scheduler else jobs, threads, dask_scheduler):
                     progress.update(res)
             except worker_died:
                 spool.wait_writers_gone(paths.spool_dir)
@@ -355,7 +358,13 @@ def run_sweep(
 def _parallel_trials(
     ctx: TrialContext, n: int, jobs: int, threads: int, dask_scheduler: str | None
 ) -> Iterator[dict[str, Any]]:
-    """Run `n` trials on loky processes (or a Dask cluster); yields each outcome as it ends.
+    """Run `n` trials on `jobs` loky processes (or a Dask cluster); yields each outcome as it ends.
+
+    On Dask, joblib's backend runs as many tasks as the cluster has threads
+    whatever `n_jobs` says, so `jobs` > 0 caps the tasks in flight instead
+    (joblib's pre-dispatch: `jobs` submitted, then one more per outcome) and
+    `jobs` = 0 leaves the whole cluster to the sweep. Every task is one trial
+    of seconds or more: never batched.
 
     A worker's spool file is copied into ctx.spool_dir only when it is missing or
     shorter there (the worker ran on another machine's disk), so the tracker
@@ -374,11 +383,13 @@ def _parallel_trials(
         from distributed import Client
 
         with Client(dask_scheduler), parallel_config(backend="dask"):
-            for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+            pre_dispatch = str(jobs) if jobs > 0 else "2*n_jobs"
+            for res in Parallel(n_jobs=-1, pre_dispatch=pre_dispatch, batch_size=1,
+                                return_as="generator_unordered")(tasks):
                 yield adopt_spool(res)
         return
     with parallel_config(backend="loky", inner_max_num_threads=threads):
-        for res in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+        for res in Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(tasks):
             yield adopt_spool(res)
 
 

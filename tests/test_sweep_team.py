@@ -369,3 +369,32 @@ def test_a_trial_running_on_another_machine_is_left_alone(tmp_path: Path) -> Non
     # A retry starts without the dead worker's record (else it would look dead until its new worker writes one).
     retry = _retries_of(study, numbers["dead"])
     assert len(retry) == 1 and WORKER_ATTR not in retry[0].system_attrs
+
+
+def test_jobs_caps_the_trials_in_flight_on_a_dask_cluster(
+    tmp_path: Path, postgres_db: str, dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """joblib's Dask backend runs a task per cluster thread whatever n_jobs says: `--jobs 1`
+    on this 2-worker cluster must still run one trial at a time, and 0 uses both workers."""
+    from sweep.config import load_config
+    from sweep.runner import _parallel_trials
+    from sweep.study import open_study
+
+    def spans(spool_dir: Path) -> list[tuple[float, float, int]]:
+        states = [spool.read_state(p) for p in spool.spool_files(spool_dir)]
+        return sorted((s.start["time"], s.end["time"], s.start["pid"]) for s in states)
+
+    monkeypatch.chdir(tmp_path)
+    for jobs in (1, 0):
+        cfg = load_config(None, {"storage": postgres_db, "study": f"team-cap-{jobs}", "trials": 4, "epochs": 3})
+        open_study(cfg, make_storage(cfg.storage, tmp_path / "unused.journal"))
+        ctx = _context(cfg, Path(".sweep") / cfg.study_name)
+        with _on_dask_workers(dask_client, tmp_path / "cache", cwd=tmp_path):
+            results = list(_parallel_trials(ctx, 4, jobs, 1, dask_client.scheduler.address))
+        assert sorted(r["number"] for r in results) == [0, 1, 2, 3]
+        runs = spans(tmp_path / ".sweep" / cfg.study_name / "spool")
+        overlaps = sum(1 for (_, end, _), (start, _, _) in zip(runs, runs[1:]) if start < end)
+        if jobs == 1:
+            assert overlaps == 0, runs
+        else:
+            assert len({pid for _, _, pid in runs}) == 2 and overlaps > 0, runs
