@@ -145,7 +145,9 @@ def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> N
     study = load_study(tmp_path)
     for t in interrupted:  # each interrupted trial's params were trained again, as a fresh attempt
         retry = next(u for u in study.trials if u.system_attrs.get("failed_trial") == t.number)
-        assert retry.state == TrialState.COMPLETE and retry.params == t.params
+        # SIGTERM can catch a trial between two suggests: what it had drawn is re-queued
+        # as is, the rest is drawn by the retry (here fixed values of the space).
+        assert retry.state == TrialState.COMPLETE and {k: retry.params[k] for k in t.params} == t.params
         assert "failure_reason" not in retry.user_attrs
     assert not [t for t in study.trials if not t.state.is_finished()]
     _, parents, _ = mlflow_runs(tmp_path)
