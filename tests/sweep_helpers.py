@@ -107,3 +107,16 @@ def run_cli_interrupted(
     finally:
         proc.kill()
     return proc.returncode, number, out
+
+
+def trial_context(cfg: Any, state_dir: Path, *, target: bool = False) -> Any:
+    """The TrialContext run_sweep hands its workers, with the sweep's files under `state_dir`;
+    `target`: with the study's --trials target (workers then skip tasks once it is reached)."""
+    from sweep.objective import TrialContext
+
+    return TrialContext(
+        study_name=cfg.study_name, storage_url=cfg.storage, journal_path=state_dir / "optuna.journal",
+        seed=cfg.seed, space=cfg.space, spool_dir=state_dir / "spool", weights_dir=state_dir / "weights",
+        dataset=cfg.dataset, data_dir=None, num_train=None, num_val=None, pruner=cfg.pruner,
+        max_epochs=cfg.space.max_epochs, target_trials=cfg.trials if target else None,
+    )

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
@@ -23,7 +22,7 @@ from optuna.trial import TrialState
 
 from sweep import spool
 from sweep.study import WORKER_ATTR, check_target, counted_trials, make_storage, requeue, spool_path
-from sweep_helpers import SWEEP, load_study, mlflow_runs, sweep_env
+from sweep_helpers import SWEEP, load_study, mlflow_runs, sweep_env, trial_context
 
 TARGET = 6
 JOBS = 1  # per process
@@ -125,17 +124,6 @@ def test_check_target_counts_running_trials_and_not_requeued_failures(tmp_path: 
     assert check.start and check_target(study, 2).start
 
 
-def _context(cfg: Any, state_dir: Path) -> Any:
-    from sweep.objective import TrialContext
-
-    return TrialContext(
-        study_name=cfg.study_name, storage_url=cfg.storage, journal_path=state_dir / "optuna.journal",
-        seed=cfg.seed, space=cfg.space, spool_dir=state_dir / "spool", weights_dir=state_dir / "weights",
-        dataset=cfg.dataset, data_dir=None, num_train=None, num_val=None, pruner=cfg.pruner,
-        max_epochs=cfg.space.max_epochs, target_trials=cfg.trials,
-    )
-
-
 def test_a_task_starts_no_trial_at_the_target_but_runs_a_dead_workers_requeued_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,7 +133,7 @@ def test_a_task_starts_no_trial_at_the_target_but_runs_a_dead_workers_requeued_o
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     cfg = load_config(None, {"study": "target", "trials": 2, "epochs": 1})
-    ctx = _context(cfg, tmp_path)
+    ctx = trial_context(cfg, tmp_path, target=True)
     study = open_study(cfg, make_storage(None, ctx.journal_path))
     done = study.ask()
     cfg.space.suggest(done)

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from sweep import spool
 from sweep import study as sweep_study
 from sweep.study import WORKER_ATTR, make_storage, reap_stale_trials, spool_path
-from sweep_helpers import SLOW_SPACE, mlflow_runs, run_cli, run_cli_interrupted, write_config
+from sweep_helpers import SLOW_SPACE, mlflow_runs, run_cli, run_cli_interrupted, trial_context, write_config
 
 STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
@@ -248,18 +248,6 @@ def _on_dask_workers(client: Any, cache_dir: Path, cwd: Path | None = None) -> I
             client.run(leave, folder, cache, workers=[address])
 
 
-def _context(cfg: Any, state_dir: Path) -> Any:
-    """The TrialContext run_sweep hands its workers, with the sweep's files under `state_dir`."""
-    from sweep.objective import TrialContext
-
-    return TrialContext(
-        study_name=cfg.study_name, storage_url=cfg.storage, journal_path=state_dir / "optuna.journal",
-        seed=cfg.seed, space=cfg.space, spool_dir=state_dir / "spool", weights_dir=state_dir / "weights",
-        dataset=cfg.dataset, data_dir=None, num_train=None, num_val=None, pruner=cfg.pruner,
-        max_epochs=cfg.space.max_epochs,
-    )
-
-
 def _spool_pids(spool_dir: Path) -> set[int]:
     return {spool.read_state(p).start["pid"] for p in spool.spool_files(spool_dir)}
 
@@ -294,7 +282,7 @@ def test_events_of_a_worker_on_another_disk_reach_the_parents_spool(
     worker.mkdir()
     # The same relative folders name different places on the two "machines".
     monkeypatch.chdir(parent)
-    ctx = _context(cfg, Path(".sweep") / cfg.study_name)
+    ctx = trial_context(cfg, Path(".sweep") / cfg.study_name)
     with _on_dask_workers(dask_client, tmp_path / "cache", cwd=worker):
         results = list(_parallel_trials(ctx, 2, 2, 1, dask_client.scheduler.address))
 
@@ -324,7 +312,7 @@ def test_a_task_rerun_after_its_worker_died_trains_that_workers_trial(
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     cfg = load_config(None, {"study": "rerun", "trials": 2, "epochs": 1})
-    ctx = _context(cfg, tmp_path)
+    ctx = trial_context(cfg, tmp_path)
     study = open_study(cfg, make_storage(None, ctx.journal_path))
     dead = study.ask()
     cfg.space.suggest(dead)  # the params the dead worker was training
@@ -388,7 +376,7 @@ def test_jobs_caps_the_trials_in_flight_on_a_dask_cluster(
     for jobs in (1, 0):
         cfg = load_config(None, {"storage": postgres_db, "study": f"team-cap-{jobs}", "trials": 4, "epochs": 3})
         open_study(cfg, make_storage(cfg.storage, tmp_path / "unused.journal"))
-        ctx = _context(cfg, Path(".sweep") / cfg.study_name)
+        ctx = trial_context(cfg, Path(".sweep") / cfg.study_name)
         with _on_dask_workers(dask_client, tmp_path / "cache", cwd=tmp_path):
             results = list(_parallel_trials(ctx, 4, jobs, 1, dask_client.scheduler.address))
         assert sorted(r["number"] for r in results) == [0, 1, 2, 3]
