@@ -258,7 +258,7 @@ def run_sweep(
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     from sweep.data import load_dataset
-    from sweep.study import counted_trials, make_storage, open_study, reap_stale_trials
+    from sweep.study import check_target, counted_trials, make_storage, open_study, reap_stale_trials
     from sweep.tracking import ParentSpec, Tracker, default_tracking_uri
 
     name = cfg.study_name
@@ -302,11 +302,14 @@ def run_sweep(
     ).start()
 
     progress = Progress(cfg.trials, cfg.trials - max(missing, 0), jobs, cfg.space, out)
+    if dask_scheduler:
+        limit = f"at most {cfg.jobs} at a time" if cfg.jobs else "one per worker thread"
+        where = f"on the Dask cluster at {dask_scheduler} ({limit})"
+    else:
+        where = f"on {jobs} worker(s) x {threads} BLAS thread(s)"
     out.write(
         f"study {name!r}: {cfg.trials - max(missing, 0)}/{cfg.trials} trials done, running {max(missing, 0)} more "
-        + (f"on the Dask cluster at {dask_scheduler} ({f'at most {cfg.jobs} at a time' if cfg.jobs else 'one per worker thread'})"
-           if dask_scheduler else f"on {jobs} worker(s) x {threads} BLAS thread(s)")
-        + f"; dataset {cfg.dataset} "
+        f"{where}; dataset {cfg.dataset} "
         f"({data['X_train'].shape[0]} train / {data['X_val'].shape[0]} val)\n"
     )
     worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,)
@@ -334,8 +337,6 @@ def run_sweep(
                 # Tasks found the target reached counting trials RUNNING in another sweep
                 # process: those count when they end, so resubmit only for what is still
                 # open (e.g. trials re-queued meanwhile), not again for them.
-                from sweep.study import check_target
-
                 check = check_target(study, cfg.trials)
                 missing = max(cfg.trials - check.counted - check.running, check.waiting)
                 if missing <= 0:
