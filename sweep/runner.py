@@ -16,6 +16,7 @@ same command resumes where it stopped.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -328,10 +329,10 @@ def run_sweep(
                 # On Dask, --jobs (when given) caps the trials in flight; 0 = the whole cluster.
                 for res in _parallel_trials(ctx, missing, cfg.jobs if dask_scheduler else jobs, threads, dask_scheduler):
                     progress.update(res)
-            except worker_died:
+            except worker_died as exc:
                 spool.wait_writers_gone(paths.spool_dir)
                 requeued = reap_stale_trials(study, paths.spool_dir, "worker process died", min_age_seconds=0)
-                out.write(f"a worker process died; re-queued trial(s) {requeued}\n")
+                out.write(f"a worker process died{_death_detail(exc)}; re-queued trial(s) {requeued}\n")
             missing = cfg.trials - counted_trials(study)
             if missing > 0 and progress.skipped > skipped_before:
                 # Tasks found the target reached counting trials RUNNING in another sweep
@@ -354,6 +355,12 @@ def run_sweep(
 
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
     return outcome
+
+
+def _death_detail(exc: BaseException) -> str:
+    """What loky knows of a dead worker (its exit code, e.g. SIGKILL(-9)), as ' (...)'; '' if nothing."""
+    match = re.search(r"exit codes of the workers are (.+)", str(exc))
+    return f" (exit codes {match.group(1).strip()})" if match else ""
 
 
 def _parallel_trials(
