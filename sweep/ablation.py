@@ -5,6 +5,11 @@ minibatch order and the same nested training subset (the first n rows of one
 seeded permutation); only the dropout masks differ. So a difference between
 keep_prob 0.5 and 1.0 at seed k is dropout's effect, not init luck.
 
+Which permutation: with ``subsets = "fixed"`` (the default) every seed uses the
+sweep's data seed, so all seeds train on the same rows and the intervals say
+how dropout does on those rows; with ``"per-seed"`` seed k draws its own
+permutation (`subset_seed`), so the intervals also cover which rows were drawn.
+
 Each cell (size, keep_prob, seed) is one MLflow child run of the ablation's
 parent run, trained by the same `sweep.objective.train` loop as a sweep trial
 and run on the same joblib workers. A rerun skips cells that finished (or
@@ -21,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 
 from sweep.config import AblationConfig, SweepConfig, TrainParams
 from sweep.objective import RunSeeds, train
@@ -56,6 +62,14 @@ class CellTask:
     ablation: str
 
 
+def subset_seed(data_seed: int, k: int, subsets: str) -> int:
+    """Seed of the training-subset permutation of ablation seed k (every keep_prob and size share it)."""
+    if subsets == "fixed":
+        return data_seed
+    # One 32-bit draw of a SeedSequence: independent of data_seed's neighbours, stable across versions.
+    return int(np.random.SeedSequence([data_seed, ABLATION_SEED_OFFSET + k]).generate_state(1)[0])
+
+
 def cell_seeds(base_seed: int, k: int) -> RunSeeds:
     """Init/order seeds of seed k: shared by every keep_prob and size (the pairing)."""
     return RunSeeds.derive(base_seed, ABLATION_SEED_OFFSET + k)
@@ -72,7 +86,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     tags = {
         "sweep.kind": "cell", "sweep.ablation": task.ablation, "ablation.size": c.size,
         "ablation.keep_prob": c.keep_prob, "ablation.seed": c.seed,
-        "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order,
+        "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order, "ablation.data_seed": task.data_seed,
     }
     with RunRecorder(task.spool_path) as rec:
         rec.start(c.run_name, f"ablation:{task.ablation}", {**params.to_flat(), "num_train": c.size}, tags)
@@ -89,8 +103,11 @@ def run_cell(task: CellTask) -> dict[str, Any]:
 
 def ablation_name(params: TrainParams, grid: AblationConfig, dataset: str) -> str:
     """Stable name for (config, grid): the same command finds its parent run again."""
-    key = json.dumps({"p": params.to_flat(), "k": list(grid.keep_probs), "n": list(grid.resolved_sizes(dataset)),
-                      "s": grid.seeds, "d": dataset}, sort_keys=True)
+    fields: dict[str, Any] = {"p": params.to_flat(), "k": list(grid.keep_probs),
+                              "n": list(grid.resolved_sizes(dataset)), "s": grid.seeds, "d": dataset}
+    if grid.subsets != "fixed":  # absent for "fixed": ablations made before the option keep their names
+        fields["u"] = grid.subsets
+    key = json.dumps(fields, sort_keys=True)
     return "ablation-" + hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
@@ -133,7 +150,7 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
 
     from sweep.data import load_dataset
     from sweep.config import available_cores
-    from sweep.runner import SweepPaths, _raise_terminated
+    from sweep.runner import SweepPaths, _death_detail, _raise_terminated
     from sweep.tracking import ParentSpec, Tracker, child_runs, default_tracking_uri
 
     grid = cfg.ablation or AblationConfig()
@@ -147,14 +164,18 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     jobs = cfg.resolved_jobs()
     threads = max(1, available_cores() // jobs)
 
-    # Nested subsets: write each size's cache once before workers open it.
+    # Nested subsets: write each (size, subset seed) cache once before workers open it
+    # (a size that is the whole pool is one entry whatever the seed).
+    data_seeds = [subset_seed(cfg.seed, k, grid.subsets) for k in range(grid.seeds)]
     for n in sizes:
-        load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=n, num_val=cfg.num_val, seed=cfg.seed)
+        for data_seed in dict.fromkeys(data_seeds):
+            load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=n, num_val=cfg.num_val, seed=data_seed)
 
     parent = ParentSpec(
         f"ablation:{name}", name,
         params={**params.to_flat(), "keep_probs": ",".join(f"{k:g}" for k in grid.keep_probs),
-                "sizes": ",".join(map(str, sizes)), "seeds": grid.seeds, "dataset": cfg.dataset},
+                "sizes": ",".join(map(str, sizes)), "seeds": grid.seeds, "dataset": cfg.dataset,
+                "subsets": grid.subsets},
         tags={"sweep.kind": "ablation", "optuna.study": study},
     )
     tracker = Tracker(tracking_uri, study, spool_dir, [parent]).start()
@@ -163,11 +184,12 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     cells = [Cell(n, k, s) for n in sizes for s in range(grid.seeds) for k in grid.keep_probs]
     todo = [c for c in cells if c not in done]
     out.write(f"{name}: {len(cells) - len(todo)}/{len(cells)} cells done, training {len(todo)} "
-              f"on {jobs} worker(s) (sizes {list(sizes)}, keep_prob {list(grid.keep_probs)}, {grid.seeds} seeds)\n")
+              f"on {jobs} worker(s) (sizes {list(sizes)}, keep_prob {list(grid.keep_probs)}, {grid.seeds} seeds, "
+              f"{'one training subset per seed' if grid.subsets == 'per-seed' else 'the same training subset for every seed'})\n")
 
     def task(c: Cell) -> CellTask:
         attempt = len(list(spool_dir.glob(f"{c.run_name}-a*.jsonl")))
-        return CellTask(c, params, cfg.dataset, cfg.data_dir, cfg.num_val, cfg.seed, cfg.seed,
+        return CellTask(c, params, cfg.dataset, cfg.data_dir, cfg.num_val, data_seeds[c.seed], cfg.seed,
                         spool_dir / f"{c.run_name}-a{attempt}.jsonl", name)
 
     old_term = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -186,9 +208,9 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
                         extra = f" val_acc={res['best_val_acc']:.4f}" if res["status"] == "FINISHED" else f" ({res['reason']})"
                         out.write(f"[{finished:>3}/{len(cells)}] {res['cell'].run_name} {res['status'].lower()}{extra}\n")
                         out.flush()
-            except TerminatedWorkerError:
+            except TerminatedWorkerError as exc:
                 _close_dead_spools(spool_dir, "worker process died")
-                out.write("a worker process died; its cells run again\n")
+                out.write(f"a worker process died{_death_detail(exc)}; its cells run again\n")
     except KeyboardInterrupt:
         interrupted = True
         out.write("\nstopping; rerun the same command to train the remaining cells\n")

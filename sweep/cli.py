@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--keep-probs", type=_csv_floats, help="keep probabilities, e.g. 1,0.75,0.5 (1 = no dropout)")
     ablate.add_argument("--sizes", type=_csv_ints, help="training-set sizes, e.g. 500,2000")
     ablate.add_argument("--seeds", type=int, help="seeds per cell (paired across keep_prob)")
+    ablate.add_argument("--subsets", choices=["fixed", "per-seed"],
+                        help="training rows of each size: the same for every seed (fixed, the default) or "
+                             "drawn afresh per seed (per-seed: the intervals then cover the choice of rows)")
     ablate.add_argument("--name", help="ablation name (default: derived from the grid)")
 
     report = sub.add_parser("report", help="statistics, figures and a verdict for a study and its ablations")
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     keys = ["dataset", "data_dir", "study", "seed", "storage", "tracking_uri", "num_train", "epochs", "jobs",
-            "trials", "pruner", "keep_probs", "sizes", "seeds"]
+            "trials", "pruner", "keep_probs", "sizes", "seeds", "subsets"]
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 

@@ -7,8 +7,9 @@ Layout (every section and key optional; examples/digits.toml lists them all)::
     [space]     one entry per hyperparameter: a scalar is fixed, a list is a
                 categorical choice, a table is a range, e.g.
                 keep_prob = {low = 0.2, high = 1.0, step = 0.05}
-    [ablation]  keep_probs, sizes, seeds, epochs, and [ablation.params] for an
-                explicit configuration (otherwise the study's best trial)
+    [ablation]  keep_probs, sizes, seeds, epochs, subsets ("fixed" | "per-seed"),
+                and [ablation.params] for an explicit configuration (otherwise
+                the study's best trial)
 
 Errors are `ConfigError` (a ValueError) naming the file, the key path
 (``space.keep_prob.low``) and what is allowed; an unknown key gets the closest
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_DEPTH",
     "NORMALIZATIONS",
     "PRUNERS",
+    "SUBSETS",
     "UPDATE_RULES",
     "AblationConfig",
     "Choice",
@@ -64,6 +66,9 @@ __all__ = [
 
 DATASETS = ("digits", "cifar10")
 PRUNERS = ("hyperband", "median", "none")
+# How an ablation picks each size's training rows: one subset for every seed, or a
+# fresh (still nested) subset per seed, so that the intervals cover the choice of rows too.
+SUBSETS = ("fixed", "per-seed")
 
 # Training-set sizes of an ablation when none are given. CIFAR-10 follows cs231n
 # (49 000 = the whole training split); digits has ~1 250 training rows in all.
@@ -83,13 +88,14 @@ _SWEEP_DOMAINS: dict[str, Domain] = {
 }
 _SWEEP_TEXT = ("data_dir", "study", "storage", "tracking_uri")  # optional non-empty strings
 _SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT)
-_ABLATION_KEYS = ("keep_probs", "sizes", "seeds", "epochs", "params")
+_ABLATION_KEYS = ("keep_probs", "sizes", "seeds", "epochs", "subsets", "params")
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "sweep": _SWEEP_KEYS,
     "space": SearchSpace.KEYS,
     "ablation": _ABLATION_KEYS,
 }
 _SEEDS = Domain(int, 1, note="seeds per cell of the ablation grid")
+_SUBSETS = Domain(str, choices=SUBSETS)
 _EPOCHS = DOMAINS["epochs"]
 _SIZE = Domain(int, 1, note="training examples")
 
@@ -136,6 +142,10 @@ class AblationConfig:
         params: the configuration to ablate (its keep_prob is replaced by the grid's);
             None = the best trial of the study.
         epochs: replaces the configuration's epochs when set (``--epochs``).
+        subsets: "fixed": every seed trains on the same nested subset of each size
+            (the verdict is about those rows); "per-seed": seed k draws its own nested
+            subset, shared by every keep_prob of that seed (the verdict covers the
+            choice of rows too). Sizes equal to the whole training pool use it all.
     """
 
     keep_probs: tuple[float, ...] = (1.0, 0.9, 0.75, 0.5, 0.25)
@@ -143,6 +153,7 @@ class AblationConfig:
     seeds: int = 5
     params: TrainParams | None = None
     epochs: int | None = None
+    subsets: str = "fixed"
 
     def __post_init__(self) -> None:
         keep_probs = _check_list(self.keep_probs, DOMAINS["keep_prob"], "ablation.keep_probs")
@@ -157,6 +168,7 @@ class AblationConfig:
         _SEEDS.check(self.seeds, "ablation.seeds")
         if self.epochs is not None:
             _EPOCHS.check(self.epochs, "ablation.epochs")
+        _SUBSETS.check(self.subsets, "ablation.subsets")
         if self.params is not None and not isinstance(self.params, TrainParams):
             raise ConfigError(f"must be TrainParams or None, got {self.params!r}", key="ablation.params")
 
@@ -254,6 +266,8 @@ class SweepConfig:
                 table["sizes"] = list(abl.sizes)
             if abl.epochs is not None:
                 table["epochs"] = abl.epochs
+            if abl.subsets != "fixed":
+                table["subsets"] = abl.subsets
             if abl.params is not None:
                 flat = abl.params.to_flat()
                 table["params"] = {f.name: flat[f.name] for f in fields(TrainParams)}
@@ -384,7 +398,7 @@ def _read(path: Path) -> SweepConfig:
 
 # --------------------------------------------------------------------------- overrides
 
-_OVERRIDE_KEYS = (*_SWEEP_KEYS, "epochs", "keep_probs", "sizes", "seeds")
+_OVERRIDE_KEYS = (*_SWEEP_KEYS, "epochs", "keep_probs", "sizes", "seeds", "subsets")
 
 
 def _cli_number(value: object, dom: Domain, key: str) -> object:
@@ -412,7 +426,7 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
         overrides: flat keys: dataset, data_dir, num_train, num_val, study, trials, jobs, seed,
             storage, tracking_uri, pruner (the [sweep] keys); epochs (fixes the space's epochs
             to N and sets the ablation's epochs); keep_probs, sizes (lists or "a,b,c" text)
-            and seeds (the ablation's). None values are ignored; numbers may be text.
+            seeds and subsets (the ablation's). None values are ignored; numbers may be text.
 
     Raises:
         ConfigError: an unknown key (closest suggested) or a bad value, located at ``command line``.
@@ -438,6 +452,8 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
             ablation["sizes"] = _cli_list(given["sizes"], _SIZE, "sizes")
         if "seeds" in given:
             ablation["seeds"] = _SEEDS.check(_cli_number(given["seeds"], _SEEDS, "seeds"), "seeds")
+        if "subsets" in given:
+            ablation["subsets"] = _SUBSETS.check(given["subsets"], "subsets")
         if ablation:
             sweep["ablation"] = replace(cfg.ablation or AblationConfig(), **ablation)
         return replace(cfg, **sweep)

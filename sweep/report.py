@@ -121,6 +121,17 @@ def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
     return "".join(lines)
 
 
+# What the intervals are about, by how the ablation drew its training rows
+# (parent runs from before the option have no `subsets` param: they were "fixed").
+_SUBSET_NOTES = {
+    "fixed": "Training rows: every seed trains on the same subset of each size, so the intervals "
+             "cover init, batch order and masks, and the verdict is about these rows "
+             "(`sweep ablate --subsets per-seed` draws them afresh per seed).",
+    "per-seed": "Training rows: each seed draws its own subset of each size (shared by its keep_probs), "
+                "so the intervals also cover which rows were drawn.",
+}
+
+
 def _ablation_section(ab: AblationRuns, summary: AblationSummary | None, out_dir: Path) -> str:
     from sweep.plots import plot_benefit_vs_size, plot_gap_vs_keep_prob, plot_learning_curves
     from sweep.verdict import summary_markdown_tables, verdict
@@ -130,7 +141,8 @@ def _ablation_section(ab: AblationRuns, summary: AblationSummary | None, out_dir
              f"Configuration: hidden {p.get('hidden_dims')}, normalization {p.get('normalization')}, "
              f"lr {p.get('learning_rate')}, {p.get('update_rule')}, batch {p.get('batch_size')}, "
              f"{p.get('epochs')} epochs; keep_prob {p.get('keep_probs')} x sizes {p.get('sizes')} x "
-             f"{p.get('seeds')} seeds on {p.get('dataset')} (MLflow parent run `{ab.parent_run_id}`).\n\n"]
+             f"{p.get('seeds')} seeds on {p.get('dataset')} (MLflow parent run `{ab.parent_run_id}`).\n\n",
+             _SUBSET_NOTES[p.get("subsets", "fixed")] + "\n\n"]
     if ab.unusable:
         lines.append(f"Left out ({len(ab.unusable)} runs): " + "; ".join(ab.unusable) + "\n\n")
     if summary is None:

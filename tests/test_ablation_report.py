@@ -131,6 +131,47 @@ def test_ablation_and_report_match_a_recomputation_from_mlflow(tmp_path: Path) -
         assert f"{gap_base * 100:.1f}" in report
 
 
+def test_per_seed_subsets_give_each_seed_its_own_rows_shared_by_its_keep_probs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "abl.toml"
+    cfg.write_text(ABLATION_TOML)
+    grid = ["--seeds", "2", "--epochs", "2", "--jobs", "2"]
+    out = run_cli(tmp_path, "ablate", str(cfg), *grid, "--subsets", "per-seed").stdout
+    assert "one training subset per seed" in out
+    _, parents, children = mlflow_runs(tmp_path, "abl")
+    [parent] = [p for k, p in parents.items() if k.startswith("ablation:")]
+    assert parent.data.params["subsets"] == "per-seed" and len(children) == 8
+    seed_of = {}  # ablation seed -> the subset seed its cells trained on
+    for r in children:
+        seed_of.setdefault(r.data.tags["ablation.seed"], set()).add(r.data.tags["ablation.data_seed"])
+    assert all(len(s) == 1 for s in seed_of.values()), seed_of  # every keep_prob and size of a seed
+    (s0,), (s1,) = seed_of["0"], seed_of["1"]
+    assert s0 != s1 and "0" not in (s0, s1)
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))  # the cache the CLI wrote
+    rows = [load_dataset("digits", num_train=150, seed=int(s)) for s in (s0, s1)]
+    assert not np.array_equal(rows[0]["X_train"], rows[1]["X_train"])
+    # ...and validate on the same rows (centred by their own subset's mean: a constant shift per feature).
+    np.testing.assert_array_equal(rows[0]["y_val"], rows[1]["y_val"])
+    shift = np.asarray(rows[0]["X_val"]) - np.asarray(rows[1]["X_val"])
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[:1], shift.shape), atol=1e-3)
+
+    # The default keeps one subset for every seed: another ablation, all on the sweep's data seed.
+    out = run_cli(tmp_path, "ablate", str(cfg), *grid).stdout
+    assert "the same training subset for every seed" in out
+    _, parents, children = mlflow_runs(tmp_path, "abl")
+    fixed = [p for k, p in parents.items() if k.startswith("ablation:") and p.data.params["subsets"] == "fixed"]
+    assert len(fixed) == 1 and len(children) == 16
+    fixed_id = fixed[0].info.run_id
+    assert {r.data.tags["ablation.data_seed"] for r in children if r.data.tags["mlflow.parentRunId"] == fixed_id} == {"0"}
+
+    run_cli(tmp_path, "report", str(cfg), "--out", str(tmp_path / "rep"))
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "each seed draws its own subset of each size" in report
+    assert "every seed trains on the same subset of each size" in report
+
+
+
 @pytest.mark.parametrize("normalization", ["none", "batchnorm", "layernorm"])
 def test_best_weights_reproduce_the_best_validation_accuracy(normalization: str, monkeypatch: pytest.MonkeyPatch,
                                                            tmp_path: Path) -> None:

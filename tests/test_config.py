@@ -109,6 +109,16 @@ def test_overrides_take_cli_text_and_fill_the_ablation() -> None:
     assert cfg.ablation == AblationConfig(keep_probs=(1.0, 0.75, 0.5), sizes=(100, 300), seeds=3)
 
 
+def test_subsets_default_fixed_then_from_the_file_then_the_command_line(tmp_path: Path) -> None:
+    assert AblationConfig().subsets == "fixed"
+    path = write(tmp_path, "[ablation]\nsubsets = 'per-seed'\nseeds = 4\n")
+    cfg = load_config(path)
+    assert cfg.ablation == AblationConfig(seeds=4, subsets="per-seed")
+    assert load_config(write(tmp_path, cfg.to_toml(), "again.toml")) == cfg  # round trip
+    assert "subsets" not in load_config(None, {"seeds": 3}).to_toml()  # the default stays implicit
+    assert load_config(path, {"subsets": "fixed"}).ablation == AblationConfig(seeds=4)
+
+
 def test_epochs_override_fixes_a_searched_epochs_and_the_ablation_epochs(tmp_path: Path) -> None:
     path = write(tmp_path, "[space]\nepochs = {low = 5, high = 20}\n[ablation]\nseeds = 2\n")
     assert load_config(path).space.max_epochs == 20
@@ -136,6 +146,7 @@ def test_storage_study_and_tracking_overrides() -> None:
         ({"keep_probs": "1,1.5"}, ["keep_probs[1]: must be a number in (0, 1]"]),
         ({"sizes": "500,500"}, ["sizes: repeats a value"]),
         ({"seeds": 0}, ["seeds: must be an integer >= 1"]),
+        ({"subsets": "random"}, ["subsets: must be one of 'fixed', 'per-seed'", "'random'"]),
         ({"study": " "}, ["study: must be a non-empty string"]),
     ],
 )
@@ -197,6 +208,7 @@ BAD_FILES = [
     ("[ablation]\nsizes = [500, 500]", "ablation.sizes", "repeats a value"),
     ("[ablation]\nsizes = [0]", "ablation.sizes[0]", "an integer >= 1"),
     ("[ablation]\nseeds = 0", "ablation.seeds", "an integer >= 1"),
+    ("[ablation]\nsubsets = 'per_seed'", "ablation.subsets", "one of 'fixed', 'per-seed'"),
     ("[ablation]\nseed = 3", "ablation.seed", "did you mean 'seeds'?"),
     ("[ablation.params]\nhidden_dims = [500]\nnormalization = 'none'", "ablation.params", "missing learning_rate"),
     (
