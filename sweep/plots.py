@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from sweep.stats import AblationSummary, Interval
 
@@ -105,6 +106,7 @@ def learning_curves_figure(summary: AblationSummary) -> Figure:
         n = {summary.cells[k].train_curve.n for k in summary.cells if k[0] == size}
         ax.set_title(f"{size:,} training examples ({'/'.join(map(str, sorted(n)))} seeds)")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 2.5 ticks
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
     handles = [Line2D([], [], color=colors[k], label=_keep_label(k, summary.baseline_keep))

@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from sweep import plots
 from sweep.importance import ImportanceResult, TrendPoint
@@ -63,6 +64,16 @@ def test_learning_curves(summary: AblationSummary, tmp_path: Path) -> None:
         assert val_means == pytest.approx(expected)
     out = tmp_path / "curves.png"
     assert_png(plots.plot_learning_curves(summary, out), out)
+
+
+def test_learning_curves_tick_whole_epochs() -> None:
+    # 15 epochs: matplotlib's default locator would put ticks at 2.5, 7.5, 12.5.
+    fig = plots.learning_curves_figure(summarize(synthetic_cells(seeds=2, epochs=15), n_resamples=50,
+                                                 rng=np.random.default_rng(0)))
+    FigureCanvasAgg(fig).draw()  # ticks exist once drawn
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert len(ticks) >= 3 and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_gap_vs_keep_prob(summary: AblationSummary, tmp_path: Path) -> None:
