@@ -405,7 +405,7 @@ def _finish(
     cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Any,
     tracking_uri: str, interrupted: bool, out: TextIO,
 ) -> SweepOutcome:
-    from sweep.study import counted_trials
+    from sweep.study import check_target, counted_trials
 
     best_number = best_value = best_params = test_acc = None
     completed = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
@@ -413,7 +413,16 @@ def _finish(
         best = max(completed, key=lambda t: t.value)
         best_number, best_value, best_params = best.number, best.value, dict(best.params)
         test_acc = _test_accuracy(study, best, data, paths, cfg.space)
-    tracker.stop(parent_status="KILLED" if interrupted else "FINISHED")
+    # After a full run every trial of this process has ended, so a trial still
+    # RUNNING belongs to another `sweep run` of the study, which ends the shared
+    # parent run when it finishes (the last one to finish sees none running).
+    # After an interrupt a RUNNING trial may be this process's own, its worker
+    # not gone yet: the parent is marked KILLED as before.
+    others = 0 if interrupted else check_target(study, cfg.trials).running
+    if others:
+        out.write(f"{others} trial(s) of this study still run in another sweep process; "
+                  "it will end the MLflow parent run\n")
+    tracker.stop(parent_status=None if others else "KILLED" if interrupted else "FINISHED")
     if test_acc is not None:
         tracker.log_parent("study", metrics={"best_test_acc": test_acc}, tags={"best_trial": best_number})
     outcome = SweepOutcome(

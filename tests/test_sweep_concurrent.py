@@ -22,7 +22,9 @@ from optuna.trial import TrialState
 
 from sweep import spool
 from sweep.study import WORKER_ATTR, check_target, counted_trials, make_storage, requeue, spool_path
-from sweep_helpers import SWEEP, load_study, mlflow_runs, sweep_env, trial_context
+from sweep_helpers import (
+    SLOW_SPACE, SWEEP, load_study, mlflow_runs, run_cli, running_worker, sweep_env, trial_context, write_config,
+)
 
 TARGET = 6
 JOBS = 1  # per process
@@ -189,3 +191,24 @@ def test_removing_beaten_weights_keeps_a_best_saved_by_another_process(tmp_path:
 
     assert sorted(p.name for p in removed) == ["trial-0000.npz", "trial-0002.npz"]
     assert sorted(p.name for p in weights.iterdir()) == ["trial-0001.npz", "trial-0003.npz", "trial-0004.npz"]
+
+
+def test_a_sweep_that_ends_first_leaves_the_shared_parent_run_to_the_other(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE, sweep='pruner = "none"')
+    long_run = subprocess.Popen([*SWEEP, "run", str(cfg), "--jobs", "1", "--trials", "6"], cwd=tmp_path,
+                                env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        running_worker(tmp_path / ".sweep" / "dropout-digits" / "spool")
+        # The study's target is already met counting the other's running trial: this one ends at once.
+        short = run_cli(tmp_path, "run", str(cfg), "--jobs", "1", "--trials", "1").stdout
+        assert "1 trial(s) of this study still run in another sweep process" in short, short
+        _, parents, _ = mlflow_runs(tmp_path)
+        assert counted_trials(load_study(tmp_path)) < 6, "the long sweep ended too soon for this test"
+        assert parents["study"].info.status == "RUNNING"  # not FINISHED while the other still trains
+        out = long_run.communicate(timeout=300)[0]
+    finally:
+        long_run.kill()
+    assert long_run.returncode == 0, out
+    _, parents, children = mlflow_runs(tmp_path)
+    assert parents["study"].info.status == "FINISHED"
+    assert len(children) == 6 and {r.info.status for r in children} == {"FINISHED"}
