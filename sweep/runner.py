@@ -20,7 +20,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -175,8 +175,14 @@ class Progress:
     best_value: float | None = None
     best_params: dict[str, Any] | None = None
     skipped: int = 0  # tasks that started no trial: the target was reached (run_one_trial)
+    # Trials counted in the whole study, read from the storage (the sweep passes
+    # sweep.study.counted_trials): other `sweep run`s of the study count too, and a
+    # dead worker's re-queued trial does not. None: this process's own count.
+    count_done: Callable[[], int] | None = None
 
     def done(self) -> int:
+        if self.count_done is not None:
+            return self.count_done()
         return self.already + sum(self.states.values())
 
     def update(self, res: dict[str, Any]) -> None:
@@ -191,8 +197,11 @@ class Progress:
             self.best_value, self.best_params = res["value"], res["params"]
         elapsed = time.monotonic() - self.started
         new = sum(self.states.values())
-        remaining = self.target - self.done()
-        eta = elapsed / new * remaining if new else float("nan")
+        done = self.done()
+        remaining = max(0, self.target - done)
+        # The study's pace since this process started (other sweeps' trials included).
+        gained = done - self.already if done > self.already else new
+        eta = elapsed / gained * remaining if gained else float("nan")
         running = min(self.jobs, max(0, remaining))
         outcome = f"{res['state'].lower()}"
         if res["state"] == "COMPLETE":
@@ -201,7 +210,7 @@ class Progress:
             outcome += f" ({res['reason']})"
         best = "-" if self.best_value is None else f"{self.best_value:.4f} {format_params(self.space, self.best_params or {})}"
         self.out.write(
-            f"[{self.done():>3}/{self.target}] trial {res['number']} {outcome} | running {running}, "
+            f"[{done:>3}/{self.target}] trial {res['number']} {outcome} | running {running}, "
             f"pruned {self.states.get('PRUNED', 0)}, failed {self.states.get('FAIL', 0)} | best {best} | "
             f"{_hms(elapsed)} elapsed, ETA {_hms(eta)}\n"
         )
@@ -302,7 +311,8 @@ def run_sweep(
         on_run_created=record_run_id,
     ).start()
 
-    progress = Progress(cfg.trials, cfg.trials - max(missing, 0), jobs, cfg.space, out)
+    progress = Progress(cfg.trials, cfg.trials - max(missing, 0), jobs, cfg.space, out,
+                        count_done=lambda: counted_trials(study))
     if dask_scheduler:
         limit = f"at most {cfg.jobs} at a time" if cfg.jobs else "one per worker thread"
         where = f"on the Dask cluster at {dask_scheduler} ({limit})"

@@ -81,6 +81,16 @@ def test_two_sweep_runs_on_one_study_stop_at_the_target(two_runs: tuple[Path, li
     assert not [r for r in children if r.info.status == "RUNNING"]
 
 
+def test_progress_counts_the_whole_study_not_one_process(two_runs: tuple[Path, list[str]]) -> None:
+    workdir, outs = two_runs
+    counts = [[int(n) for n in re.findall(r"^\[\s*(\d+)/\d+\] trial ", out, re.M)] for out in outs]
+    assert all(counts), outs  # both processes trained trials
+    # The last trial to end (in either process) sees the study at its final count; a
+    # process-local count would stop at that process's share.
+    assert max(max(c) for c in counts) == counted_trials(load_study(workdir)), outs
+    assert all(c == sorted(c) for c in counts), counts
+
+
 def test_two_sweep_runs_in_one_folder_log_one_mlflow_run_per_trial(two_runs: tuple[Path, list[str]]) -> None:
     workdir, _ = two_runs
     trials = load_study(workdir).get_trials()
