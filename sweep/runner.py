@@ -311,13 +311,18 @@ def run_sweep(
         on_run_created=record_run_id,
     ).start()
 
-    progress = Progress(cfg.trials, cfg.trials - max(missing, 0), jobs, cfg.space, out,
-                        count_done=lambda: counted_trials(study))
+    in_flight = jobs  # trials that run at once, for the progress line's "running"
     if dask_scheduler:
-        limit = f"at most {cfg.jobs} at a time" if cfg.jobs else "one per worker thread"
+        if cfg.jobs:
+            in_flight, limit = cfg.jobs, f"at most {cfg.jobs} at a time"
+        else:
+            in_flight = _dask_threads(dask_scheduler)
+            limit = f"one per worker thread: {in_flight} now"
         where = f"on the Dask cluster at {dask_scheduler} ({limit})"
     else:
         where = f"on {jobs} worker(s) x {threads} BLAS thread(s)"
+    progress = Progress(cfg.trials, cfg.trials - max(missing, 0), in_flight, cfg.space, out,
+                        count_done=lambda: counted_trials(study))
     out.write(
         f"study {name!r}: {cfg.trials - max(missing, 0)}/{cfg.trials} trials done, running {max(missing, 0)} more "
         f"{where}; dataset {cfg.dataset} "
@@ -365,6 +370,14 @@ def run_sweep(
 
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
     return outcome
+
+
+def _dask_threads(scheduler: str) -> int:
+    """Worker threads of the Dask cluster at `scheduler` now (joblib runs one trial per thread)."""
+    from distributed import Client
+
+    with Client(scheduler) as client:
+        return sum(client.nthreads().values())
 
 
 def _death_detail(exc: BaseException) -> str:

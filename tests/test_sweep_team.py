@@ -260,6 +260,7 @@ def test_sweep_on_a_dask_cluster_runs_trials_on_its_workers(
         proc = run_cli(tmp_path, "run", "--study", name, "--storage", postgres_db, "--tracking-uri", mlflow_server,
                        "--dask-scheduler", dask_client.scheduler.address, "--trials", "4", "--epochs", "2")
     assert "4/4" in proc.stdout and "best trial" in proc.stdout, proc.stdout
+    assert "(one per worker thread: 2 now)" in proc.stdout, proc.stdout  # the cluster's 2 x 1 threads
     _assert_study_mirrored(postgres_db, mlflow_server, name, 4)
     # The trials ran in the cluster's worker processes, not in `sweep run` itself.
     pids = _spool_pids(tmp_path / ".sweep" / name / "spool")
