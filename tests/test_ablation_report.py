@@ -171,7 +171,6 @@ def test_per_seed_subsets_give_each_seed_its_own_rows_shared_by_its_keep_probs(
     assert "every seed trains on the same subset of each size" in report
 
 
-
 @pytest.mark.parametrize("normalization", ["none", "batchnorm", "layernorm"])
 def test_best_weights_reproduce_the_best_validation_accuracy(normalization: str, monkeypatch: pytest.MonkeyPatch,
                                                            tmp_path: Path) -> None:
