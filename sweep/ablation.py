@@ -151,7 +151,8 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     from sweep.data import load_dataset
     from sweep.config import available_cores
     from sweep.runner import SweepPaths, _death_detail, _raise_terminated
-    from sweep.tracking import ParentSpec, Tracker, child_runs, default_tracking_uri
+    from sweep.mlflow_store import child_runs, default_tracking_uri
+    from sweep.tracking import ParentSpec, Tracker
 
     grid = cfg.ablation or AblationConfig()
     params = base_params(cfg, out)

@@ -124,7 +124,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from sweep.tracking import default_tracking_uri, make_client, ui_url
+    from sweep.mlflow_store import default_tracking_uri, make_client, ui_url
 
     uri = args.tracking_uri or default_tracking_uri()
     experiment_id = None

@@ -65,7 +65,7 @@ def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]
 
 
 def load_ablations(client: Any, experiment_id: str) -> list[AblationRuns]:
-    from sweep.tracking import PARENT_KEY_TAG, child_runs
+    from sweep.mlflow_store import PARENT_KEY_TAG, child_runs
 
     parents = client.search_runs(
         [experiment_id], filter_string="tags.`sweep.kind` = 'ablation'", order_by=["attributes.start_time ASC"]
@@ -161,7 +161,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     """Write report.md (+ figures) for the study `cfg` names; returns its path."""
     from sweep.runner import SweepPaths
     from sweep.study import make_storage, open_study
-    from sweep.tracking import default_tracking_uri, make_client
+    from sweep.mlflow_store import default_tracking_uri, make_client
 
     name = cfg.study_name
     paths = SweepPaths.for_study(workdir or Path.cwd(), name)
@@ -195,7 +195,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     report.write_text("".join(parts), encoding="utf-8")
 
     if exp is not None:
-        from sweep.tracking import find_parent_run
+        from sweep.mlflow_store import find_parent_run
 
         parents = [ab.parent_run_id for ab in ablations]
         study_parent = find_parent_run(client, exp.experiment_id, "study")

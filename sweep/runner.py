@@ -269,7 +269,8 @@ def run_sweep(
 
     from sweep.data import load_dataset
     from sweep.study import check_target, counted_trials, make_storage, open_study, reap_stale_trials
-    from sweep.tracking import ParentSpec, Tracker, default_tracking_uri
+    from sweep.mlflow_store import default_tracking_uri
+    from sweep.tracking import ParentSpec, Tracker
 
     name = cfg.study_name
     paths = SweepPaths.for_study(workdir or Path.cwd(), name)
@@ -498,7 +499,7 @@ def remove_beaten_weights(study: Any, best: Any, weights_dir: Path) -> list[Path
 
 
 def _print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
-    from sweep.tracking import ui_url
+    from sweep.mlflow_store import ui_url
 
     out.write("\n")
     if o.interrupted:

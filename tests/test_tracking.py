@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sweep import spool
-from sweep.tracking import ParentSpec, Tracker, child_runs
+from sweep.mlflow_store import child_runs
+from sweep.tracking import ParentSpec, Tracker
 
 
 def _write_run(spool_dir: Path, name: str, epochs: int, status: str, **end_tags: object) -> Path:
@@ -195,7 +196,7 @@ def test_recorder_rejects_unknown_status(tmp_path: Path) -> None:
 
 
 def test_sqlite_store_from_template_is_a_working_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sweep.tracking import make_client, prepare_sqlite_store
+    from sweep.mlflow_store import make_client, prepare_sqlite_store
 
     templates = tmp_path / "templates"
     first = tmp_path / "a" / "mlflow.db"
