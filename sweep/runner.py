@@ -1,4 +1,4 @@
-"""Run a sweep: study creation/resume, joblib workers, tracking, progress, stop/resume.
+"""Run a sweep: study creation/resume, joblib workers, tracking, stop/resume (progress lines: sweep.progress).
 
 Process layout:
 
@@ -19,9 +19,8 @@ import os
 import re
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,6 +29,7 @@ import numpy as np
 from sweep import spool
 from sweep.config import SweepConfig, available_cores
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
+from sweep.progress import Progress, SweepOutcome, print_summary
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
 
@@ -161,99 +161,12 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
 # -- parent side ----------------------------------------------------------------
 
 
-@dataclass
-class Progress:
-    """Counts and ETA printed after every finished trial."""
-
-    target: int
-    already: int
-    jobs: int
-    space: Any
-    out: TextIO = sys.stdout
-    started: float = field(default_factory=time.monotonic)
-    states: dict[str, int] = field(default_factory=dict)
-    best_value: float | None = None
-    best_params: dict[str, Any] | None = None
-    skipped: int = 0  # tasks that started no trial: the target was reached (run_one_trial)
-    # Trials counted in the whole study, read from the storage (the sweep passes
-    # sweep.study.counted_trials): other `sweep run`s of the study count too, and a
-    # dead worker's re-queued trial does not. None: this process's own count.
-    count_done: Callable[[], int] | None = None
-
-    def done(self) -> int:
-        if self.count_done is not None:
-            return self.count_done()
-        return self.already + sum(self.states.values())
-
-    def update(self, res: dict[str, Any]) -> None:
-        if res.get("skipped"):
-            # No trial ran: not in the counts, the ETA or the best.
-            self.skipped += 1
-            self.out.write(f"skipped a task: {res['reason']}; no trial started\n")
-            self.out.flush()
-            return
-        self.states[res["state"]] = self.states.get(res["state"], 0) + 1
-        if res["state"] == "COMPLETE" and (self.best_value is None or res["value"] > self.best_value):
-            self.best_value, self.best_params = res["value"], res["params"]
-        elapsed = time.monotonic() - self.started
-        new = sum(self.states.values())
-        done = self.done()
-        remaining = max(0, self.target - done)
-        # The study's pace since this process started (other sweeps' trials included).
-        gained = done - self.already if done > self.already else new
-        eta = elapsed / gained * remaining if gained else float("nan")
-        running = min(self.jobs, max(0, remaining))
-        outcome = f"{res['state'].lower()}"
-        if res["state"] == "COMPLETE":
-            outcome += f" val_acc={res['value']:.4f}"
-        elif res.get("reason"):
-            outcome += f" ({res['reason']})"
-        best = "-" if self.best_value is None else f"{self.best_value:.4f} {format_params(self.space, self.best_params or {})}"
-        self.out.write(
-            f"[{done:>3}/{self.target}] trial {res['number']} {outcome} | running {running}, "
-            f"pruned {self.states.get('PRUNED', 0)}, failed {self.states.get('FAIL', 0)} | best {best} | "
-            f"{_hms(elapsed)} elapsed, ETA {_hms(eta)}\n"
-        )
-        self.out.flush()
-
-
-def format_params(space: Any, params: dict[str, Any]) -> str:
-    """Short human form of a trial's params, e.g. keep=0.55 hidden=256-128 norm=batchnorm lr=1.2e-03."""
-    try:
-        p = space.params_from_trial(params)
-    except ValueError:
-        return str(params)
-    hidden = "-".join(str(h) for h in p.hidden_dims)
-    return f"keep={p.keep_prob:g} hidden={hidden} norm={p.normalization} lr={p.learning_rate:.1e}"
-
-
-def _hms(seconds: float) -> str:
-    if not np.isfinite(seconds):
-        return "?"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C."""
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated()
-
-
-@dataclass
-class SweepOutcome:
-    study_name: str
-    experiment_id: str | None
-    parent_run_id: str | None
-    tracking_uri: str
-    best_number: int | None
-    best_value: float | None
-    best_params: dict[str, Any] | None
-    test_acc: float | None
-    interrupted: bool
-    counted: int
 
 
 def run_sweep(
@@ -455,7 +368,7 @@ def _finish(
         best_number=best_number, best_value=best_value, best_params=best_params, test_acc=test_acc,
         interrupted=interrupted, counted=counted_trials(study),
     )
-    _print_summary(outcome, cfg, out)
+    print_summary(outcome, cfg, out)
     return outcome
 
 
@@ -496,30 +409,3 @@ def remove_beaten_weights(study: Any, best: Any, weights_dir: Path) -> list[Path
             f.unlink(missing_ok=True)
             removed.append(f)
     return removed
-
-
-def _print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
-    from sweep.mlflow_store import ui_url
-
-    out.write("\n")
-    if o.interrupted:
-        out.write(f"interrupted with {o.counted}/{cfg.trials} trials counted; run the same command to resume.\n")
-    if o.best_number is None:
-        out.write("no completed trial yet.\n")
-    else:
-        test = "n/a" if o.test_acc is None else f"{o.test_acc:.4f}"
-        out.write(
-            f"best trial {o.best_number}: val_acc {o.best_value:.4f}, test_acc {test}\n"
-            f"  params: {format_params(cfg.space, o.best_params or {})}\n"
-        )
-    if o.tracking_uri.startswith(("http://", "https://")):
-        out.write(f"look at the curves on the tracking server:\n  {ui_url('', 0, o.experiment_id, base=o.tracking_uri)}\n")
-    else:
-        out.write(
-            f"look at the curves: `sweep ui --study {o.study_name}` (runs `mlflow ui` on this store), then open\n"
-            f"  {ui_url('127.0.0.1', 5000, o.experiment_id)}\n"
-            f"  tracking URI: {o.tracking_uri}\n"
-        )
-    out.write(
-        f"then answer the dropout question: `sweep ablate --study {o.study_name}` and `sweep report --study {o.study_name}`\n"
-    )
