@@ -177,6 +177,7 @@ class Solver:
             raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
         if optim_config is not None and not isinstance(optim_config, Mapping):
             raise ValueError(f"optim_config must be a dict or None, got {type(optim_config).__name__}")
+        optim.check_config(update_rule, dict(optim_config or {}))
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
         lr = (optim_config or {}).get("learning_rate")

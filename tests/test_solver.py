@@ -274,6 +274,7 @@ def bad(data: dict, key: str, value) -> dict:
         (lambda d: (d, {"num_epochs": 0}), r"num_epochs must be an int >= 1"),
         (lambda d: (d, {"lr_decay": 0.0}), r"lr_decay must be in \(0, 1\]"),
         (lambda d: (d, {"optim_config": {"learning_rate": -1}}), r"learning_rate'\] must be a finite number > 0"),
+        (lambda d: (d, {"optim_config": {"lr": 1e-3}}), r"adam config has unknown key 'lr': adam takes learning_rate"),
         (lambda d: (d, {"num_train_samples": 0}), r"num_train_samples must be None or an int >= 1"),
         (lambda d: (d, {"seed": -1}), r"seed must be None or a non-negative int"),
     ],
