@@ -1,4 +1,4 @@
-"""Seed-paired re-training of one configuration over keep_prob x training-set size.
+"""Seed-paired re-training of one configuration over keep_prob x training-set size (x more factors).
 
 Paired design: for seed k, every keep_prob uses the same weight init, the same
 minibatch order and the same nested training subset (the first n rows of one
@@ -10,7 +10,11 @@ sweep's data seed, so all seeds train on the same rows and the intervals say
 how dropout does on those rows; with ``"per-seed"`` seed k draws its own
 permutation (`subset_seed`), so the intervals also cover which rows were drawn.
 
-Each cell (size, keep_prob, seed) is one MLflow child run of the ablation's
+More factors (`sweep.factors`, ``--vary normalization=none,batchnorm``) multiply
+the grid: each level of each factor is the same paired design (seed k keeps its
+init seed, batch order and subset at every level and keep_prob).
+
+Each cell (size, keep_prob, seed, factor levels) is one MLflow child run of the ablation's
 parent run, trained by the same `sweep.objective.train` loop as a sweep trial
 and run on the same joblib workers. A rerun skips cells that finished (or
 diverged, which is deterministic); cells that were interrupted run again.
@@ -29,6 +33,16 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep.config import AblationConfig, SweepConfig, TrainParams
+from sweep.factors import (
+    FACTOR_TAG_PREFIX,
+    MAX_GRID_CELLS,
+    Levels,
+    cell_levels,
+    grid_size,
+    level_text,
+    level_value,
+    vary_text,
+)
 from sweep.objective import RunSeeds, train
 from sweep.spool import RunRecorder
 
@@ -38,13 +52,48 @@ ABLATION_SEED_OFFSET = 1_000_000
 
 @dataclass(frozen=True)
 class Cell:
+    """One run of the grid: training-set size, keep_prob, seed k and the level of every varied factor."""
+
     size: int
     keep_prob: float
     seed: int  # 0..K-1
+    levels: Levels = ()
 
     @property
     def run_name(self) -> str:
-        return f"cell-n{self.size}-k{self.keep_prob:g}-s{self.seed}"
+        """``cell-n500-k0.5-s0``, plus ``@normalization=batchnorm,...`` for the varied factors."""
+        name = f"cell-n{self.size}-k{self.keep_prob:g}-s{self.seed}"
+        return name + "@" + ",".join(f"{n}={v}" for n, v in self.levels) if self.levels else name
+
+    def train_params(self, base: TrainParams) -> TrainParams:
+        """`base` with this cell's keep_prob and factor levels."""
+        return replace(base, keep_prob=self.keep_prob, **{n: level_value(n, v) for n, v in self.levels})
+
+
+def grid_cells(grid: AblationConfig, sizes: tuple[int, ...]) -> list[Cell]:
+    """Every cell of the grid, in training order: size, then factor levels, then seed, then keep_prob.
+
+    Cells of one (size, levels, seed) are adjacent, so an interrupted ablation has
+    as many complete pairs as possible.
+    """
+    combos: list[Levels] = [()]
+    for name, values in grid.vary:
+        combos = [(*c, (name, level_text(name, v))) for c in combos for v in values]
+    combos = [tuple(sorted(c)) for c in combos]
+    return [Cell(n, k, s, lv) for n in sizes for lv in combos for s in range(grid.seeds) for k in grid.keep_probs]
+
+
+def check_grid_size(grid: AblationConfig, sizes: tuple[int, ...], yes: bool) -> int:
+    """Number of cells; refuses a grid over MAX_GRID_CELLS unless `yes` (nothing is trained then).
+
+    Raises:
+        ValueError: naming how the grid is made up and the flag that allows it.
+    """
+    total, how = grid_size(len(grid.keep_probs), len(sizes), grid.vary, grid.seeds)
+    if total > MAX_GRID_CELLS and not yes:
+        raise ValueError(f"the ablation grid has {total} cells ({how}), more than {MAX_GRID_CELLS} training runs: "
+                         "pass --yes to run them all, or give fewer values")
+    return total
 
 
 @dataclass(frozen=True)
@@ -81,12 +130,13 @@ def run_cell(task: CellTask) -> dict[str, Any]:
 
     c = task.cell
     data = load_dataset(task.dataset, data_dir=task.data_dir, num_train=c.size, num_val=task.num_val, seed=task.data_seed)
-    params = replace(task.params, keep_prob=c.keep_prob)
+    params = c.train_params(task.params)
     seeds = cell_seeds(task.base_seed, c.seed)
     tags = {
         "sweep.kind": "cell", "sweep.ablation": task.ablation, "ablation.size": c.size,
         "ablation.keep_prob": c.keep_prob, "ablation.seed": c.seed,
         "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order, "ablation.data_seed": task.data_seed,
+        **{FACTOR_TAG_PREFIX + n: v for n, v in c.levels},
     }
     with RunRecorder(task.spool_path) as rec:
         rec.start(c.run_name, f"ablation:{task.ablation}", {**params.to_flat(), "num_train": c.size}, tags)
@@ -107,6 +157,8 @@ def ablation_name(params: TrainParams, grid: AblationConfig, dataset: str) -> st
                               "n": list(grid.resolved_sizes(dataset)), "s": grid.seeds, "d": dataset}
     if grid.subsets != "fixed":  # absent for "fixed": ablations made before the option keep their names
         fields["u"] = grid.subsets
+    if grid.vary:  # absent without --vary, for the same reason; sorted: the same cells whatever the order given
+        fields["v"] = {n: sorted(level_text(n, v) for v in values) for n, values in grid.vary}
     key = json.dumps(fields, sort_keys=True)
     return "ablation-" + hashlib.sha1(key.encode()).hexdigest()[:8]
 
@@ -143,8 +195,11 @@ class AblationOutcome:
 
 
 def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys.stdout,
-                 workdir: Path | None = None) -> AblationOutcome:
-    """Train every missing cell of the ablation grid; returns where it is logged."""
+                 workdir: Path | None = None, yes: bool = False) -> AblationOutcome:
+    """Train every missing cell of the ablation grid; returns where it is logged.
+
+    `yes`: run a grid of more than MAX_GRID_CELLS cells without refusing it (``--yes``).
+    """
     from joblib import Parallel, delayed, parallel_config
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
@@ -155,8 +210,10 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     from sweep.tracking import ParentSpec, Tracker
 
     grid = cfg.ablation or AblationConfig()
-    params = base_params(cfg, out)
     sizes = grid.resolved_sizes(cfg.dataset)
+    cells = grid_cells(grid, sizes)
+    check_grid_size(grid, sizes, yes)
+    params = base_params(cfg, out)
     name = name or ablation_name(params, grid, cfg.dataset)
     study = cfg.study_name
     paths = SweepPaths.for_study(workdir or Path.cwd(), study)
@@ -176,16 +233,16 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
         f"ablation:{name}", name,
         params={**params.to_flat(), "keep_probs": ",".join(f"{k:g}" for k in grid.keep_probs),
                 "sizes": ",".join(map(str, sizes)), "seeds": grid.seeds, "dataset": cfg.dataset,
-                "subsets": grid.subsets},
+                "subsets": grid.subsets, **({"vary": vary_text(grid.vary)} if grid.vary else {})},
         tags={"sweep.kind": "ablation", "optuna.study": study},
     )
     tracker = Tracker(tracking_uri, study, spool_dir, [parent]).start()
     tracker.wait_ready()
     done = _finished_cells(child_runs(tracker.client, tracker.experiment_id, tracker.parent_run_ids[parent.key]))
-    cells = [Cell(n, k, s) for n in sizes for s in range(grid.seeds) for k in grid.keep_probs]
     todo = [c for c in cells if c not in done]
+    varied = "".join(f", {n} {[level_text(n, v) for v in values]}" for n, values in grid.vary)
     out.write(f"{name}: {len(cells) - len(todo)}/{len(cells)} cells done, training {len(todo)} "
-              f"on {jobs} worker(s) (sizes {list(sizes)}, keep_prob {list(grid.keep_probs)}, {grid.seeds} seeds, "
+              f"on {jobs} worker(s) (sizes {list(sizes)}, keep_prob {list(grid.keep_probs)}{varied}, {grid.seeds} seeds, "
               f"{'one training subset per seed' if grid.subsets == 'per-seed' else 'the same training subset for every seed'})\n")
 
     def task(c: Cell) -> CellTask:
@@ -229,7 +286,8 @@ def _finished_cells(runs: list[Any]) -> set[Cell]:
     for r in runs:
         t = r.data.tags
         if r.info.status == "FINISHED" or (r.info.status == "FAILED" and t.get("failure_reason", "").startswith("diverged")):
-            out.add(Cell(int(t["ablation.size"]), float(t["ablation.keep_prob"]), int(t["ablation.seed"])))
+            out.add(Cell(int(t["ablation.size"]), float(t["ablation.keep_prob"]), int(t["ablation.seed"]),
+                         cell_levels(t)))
     return out
 
 

@@ -43,6 +43,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sweep.factors import MAX_GRID_CELLS
+
     parser = argparse.ArgumentParser(prog="sweep", description="Does dropout regularize a network, and by how much?")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -60,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--subsets", choices=["fixed", "per-seed"],
                         help="training rows of each size: the same for every seed (fixed, the default) or "
                              "drawn afresh per seed (per-seed: the intervals then cover the choice of rows)")
+    ablate.add_argument("--vary", action="append", metavar="NAME=V1,V2,...",
+                        help="one more factor of the grid (repeatable): a fixed training parameter and its values, "
+                             "e.g. normalization=none,batchnorm or hidden_dims=512-512,1024-1024 "
+                             "(replaces [ablation] vary of the sweep file)")
+    ablate.add_argument("--yes", action="store_true",
+                        help=f"don't ask, run it: train a grid of more than {MAX_GRID_CELLS} cells without refusing it")
     ablate.add_argument("--name", help="ablation name (default: derived from the grid)")
 
     report = sub.add_parser("report", help="statistics, figures and a verdict for a study and its ablations")
@@ -83,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     keys = ["dataset", "data_dir", "study", "seed", "storage", "tracking_uri", "num_train", "epochs", "jobs",
-            "trials", "pruner", "keep_probs", "sizes", "seeds", "subsets"]
+            "trials", "pruner", "keep_probs", "sizes", "seeds", "subsets", "vary"]
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -110,7 +118,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from sweep.ablation import run_ablation
 
     cfg = _load(args)
-    outcome = run_ablation(cfg, name=args.name)
+    outcome = run_ablation(cfg, name=args.name, yes=args.yes)
     return 130 if outcome.interrupted else 0
 
 

@@ -8,6 +8,7 @@ Layout (every section and key optional; examples/digits.toml lists them all)::
                 categorical choice, a table is a range, e.g.
                 keep_prob = {low = 0.2, high = 1.0, step = 0.05}
     [ablation]  keep_probs, sizes, seeds, epochs, subsets ("fixed" | "per-seed"),
+                vary = {NAME = [V1, V2, ...]} (more factors, see `sweep.factors`),
                 and [ablation.params] for an explicit configuration (otherwise
                 the study's best trial)
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sweep.factors import Factors, check_vary, level_text, parse_vary_args
 from sweep.space import (
     DOMAINS,
     MAX_DEPTH,
@@ -88,7 +90,7 @@ _SWEEP_DOMAINS: dict[str, Domain] = {
 }
 _SWEEP_TEXT = ("data_dir", "study", "storage", "tracking_uri")  # optional non-empty strings
 _SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT)
-_ABLATION_KEYS = ("keep_probs", "sizes", "seeds", "epochs", "subsets", "params")
+_ABLATION_KEYS = ("keep_probs", "sizes", "seeds", "epochs", "subsets", "vary", "params")
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "sweep": _SWEEP_KEYS,
     "space": SearchSpace.KEYS,
@@ -146,6 +148,8 @@ class AblationConfig:
             (the verdict is about those rows); "per-seed": seed k draws its own nested
             subset, shared by every keep_prob of that seed (the verdict covers the
             choice of rows too). Sizes equal to the whole training pool use it all.
+        vary: more factors, ``((name, (value, ...)), ...)`` over fixed training parameters
+            (`sweep.factors.VARY_FACTORS`); the grid is keep_prob x size x every factor x seeds.
     """
 
     keep_probs: tuple[float, ...] = (1.0, 0.9, 0.75, 0.5, 0.25)
@@ -154,6 +158,7 @@ class AblationConfig:
     params: TrainParams | None = None
     epochs: int | None = None
     subsets: str = "fixed"
+    vary: Factors = ()
 
     def __post_init__(self) -> None:
         keep_probs = _check_list(self.keep_probs, DOMAINS["keep_prob"], "ablation.keep_probs")
@@ -171,6 +176,11 @@ class AblationConfig:
         _SUBSETS.check(self.subsets, "ablation.subsets")
         if self.params is not None and not isinstance(self.params, TrainParams):
             raise ConfigError(f"must be TrainParams or None, got {self.params!r}", key="ablation.params")
+        vary = check_vary(self.vary, "ablation.vary")
+        if self.epochs is not None and "epochs" in dict(vary):
+            raise ConfigError("is varied, so epochs cannot also be fixed for every cell (--epochs / ablation.epochs): "
+                              "give one of the two", key="ablation.vary.epochs")
+        object.__setattr__(self, "vary", vary)
 
     def resolved_sizes(self, dataset: str) -> tuple[int, ...]:
         """`sizes`, or the default sizes for `dataset` (cifar10: 500..49 000, digits: 100..1 000).
@@ -268,6 +278,9 @@ class SweepConfig:
                 table["epochs"] = abl.epochs
             if abl.subsets != "fixed":
                 table["subsets"] = abl.subsets
+            if abl.vary:
+                table["vary"] = {n: [level_text(n, v) if n == "hidden_dims" else v for v in values]
+                                 for n, values in abl.vary}
             if abl.params is not None:
                 flat = abl.params.to_flat()
                 table["params"] = {f.name: flat[f.name] for f in fields(TrainParams)}
@@ -398,7 +411,7 @@ def _read(path: Path) -> SweepConfig:
 
 # --------------------------------------------------------------------------- overrides
 
-_OVERRIDE_KEYS = (*_SWEEP_KEYS, "epochs", "keep_probs", "sizes", "seeds", "subsets")
+_OVERRIDE_KEYS = (*_SWEEP_KEYS, "epochs", "keep_probs", "sizes", "seeds", "subsets", "vary")
 
 
 def _cli_number(value: object, dom: Domain, key: str) -> object:
@@ -426,7 +439,8 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
         overrides: flat keys: dataset, data_dir, num_train, num_val, study, trials, jobs, seed,
             storage, tracking_uri, pruner (the [sweep] keys); epochs (fixes the space's epochs
             to N and sets the ablation's epochs); keep_probs, sizes (lists or "a,b,c" text)
-            seeds and subsets (the ablation's). None values are ignored; numbers may be text.
+            seeds and subsets (the ablation's); vary (the --vary flags, ``["NAME=V1,V2", ...]``, or a
+            table ``{NAME: [values]}``; replaces the file's vary). None values are ignored; numbers may be text.
 
     Raises:
         ConfigError: an unknown key (closest suggested) or a bad value, located at ``command line``.
@@ -454,6 +468,10 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
             ablation["seeds"] = _SEEDS.check(_cli_number(given["seeds"], _SEEDS, "seeds"), "seeds")
         if "subsets" in given:
             ablation["subsets"] = _SUBSETS.check(given["subsets"], "subsets")
+        if "vary" in given:
+            vary = given["vary"]
+            is_flags = isinstance(vary, list | tuple) and all(isinstance(v, str) for v in vary)
+            ablation["vary"] = parse_vary_args(vary) if is_flags else check_vary(vary, "vary")
         if ablation:
             sweep["ablation"] = replace(cfg.ablation or AblationConfig(), **ablation)
         return replace(cfg, **sweep)

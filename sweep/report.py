@@ -34,19 +34,21 @@ class AblationRuns:
 
 def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]]:
     """Finished cell runs -> stats.Cell records (with their per-epoch curves)."""
+    from sweep.factors import cell_levels
+
     cells: list[Cell] = []
     unusable: list[str] = []
-    latest: dict[tuple[int, float, int], Any] = {}
+    latest: dict[tuple[Any, ...], Any] = {}
     for r in runs:
         if r.info.status != "FINISHED":
             reason = r.data.tags.get("failure_reason", r.info.status.lower())
             unusable.append(f"{r.info.run_name}: {reason}")
             continue
         t = r.data.tags
-        key = (int(t["ablation.size"]), float(t["ablation.keep_prob"]), int(t["ablation.seed"]))
+        key = (int(t["ablation.size"]), float(t["ablation.keep_prob"]), int(t["ablation.seed"]), cell_levels(t))
         if key not in latest or r.info.start_time > latest[key].info.start_time:
             latest[key] = r  # a cell re-run after an interruption: the newest finished one counts
-    for (size, keep, seed), r in sorted(latest.items()):
+    for (size, keep, seed, levels), r in sorted(latest.items()):
         m = r.data.metrics
         train = client.get_metric_history(r.info.run_id, "train_acc")
         val = client.get_metric_history(r.info.run_id, "val_acc")
@@ -59,6 +61,7 @@ def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]
                 best_val_acc=m["best_val_acc"], final_train_acc=m["final_train_acc"],
                 final_val_acc=m["final_val_acc"], gap=m["final_gap"], val_loss=m["final_val_loss"],
                 epochs=epochs, train_acc=[train_by_step[e] for e in epochs], val_acc=[val_by_step[e] for e in epochs],
+                levels=levels,
             )
         )
     return cells, unusable

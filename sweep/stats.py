@@ -66,6 +66,7 @@ class Cell:
     epochs: list[int] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
+    levels: tuple[tuple[str, str], ...] = ()  # varied factors: ((name, level text), ...); see sweep.factorial
 
     def __post_init__(self) -> None:
         if self.size <= 0:

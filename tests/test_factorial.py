@@ -1,0 +1,99 @@
+"""sweep.factorial: interactions between dropout's effect and another factor, on grids whose answer is planted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sweep.factorial import interactions, summarize_factorial
+from sweep.stats import Cell, summarize
+
+NORM = ("none", "batchnorm")
+
+
+def fake_train(norm: str, size: int, keep: float, seed_base: float, effect: dict[str, float],
+               rng: np.random.Generator, noise: float) -> Cell:
+    """A 'training run': the seed's own accuracy, plus dropout's effect at this level, plus run noise."""
+    acc = seed_base + (effect[norm] if keep < 1.0 else 0.0) + rng.normal(0.0, noise)
+    gap = 0.3 - (0.1 if keep < 1.0 else 0.0) + rng.normal(0.0, noise)
+    return Cell(size, keep, 0, acc, acc + gap, acc, gap, 1.5 - acc, levels=(("normalization", norm),))
+
+
+def grid(rng: np.random.Generator, effect: dict[str, float], seeds: int, noise: float,
+         sizes: tuple[int, ...] = (500,)) -> list[Cell]:
+    cells = []
+    for seed in range(seeds):
+        base = 0.6 + rng.normal(0.0, 0.03)  # between-seed spread, shared by the seed's cells (pairing)
+        for size in sizes:
+            for norm in NORM:
+                for keep in (1.0, 0.5):
+                    c = fake_train(norm, size, keep, base, effect, rng, noise)
+                    cells.append(Cell(**{**c.__dict__, "seed": seed}))
+    return cells
+
+
+@pytest.mark.parametrize("planted", [-0.026, 0.0])
+def test_interaction_interval_covers_the_planted_difference_95_percent_of_the_time(planted: float) -> None:
+    """400 repeats: the 95 % interval of effect(batchnorm) - effect(none) covers the truth in ~95 % of them."""
+    rng = np.random.default_rng(12)
+    effect = {"none": 0.02, "batchnorm": 0.02 + planted}
+    covered = found = 0
+    repeats = 400
+    for _ in range(repeats):
+        [inter] = interactions(grid(rng, effect, seeds=8, noise=0.006), [("normalization", NORM)])
+        res = inter.results["best_val_acc"]
+        assert (inter.factor, inter.level, inter.reference, inter.keep_prob) == ("normalization", "batchnorm", "none", 0.5)
+        covered += res.diff.covers(planted)
+        found += not res.diff.covers(0.0)
+    # Binomial(400, 0.95): sd 1.1 %; the band is about +-2.7 sd.
+    assert 0.92 <= covered / repeats <= 0.98, covered
+    if planted:
+        assert found / repeats > 0.9, found  # a 2.6-point interaction is found with 8 seeds at this noise
+    else:
+        assert 0.02 <= found / repeats <= 0.08, found  # the false-positive rate is the nominal 5 %
+
+
+def test_interaction_is_the_difference_of_paired_effects_per_seed() -> None:
+    rng = np.random.default_rng(3)
+    cells = grid(rng, {"none": 0.03, "batchnorm": 0.0}, seeds=4, noise=0.01)
+    [inter] = interactions(cells, [("normalization", NORM)])
+    acc = {(dict(c.levels)["normalization"], c.keep_prob, c.seed): c.best_val_acc for c in cells}
+    per_seed = [(acc["batchnorm", 0.5, s] - acc["batchnorm", 1.0, s]) - (acc["none", 0.5, s] - acc["none", 1.0, s])
+                for s in range(4)]
+    res = inter.results["best_val_acc"]
+    assert res.mean_diff == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert res.n == 4 and inter.seeds == (0, 1, 2, 3)
+    # The reference level is the one given first: the other order flips the sign.
+    [flipped] = interactions(cells, [("normalization", ("batchnorm", "none"))])
+    assert flipped.results["best_val_acc"].mean_diff == pytest.approx(-res.mean_diff)
+
+
+def test_factorial_summary_holm_over_the_whole_grid_and_size_as_a_factor() -> None:
+    rng = np.random.default_rng(4)
+    three = ("none", "batchnorm", "layernorm")
+    cells = []
+    for seed in range(3):
+        base = 0.5 + rng.normal(0, 0.02)
+        for size in (100, 300):
+            for norm in three:
+                for keep in (1.0, 0.75, 0.5):
+                    acc = base + (0.01 if keep < 1 else 0) + rng.normal(0, 0.01)
+                    cells.append(Cell(size, keep, seed, acc, acc + 0.2, acc, 0.2 + rng.normal(0, 0.01), 1.0,
+                                      levels=(("normalization", norm),)))
+    fs = summarize_factorial(cells, [("normalization", three)], rng=np.random.default_rng(0), n_resamples=200)
+    assert fs.levels == tuple((("normalization", n),) for n in three)  # the given order
+    assert fs.factors == (("normalization", three), ("size", ("100", "300")))
+    # 3 levels x 2 sizes x 2 keep_probs compared with keep 1.0 = 12 comparisons, one Holm family per metric.
+    assert fs.n_comparisons == 12
+    # normalization: 3 pairs x 2 sizes x 2 keeps; size: 1 pair x 3 levels x 2 keeps.
+    assert fs.n_interactions == 12 + 6
+    pairs = {(i.factor, i.level, i.reference) for i in fs.interactions}
+    assert ("normalization", "batchnorm", "none") in pairs and ("normalization", "layernorm", "batchnorm") in pairs
+    assert ("size", "300", "100") in pairs
+    for lv, s in fs.per_level.items():
+        alone = summarize([c for c in cells if c.levels == lv], rng=np.random.default_rng(0), n_resamples=200)
+        assert s.n_comparisons == 12
+        for key, comp in s.comparisons.items():
+            res, own = comp.results["best_val_acc"], alone.comparisons[key].results["best_val_acc"]
+            assert res.mean_diff == own.mean_diff and res.p_t == own.p_t
+            assert res.p_t_holm >= own.p_t_holm  # a larger family never adjusts less
