@@ -26,13 +26,16 @@ from matplotlib.ticker import MaxNLocator
 from sweep.stats import AblationSummary, Interval
 
 if TYPE_CHECKING:  # importance.py needs optuna; plotting its output does not
+    from sweep.factorial import FactorialSummary
     from sweep.importance import ImportanceResult, TrendPoint
 
 __all__ = [
+    "benefit_by_level_figure",
     "benefit_figure",
     "gap_figure",
     "importance_figure",
     "learning_curves_figure",
+    "plot_benefit_by_level",
     "plot_benefit_vs_size",
     "plot_gap_vs_keep_prob",
     "plot_importances",
@@ -204,6 +207,52 @@ def benefit_figure(summary: AblationSummary) -> Figure:
 def plot_benefit_vs_size(summary: AblationSummary, path: str | Path) -> Path:
     """Write :func:`benefit_figure` to ``path`` (PNG) and return the path."""
     return save_png(benefit_figure(summary), path)
+
+
+def benefit_by_level_figure(fs: FactorialSummary, labels: Mapping[tuple, str] | None = None) -> Figure:
+    """Dropout's benefit against keep_prob: one panel per size, one line per level with its interval band.
+
+    The benefit is the paired difference of best validation accuracy against
+    the baseline keep_prob (0 at the baseline itself); the band is each
+    comparison's t-interval (not drawn where there is none). Each panel holds
+    one line (``ax.lines`` after the zero line) and one band per level.
+
+    Args:
+        fs: output of :func:`sweep.factorial.summarize_factorial`.
+        labels: legend text per level (default ``name=value, ...``).
+    """
+    sizes = sorted({s for summ in fs.per_level.values() for s in summ.sizes})
+    fig = Figure(figsize=(4.4 * len(sizes) + 1.8, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
+    cmap = colormaps["tab10"]
+    for ax, size in zip(axes, sizes):
+        ax.axhline(0.0, color="0.5", lw=1)
+        for i, lv in enumerate(fs.levels):
+            summ = fs.per_level[lv]
+            keeps = sorted(k for (s, k) in summ.comparisons if s == size)
+            if not keeps:
+                continue
+            ivs = [summ.comparisons[(size, k)].results["best_val_acc"].diff for k in keeps]
+            xs = [*keeps, summ.baseline_keep]
+            mean = np.array([iv.mean for iv in ivs] + [0.0]) * _PTS
+            low = np.array([iv.low for iv in ivs] + [0.0]) * _PTS
+            high = np.array([iv.high for iv in ivs] + [0.0]) * _PTS
+            label = (labels or {}).get(lv) or ", ".join(f"{n}={v}" for n, v in lv)
+            ax.plot(xs, mean, "o-", color=cmap(i % 10), label=label)
+            ax.fill_between(xs, low, high, color=cmap(i % 10), alpha=0.15, linewidth=0)
+        ax.set_title(f"{size:,} training examples")
+        ax.set_xlabel("keep_prob (1 = no dropout)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"best val acc − keep {fs.baseline_keep:g} (points)")
+    handles, texts = axes[0].get_legend_handles_labels()
+    fig.legend(handles, texts, loc="outside right center", fontsize=8)
+    fig.suptitle(f"Dropout's benefit by level (paired mean ± {fs.confidence:.0%} CI)")
+    return fig
+
+
+def plot_benefit_by_level(fs: FactorialSummary, path: str | Path) -> Path:
+    """Write :func:`benefit_by_level_figure` to ``path`` (PNG) and return the path."""
+    return save_png(benefit_by_level_figure(fs), path)
 
 
 _TARGET_TITLES = {"value": "validation accuracy", "gap": "train − val gap"}

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from sweep.config import SweepConfig
+from sweep.factorial import FactorialSummary, summarize_factorial
+from sweep.factors import parse_vary_text
 from sweep.stats import AblationSummary, Cell, summarize
 
 REPORT_ARTIFACT_PATH = "report"
@@ -160,6 +162,37 @@ def _ablation_section(ab: AblationRuns, summary: AblationSummary | None, out_dir
     return "".join(lines)
 
 
+def _factorial_section(ab: AblationRuns, fs: FactorialSummary, out_dir: Path) -> str:
+    """The section of an ablation with --vary: overview, interactions, every level, figures and tables."""
+    from sweep.factorial_verdict import factorial_tables, factorial_verdict, level_label
+    from sweep.plots import plot_benefit_by_level, plot_learning_curves
+    from sweep.verdict import summary_markdown_tables
+
+    p = ab.params
+    varied = "; ".join(f"{n} {', '.join(levels)}" for n, levels in fs.factors)
+    lines = [f"## Ablation `{ab.name}`\n",
+             f"Configuration: hidden {p.get('hidden_dims')}, normalization {p.get('normalization')}, "
+             f"lr {p.get('learning_rate')}, {p.get('update_rule')}, batch {p.get('batch_size')}, "
+             f"{p.get('epochs')} epochs, except where varied; keep_prob {p.get('keep_probs')} x sizes "
+             f"{p.get('sizes')} x {p.get('seeds')} seeds on {p.get('dataset')}, varied: {varied} "
+             f"(MLflow parent run `{ab.parent_run_id}`).\n\n",
+             _SUBSET_NOTES[p.get("subsets", "fixed")] + "\n\n"]
+    if ab.unusable:
+        lines.append(f"Left out ({len(ab.unusable)} runs): " + "; ".join(ab.unusable) + "\n\n")
+    lines.append("### Verdict\n\n" + factorial_verdict(fs) + "\n")
+    fig_dir = out_dir / "figures" / ab.name
+    lines.append(_md_image(plot_benefit_by_level(fs, fig_dir / "benefit_by_level.png"), out_dir,
+                           "dropout's benefit against keep_prob, one line per level"))
+    for i, lv in enumerate(fs.levels):
+        lines.append(_md_image(plot_learning_curves(fs.per_level[lv], fig_dir / f"learning_curves_{i}.png"), out_dir,
+                               f"learning curves, {level_label(lv)}"))
+    lines.append("\n### Numbers\n\n" + factorial_tables(fs) + "\n")
+    for lv in fs.levels:
+        tables = summary_markdown_tables(fs.per_level[lv]).replace("\n### ", "\n#### ").replace("### ", "#### ", 1)
+        lines.append(f"### {level_label(lv)}\n\n" + tables + "\n")
+    return "".join(lines)
+
+
 def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path | None = None) -> Path:
     """Write report.md (+ figures) for the study `cfg` names; returns its path."""
     from sweep.runner import SweepPaths
@@ -190,6 +223,10 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
              "and training subset), with Holm-adjusted p-values over each ablation grid.\n\n"]
     rng = np.random.default_rng(cfg.seed)
     for ab in ablations:
+        if any(c.levels for c in ab.cells):  # an ablation with --vary
+            fs = summarize_factorial(ab.cells, parse_vary_text(ab.params.get("vary", "")), rng=rng)
+            parts.append(_factorial_section(ab, fs, out_dir) + "\n")
+            continue
         summary = summarize(ab.cells, rng=rng) if ab.cells else None
         parts.append(_ablation_section(ab, summary, out_dir) + "\n")
     if study is not None:

@@ -20,7 +20,10 @@ import math
 
 from sweep.stats import AblationSummary, Comparison, Interval, PairedResult
 
-__all__ = ["fmt_p", "fmt_points", "summary_markdown_tables", "verdict"]
+__all__ = ["OVERVIEW_FROM", "fmt_p", "fmt_points", "overview", "summary_markdown_tables", "verdict"]
+
+#: A verdict over more paired comparisons than this opens with the short overview.
+OVERVIEW_FROM = 5
 
 MINUS = "\u2212"
 _LABELS = {
@@ -173,26 +176,73 @@ def _caveat(summary: AblationSummary, size: int) -> str:
     )
 
 
-def verdict(summary: AblationSummary) -> str:
+def _listed(found: list[tuple[str, PairedResult]], limit: int = 3) -> str:
+    shown = [f"{where} ({fmt_points(res.mean_diff)})" for where, res in found[:limit]]
+    more = len(found) - limit
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def overview(items: list[tuple[str, AblationSummary]], largest_interaction: str = "") -> list[str]:
+    """At most five lines over the whole grid: where dropout helped, hurt, had no detectable effect.
+
+    Judged on best validation accuracy by each comparison's interval (as the
+    bullets below it), listing the largest effects first.
+
+    Args:
+        items: (level label, its summary) per level; label "" for an ablation without factors.
+        largest_interaction: a sentence for the largest interaction, if any.
+    """
+    helped: list[tuple[str, PairedResult]] = []
+    hurt: list[tuple[str, PairedResult]] = []
+    none_, undefined, total = 0, 0, 0
+    for label, summ in items:
+        for (size, keep), comp in sorted(summ.comparisons.items()):
+            res = comp.results["best_val_acc"]
+            total += 1
+            where = f"keep {keep:g} at {size:,} examples" + (f" with {label}" if label else "")
+            if not res.diff.defined:
+                undefined += 1
+            elif res.diff.covers(0.0):
+                none_ += 1
+            else:
+                (helped if res.diff.low > 0 else hurt).append((where, res))
+    helped.sort(key=lambda x: -x[1].mean_diff)
+    hurt.sort(key=lambda x: x[1].mean_diff)
+    of = f"of {_comparisons(total)}"
+    lines = [f"- Dropout helped (validation accuracy interval above 0) in {len(helped)} {of}"
+             + (f": {_listed(helped)}." if helped else "."),
+             f"- Dropout hurt (interval below 0) in {len(hurt)} {of}" + (f": {_listed(hurt)}." if hurt else "."),
+             f"- No detectable effect (interval covers 0) in {none_} {of}"
+             + (f"; {undefined} cannot be judged (one seed)." if undefined else ".")]
+    if largest_interaction:
+        lines.append(f"- Largest interaction: {largest_interaction}")
+    return lines
+
+
+def verdict(summary: AblationSummary, *, opening: bool | None = None) -> str:
     """Plain-language paragraphs, one per training-set size, with the numbers filled in.
 
     Args:
         summary: output of :func:`sweep.stats.summarize`; must include the
             ``best_val_acc`` metric (``gap`` is reported when present).
+        opening: open with the short :func:`overview`; None: when there are
+            more than ``OVERVIEW_FROM - 1`` comparisons.
 
     Returns:
-        Markdown-friendly text: a one-line reading guide, then per size the
+        Markdown-friendly text: (the overview,) a one-line reading guide, then per size the
         comparisons against the baseline, the best keep_prob and any caveat.
     """
     if "best_val_acc" not in summary.metrics:
         raise ValueError("summary.metrics must include 'best_val_acc' to write a verdict")
     conf = _conf(summary)
+    if opening is None:
+        opening = len(summary.comparisons) >= OVERVIEW_FROM
     guide = (
         f"Differences are paired by seed against {_baseline_name(summary)} "
         f"(keep {summary.baseline_keep:g}), with {conf} t-intervals; p-values are paired "
         f"t-tests, Holm-adjusted over the {_comparisons(summary.n_comparisons)} of each metric."
     )
-    paragraphs = [guide]
+    paragraphs = ["\n".join(overview([("", summary)])), guide] if opening else [guide]
     for size in summary.sizes:
         head = " ".join(s for s in (_best_sentence(summary, size), _caveat(summary, size)) if s)
         paragraphs.append(f"**{size:,} training examples.** {head}")

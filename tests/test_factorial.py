@@ -97,3 +97,47 @@ def test_factorial_summary_holm_over_the_whole_grid_and_size_as_a_factor() -> No
             res, own = comp.results["best_val_acc"], alone.comparisons[key].results["best_val_acc"]
             assert res.mean_diff == own.mean_diff and res.p_t == own.p_t
             assert res.p_t_holm >= own.p_t_holm  # a larger family never adjusts less
+
+
+def test_verdict_says_the_planted_interaction_in_words_and_the_figure_has_a_line_per_level() -> None:
+    from sweep.factorial_verdict import factorial_verdict, interaction_sentence
+    from sweep.plots import benefit_by_level_figure
+
+    rng = np.random.default_rng(7)
+    cells = grid(rng, {"none": 0.03, "batchnorm": 0.004}, seeds=8, noise=0.004, sizes=(300, 1000))
+    fs = summarize_factorial(cells, [("normalization", NORM)], rng=np.random.default_rng(0), n_resamples=200)
+    inter = next(i for i in fs.interactions if i.factor == "normalization" and dict(i.context)["size"] == "300")
+    res = inter.results["best_val_acc"]
+    text = interaction_sentence(inter)
+    assert text.startswith("With 300 training examples, keep 0.5: dropout's benefit is "
+                           f"{abs(res.mean_diff) * 100:.1f} points smaller with normalization=batchnorm than with "
+                           "normalization=none (95 % CI ")
+    assert text.endswith("8 seeds), a detectable interaction.")
+    verdict = factorial_verdict(fs)
+    opening = verdict.split("\n\n", 1)[0].splitlines()
+    assert len(opening) <= 5
+    assert opening[0].startswith("- Dropout helped (validation accuracy interval above 0) in 4 of 4 comparisons: ")
+    assert opening[2] == "- No detectable effect (interval covers 0) in 0 of 4 comparisons."
+    assert opening[3].startswith("- Largest interaction: With ")
+    assert "#### normalization=none" in verdict and "#### normalization=batchnorm" in verdict
+    fig = benefit_by_level_figure(fs)
+    panels = [ax for ax in fig.axes if ax.get_title().endswith("training examples")]
+    assert [ax.get_title() for ax in panels] == ["300 training examples", "1,000 training examples"]
+    for ax in panels:
+        assert len(ax.lines) == 1 + len(NORM) and len(ax.collections) == len(NORM)  # zero line, a line + band per level
+        none_line = ax.lines[1]
+        assert list(none_line.get_xdata()) == [0.5, 1.0] and none_line.get_ydata()[-1] == 0.0
+
+
+def test_a_plain_ablation_opens_with_the_overview_only_when_its_grid_is_large() -> None:
+    from sweep.verdict import verdict
+
+    rng = np.random.default_rng(8)
+    def plain(sizes: tuple[int, ...]) -> list[Cell]:
+        return [Cell(**{**c.__dict__, "levels": ()}) for c in grid(rng, {"none": 0.03, "batchnorm": 0.0}, 4, 0.004,
+                                                                   sizes) if dict(c.levels)["normalization"] == "none"]
+    small = verdict(summarize(plain((100, 300)), rng=np.random.default_rng(0), n_resamples=100))
+    assert small.startswith("Differences are paired by seed")  # 2 comparisons: as before
+    big = verdict(summarize(plain((100, 200, 300, 400, 500)), rng=np.random.default_rng(0), n_resamples=100))
+    assert big.startswith("- Dropout helped (validation accuracy interval above 0) in 5 of 5 comparisons: keep 0.5 at ")
+    assert "and 2 more." in big.splitlines()[0]  # three are named

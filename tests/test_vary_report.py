@@ -1,0 +1,114 @@
+"""A real digits ablation with --vary normalization=none,batchnorm, end to end; the report's interaction
+recomputed from the MLflow runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from sweep_helpers import mlflow_runs, run_cli
+
+TOML = """
+[sweep]
+dataset = "digits"
+study = "vary"
+
+[ablation]
+keep_probs = [1.0, 0.5]
+sizes = [150]
+seeds = 4
+
+[ablation.params]
+hidden_dims = [64]
+learning_rate = 2e-3
+normalization = "none"
+weight_scale = 0.05
+batch_size = 50
+epochs = 3
+lr_decay = 1.0
+"""
+NUM = r"([+−-]?\d+\.\d)"
+
+
+def metric(run: Any, name: str) -> float:
+    """A cell's one-shot metric, under its plain name or the `summary/` prefix (both are written by versions)."""
+    m = run.data.metrics
+    return m[name] if name in m else m[f"summary/{name}"]
+
+
+def t_interval(x: np.ndarray) -> tuple[float, float, float]:
+    half = sps.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return x.mean() * 100, (x.mean() - half) * 100, (x.mean() + half) * 100
+
+
+def num(text: str) -> float:
+    return float(text.replace("−", "-"))
+
+
+def test_vary_normalization_end_to_end_and_the_interaction_recomputed_from_mlflow(tmp_path: Path) -> None:
+    cfg = tmp_path / "vary.toml"
+    cfg.write_text(TOML)
+    out = run_cli(tmp_path, "ablate", str(cfg), "--vary", "normalization=none,batchnorm", "--jobs", "2").stdout
+    assert "0/16 cells done, training 16" in out and "normalization ['none', 'batchnorm']" in out
+    _, parents, children = mlflow_runs(tmp_path, "vary")
+    [parent] = [p for k, p in parents.items() if k.startswith("ablation:")]
+    assert parent.data.params["vary"] == "normalization=none,batchnorm"
+    assert len(children) == 16 and {r.info.status for r in children} == {"FINISHED"}
+    runs = {}
+    for r in children:
+        t = r.data.tags
+        norm = t["ablation.factor.normalization"]
+        assert r.data.params["normalization"] == norm  # the cell trained at its level
+        assert r.info.run_name == f"cell-n150-k{float(t['ablation.keep_prob']):g}-s{t['ablation.seed']}@normalization={norm}"
+        runs[(norm, float(t["ablation.keep_prob"]), int(t["ablation.seed"]))] = r
+    # Paired inside and across levels: seed k has one init and batch order for every keep_prob and level.
+    for s in range(4):
+        seeds = {(runs[n, k, s].data.tags["sweep.init_seed"], runs[n, k, s].data.tags["sweep.order_seed"])
+                 for n in ("none", "batchnorm") for k in (1.0, 0.5)}
+        assert len(seeds) == 1
+
+    # Resumed by all the cells' factor values; the factors' order does not make it another ablation.
+    again = run_cli(tmp_path, "ablate", str(cfg), "--vary", "normalization=batchnorm,none", "--jobs", "2").stdout
+    assert "16/16 cells done, training 0" in again
+    assert len(mlflow_runs(tmp_path, "vary")[2]) == 16
+
+    run_cli(tmp_path, "report", str(cfg), "--out", str(tmp_path / "rep"))
+    report = (tmp_path / "rep" / "report.md").read_text()
+    fig = next((tmp_path / "rep" / "figures").rglob("benefit_by_level.png"))
+    assert fig.stat().st_size > 5000
+
+    # The overview opens the verdict, at most five lines.
+    verdict = report.split("### Verdict\n\n", 1)[1]
+    opening = verdict.split("\n\n", 1)[0].splitlines()
+    assert 3 <= len(opening) <= 5 and opening[0].startswith("- Dropout helped")
+    assert opening[-1].startswith("- Largest interaction: With 150 training examples, keep 0.5: dropout's benefit")
+
+    # Per level: dropout's paired effect, recomputed from the runs.
+    acc = {key: metric(r, "best_val_acc") for key, r in runs.items()}
+    effect = {n: np.array([acc[n, 0.5, s] - acc[n, 1.0, s] for s in range(4)]) for n in ("none", "batchnorm")}
+    for norm in ("none", "batchnorm"):
+        section = report.split(f"#### normalization={norm}\n", 1)[1]
+        m = re.search(rf"keep 0.5 vs no dropout: validation accuracy {NUM} points \(95 % CI {NUM} to {NUM}", section)
+        assert m is not None, section[:500]
+        assert [num(g) for g in m.groups()] == pytest.approx(t_interval(effect[norm]), abs=0.051)
+
+    # The interaction: per seed (0.5 − 1.0 with batchnorm) − (0.5 − 1.0 without), its t-interval.
+    mean, low, high = t_interval(effect["batchnorm"] - effect["none"])
+    m = re.search(rf"- With 150 training examples, keep 0.5: dropout's benefit is (\d+\.\d) points (larger|smaller) "
+                  rf"with normalization=batchnorm than with normalization=none \(95 % CI {NUM} to {NUM}, "
+                  r"p (?:=|<) ([\d.]+) Holm-adjusted, 4 seeds\), (a detectable|no detectable) interaction", report)
+    assert m is not None, report
+    size, how, lo, hi, p, words = m.groups()
+    shown = num(size) * (1 if how == "larger" else -1)
+    assert shown == pytest.approx(mean, abs=0.051)
+    assert (num(lo), num(hi)) == pytest.approx((low, high), abs=0.051)
+    assert (words == "no detectable") == (low <= 0 <= high)
+    p_t = sps.ttest_rel(effect["batchnorm"], effect["none"]).pvalue  # Holm over one interaction: itself
+    assert float(p) == pytest.approx(float(f"{p_t:.2g}"))
+    # ...and in the table, for both metrics.
+    rows = [line for line in report.splitlines() if line.startswith("| normalization | batchnorm − none |")]
+    assert len(rows) == 2 and f"{mean:+.1f}".replace("-", "−") in rows[0]
