@@ -141,3 +141,44 @@ def test_a_plain_ablation_opens_with_the_overview_only_when_its_grid_is_large() 
     big = verdict(summarize(plain((100, 200, 300, 400, 500)), rng=np.random.default_rng(0), n_resamples=100))
     assert big.startswith("- Dropout helped (validation accuracy interval above 0) in 5 of 5 comparisons: keep 0.5 at ")
     assert "and 2 more." in big.splitlines()[0]  # three are named
+
+
+def test_two_varied_factors_hold_the_other_one_and_the_size() -> None:
+    rng = np.random.default_rng(9)
+    cells = []
+    for seed in range(6):
+        base = 0.5 + rng.normal(0, 0.02)
+        for width in ("64", "256"):
+            for norm in NORM:
+                for keep in (1.0, 0.5):
+                    acc = base + (0.02 if keep < 1 and width == "256" else 0.0) + rng.normal(0, 0.005)
+                    cells.append(Cell(300, keep, seed, acc, acc + 0.2, acc, 0.2, 1.0,
+                                      levels=(("hidden_dims", width), ("normalization", norm))))
+    found = interactions(cells, [("normalization", NORM), ("hidden_dims", ("64", "256"))])
+    assert sorted((i.factor, i.context) for i in found) == [
+        ("hidden_dims", (("normalization", "batchnorm"), ("size", "300"))),
+        ("hidden_dims", (("normalization", "none"), ("size", "300"))),
+        ("normalization", (("hidden_dims", "256"), ("size", "300"))),
+        ("normalization", (("hidden_dims", "64"), ("size", "300"))),
+    ]
+    width = [i for i in found if i.factor == "hidden_dims"]
+    assert all(i.level == "256" and i.reference == "64" for i in width)
+    assert all(not i.results["best_val_acc"].diff.covers(0.0) for i in width)  # planted: +2 points only when wide
+
+
+def test_one_seed_or_a_missing_baseline_is_said_not_raised() -> None:
+    from sweep.factorial_verdict import factorial_tables, factorial_verdict
+
+    rng = np.random.default_rng(10)
+    one = grid(rng, {"none": 0.02, "batchnorm": 0.0}, seeds=1, noise=0.01)
+    fs = summarize_factorial(one, [("normalization", NORM)], rng=np.random.default_rng(0), n_resamples=50)
+    text = factorial_verdict(fs)
+    assert "(1 seed: no interval or test), cannot be judged from 1 seed." in text
+    assert "0 of 2 comparisons; 2 cannot be judged (one seed)." in text
+    assert "| n/a |" in factorial_tables(fs)
+    # A level without its keep 1.0 runs: that level has no comparison, and no interaction is formed with it.
+    cells = [c for c in grid(rng, {"none": 0.02, "batchnorm": 0.0}, seeds=3, noise=0.01)
+             if not (dict(c.levels)["normalization"] == "batchnorm" and c.keep_prob == 1.0)]
+    fs = summarize_factorial(cells, [("normalization", NORM)], rng=np.random.default_rng(0), n_resamples=50)
+    assert fs.interactions == () and fs.n_comparisons == 1
+    assert "no keep_prob=1.0 runs" in factorial_verdict(fs)
