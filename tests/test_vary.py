@@ -139,3 +139,14 @@ def test_cli_refuses_in_one_line_with_exit_2_and_records_nothing(tmp_path: Path,
     assert fragment in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / ".sweep").exists()
+
+
+def test_the_cifar10_vary_example_runs_without_yes_and_its_width_variant_too() -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    for overrides, factor, cells in (({}, ("normalization", ("none", "batchnorm", "layernorm")), 108),
+                                     ({"vary": ["hidden_dims=250,1000"]}, ("hidden_dims", ((250,), (1000,))), 72)):
+        cfg = load_config(examples / "cifar10-vary.toml", overrides)
+        grid = cfg.ablation
+        assert grid.vary == (factor,) and grid.keep_probs == (1.0, 0.75, 0.5) and grid.seeds == 12
+        sizes = grid.resolved_sizes(cfg.dataset)
+        assert check_grid_size(grid, sizes, yes=False) == cells == len(grid_cells(grid, sizes))
