@@ -112,3 +112,25 @@ def test_vary_normalization_end_to_end_and_the_interaction_recomputed_from_mlflo
     # ...and in the table, for both metrics.
     rows = [line for line in report.splitlines() if line.startswith("| normalization | batchnorm − none |")]
     assert len(rows) == 2 and f"{mean:+.1f}".replace("-", "−") in rows[0]
+
+
+@pytest.mark.cifar10
+def test_vary_on_real_cifar10_smoke(tmp_path: Path) -> None:
+    """The --vary path on the real images (SWEEP_DATA_DIR, as in test_cifar10_real): 8 tiny cells and a report."""
+    import os
+
+    if not (Path(os.environ.get("SWEEP_DATA_DIR", "/nonexistent")) / "cifar-10-batches-py" / "test_batch").is_file():
+        pytest.fail("SWEEP_DATA_DIR has no cifar-10-batches-py: build it with ../shared/data/build_cifar10.py DIR")
+    cfg = tmp_path / "smoke.toml"
+    cfg.write_text(TOML.replace('dataset = "digits"', 'dataset = "cifar10"\nnum_val = 500')
+                   .replace("sizes = [150]", "sizes = [300]").replace("seeds = 4", "seeds = 2")
+                   .replace("epochs = 3", "epochs = 2").replace("weight_scale = 0.05", "weight_scale = 0.01"))
+    out = run_cli(tmp_path, "ablate", str(cfg), "--vary", "normalization=none,batchnorm", "--jobs", "2").stdout
+    assert "0/8 cells done, training 8" in out
+    _, _, children = mlflow_runs(tmp_path, "vary")
+    assert len(children) == 8 and {r.info.status for r in children} == {"FINISHED"}
+    assert {r.data.params["num_train"] for r in children} == {"300"}
+    run_cli(tmp_path, "report", str(cfg), "--out", str(tmp_path / "rep"))
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "- With 300 training examples, keep 0.5: dropout's benefit is " in report
+    assert "with normalization=batchnorm than with normalization=none (95 % CI " in report
