@@ -27,7 +27,7 @@ from sweep.verdict import (
     verdict,
 )
 
-__all__ = ["factorial_tables", "factorial_verdict", "interaction_sentence", "level_label"]
+__all__ = ["factorial_tables", "factorial_verdict", "interaction_sentence", "level_label", "ordered_label"]
 
 _LABELS = {"best_val_acc": "best val acc", "gap": "train−val gap"}
 
@@ -35,6 +35,11 @@ _LABELS = {"best_val_acc": "best val acc", "gap": "train−val gap"}
 def level_label(levels: Levels) -> str:
     """``normalization=batchnorm, hidden_dims=512-512`` ("" for no factor)."""
     return ", ".join(f"{n}={v}" for n, v in levels)
+
+
+def ordered_label(fs: FactorialSummary, levels: Levels) -> str:
+    """:func:`level_label` with the factors in the order they were given."""
+    return level_label(_ordered(fs, levels))
 
 
 def _side(factor: str, level: str) -> str:
@@ -74,9 +79,26 @@ def interaction_sentence(inter: Interaction, confidence: float = 0.95) -> str:
             f"than with {_side(inter.factor, inter.reference)} ({stats}), {_interaction_words(res)}.")
 
 
-def _largest(fs: FactorialSummary) -> Interaction | None:
-    found = [i for i in fs.interactions if i.results["best_val_acc"].n > 0]
-    return max(found, key=lambda i: abs(i.results["best_val_acc"].mean_diff), default=None)
+def _largest_line(fs: FactorialSummary) -> str:
+    """The overview's line on interactions: the largest one whose interval excludes 0, else the largest estimate."""
+    def size(i: Interaction) -> float:
+        return abs(i.results["best_val_acc"].mean_diff)
+
+    estimated = [i for i in fs.interactions if i.results["best_val_acc"].n > 0]
+    detected = [i for i in estimated if i.results["best_val_acc"].diff.defined
+                and not i.results["best_val_acc"].diff.covers(0.0)]
+    if detected:
+        return "Largest interaction: " + interaction_sentence(max(detected, key=size), fs.confidence)
+    if estimated:
+        return (f"No interaction detectable (every interval of the {_comparisons(fs.n_interactions)} covers 0); "
+                "the largest estimate: " + interaction_sentence(max(estimated, key=size), fs.confidence))
+    return ""
+
+
+def _ordered(fs: FactorialSummary, levels: Levels) -> Levels:
+    """`levels` in the order the factors were given (cells keep them sorted by name)."""
+    rank = {name: i for i, (name, _) in enumerate(fs.factors)}
+    return tuple(sorted(levels, key=lambda p: rank.get(p[0], len(rank))))
 
 
 def factorial_verdict(fs: FactorialSummary) -> str:
@@ -86,10 +108,8 @@ def factorial_verdict(fs: FactorialSummary) -> str:
         Markdown text; per-level paragraphs under ``#### <level>`` headings.
     """
     conf = f"{fs.confidence:.0%}".replace("%", " %")
-    items = [(level_label(lv), fs.per_level[lv]) for lv in fs.levels]
-    largest = _largest(fs)
-    top = interaction_sentence(largest, fs.confidence) if largest else ""
-    parts = ["\n".join(overview(items, top))]
+    items = [(level_label(_ordered(fs, lv)), fs.per_level[lv]) for lv in fs.levels]
+    parts = ["\n".join(overview(items, _largest_line(fs)))]
     parts.append(
         f"Dropout's effect is paired by seed against keep {fs.baseline_keep:g} at every level, with {conf} "
         f"t-intervals, p-values Holm-adjusted over the {_comparisons(fs.n_comparisons)} of the whole grid; "
@@ -100,7 +120,7 @@ def factorial_verdict(fs: FactorialSummary) -> str:
         parts.append("**Interactions (best validation accuracy).**")
         parts.append("\n".join("- " + interaction_sentence(i, fs.confidence) for i in fs.interactions))
     for lv in fs.levels:
-        parts.append(f"#### {level_label(lv)}\n\n" + verdict(fs.per_level[lv], opening=False).rstrip())
+        parts.append(f"#### {level_label(_ordered(fs, lv))}\n\n" + verdict(fs.per_level[lv], opening=False).rstrip())
     return "\n\n".join(parts) + "\n"
 
 

@@ -164,19 +164,18 @@ def _ablation_section(ab: AblationRuns, summary: AblationSummary | None, out_dir
 
 def _factorial_section(ab: AblationRuns, fs: FactorialSummary, out_dir: Path) -> str:
     """The section of an ablation with --vary: overview, interactions, every level, figures and tables."""
-    from sweep.factorial_verdict import factorial_tables, factorial_verdict, level_label
+    from sweep.factorial_verdict import factorial_tables, factorial_verdict, ordered_label
     from sweep.plots import plot_benefit_by_level, plot_learning_curves
     from sweep.verdict import summary_markdown_tables
 
     p = ab.params
     varied = "; ".join(f"{n} {', '.join(levels)}" for n, levels in fs.factors)
-    lines = [f"## Ablation `{ab.name}`\n",
-             f"Configuration: hidden {p.get('hidden_dims')}, normalization {p.get('normalization')}, "
-             f"lr {p.get('learning_rate')}, {p.get('update_rule')}, batch {p.get('batch_size')}, "
-             f"{p.get('epochs')} epochs, except where varied; keep_prob {p.get('keep_probs')} x sizes "
-             f"{p.get('sizes')} x {p.get('seeds')} seeds on {p.get('dataset')}, varied: {varied} "
-             f"(MLflow parent run `{ab.parent_run_id}`).\n\n",
-             _SUBSET_NOTES[p.get("subsets", "fixed")] + "\n\n"]
+    config = (f"Configuration: hidden {p.get('hidden_dims')}, normalization {p.get('normalization')}, "
+              f"lr {p.get('learning_rate')}, {p.get('update_rule')}, batch {p.get('batch_size')}, "
+              f"{p.get('epochs')} epochs, except where varied; keep_prob {p.get('keep_probs')} x sizes "
+              f"{p.get('sizes')} x {p.get('seeds')} seeds on {p.get('dataset')}, varied: {varied} "
+              f"(MLflow parent run `{ab.parent_run_id}`).\n\n")
+    lines = [f"## Ablation `{ab.name}`\n", config, _SUBSET_NOTES[p.get("subsets", "fixed")] + "\n\n"]
     if ab.unusable:
         lines.append(f"Left out ({len(ab.unusable)} runs): " + "; ".join(ab.unusable) + "\n\n")
     lines.append("### Verdict\n\n" + factorial_verdict(fs) + "\n")
@@ -185,11 +184,12 @@ def _factorial_section(ab: AblationRuns, fs: FactorialSummary, out_dir: Path) ->
                            "dropout's benefit against keep_prob, one line per level"))
     for i, lv in enumerate(fs.levels):
         lines.append(_md_image(plot_learning_curves(fs.per_level[lv], fig_dir / f"learning_curves_{i}.png"), out_dir,
-                               f"learning curves, {level_label(lv)}"))
-    lines.append("\n### Numbers\n\n" + factorial_tables(fs) + "\n")
+                               f"learning curves, {ordered_label(fs, lv)}"))
+    # Headings one level down: they sit under "### Numbers" (and each level's under its own heading).
+    lines.append("\n### Numbers\n\n" + factorial_tables(fs).replace("### ", "#### ", 1) + "\n")
     for lv in fs.levels:
-        tables = summary_markdown_tables(fs.per_level[lv]).replace("\n### ", "\n#### ").replace("### ", "#### ", 1)
-        lines.append(f"### {level_label(lv)}\n\n" + tables + "\n")
+        tables = summary_markdown_tables(fs.per_level[lv]).replace("### ", "##### ")
+        lines.append(f"#### {ordered_label(fs, lv)}\n\n" + tables + "\n")
     return "".join(lines)
 
 

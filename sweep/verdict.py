@@ -190,7 +190,7 @@ def overview(items: list[tuple[str, AblationSummary]], largest_interaction: str 
 
     Args:
         items: (level label, its summary) per level; label "" for an ablation without factors.
-        largest_interaction: a sentence for the largest interaction, if any.
+        largest_interaction: a line on the largest interaction, if any (written by the caller).
     """
     helped: list[tuple[str, PairedResult]] = []
     hurt: list[tuple[str, PairedResult]] = []
@@ -215,7 +215,7 @@ def overview(items: list[tuple[str, AblationSummary]], largest_interaction: str 
              f"- No detectable effect (interval covers 0) in {none_} {of}"
              + (f"; {undefined} cannot be judged (one seed)." if undefined else ".")]
     if largest_interaction:
-        lines.append(f"- Largest interaction: {largest_interaction}")
+        lines.append(f"- {largest_interaction}")
     return lines
 
 
