@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=int, help="the study's TOTAL number of trials (a rerun adds only the missing ones)")
     run.add_argument("--pruner", choices=["hyperband", "median", "none"])
     run.add_argument("--dask-scheduler", help="run trials on a Dask cluster at this address (needs a shared --storage)")
+    run.add_argument("--timeout", metavar="DURATION",
+                     help="time budget of this run: 90s, 45m, 2h, 1h30m; no trial starts after it "
+                          "(running ones finish); the same command later continues towards --trials")
+    run.add_argument("--timeout-kill", action="store_true",
+                     help="at the budget's end also stop the running trials (re-queued, like Ctrl-C)")
 
     ablate = sub.add_parser("ablate", help="seed-paired re-training over keep_prob x training-set size")
     _add_common(ablate)
@@ -83,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     keys = ["dataset", "data_dir", "study", "seed", "storage", "tracking_uri", "num_train", "epochs", "jobs",
-            "trials", "pruner", "keep_probs", "sizes", "seeds", "subsets"]
+            "trials", "pruner", "timeout", "keep_probs", "sizes", "seeds", "subsets"]
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -102,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sweep.runner import run_sweep
 
     cfg = _load(args)
-    outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler)
+    outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler, timeout_kill=args.timeout_kill)
     return 130 if outcome.interrupted else 0
 
 

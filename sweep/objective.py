@@ -222,6 +222,9 @@ class TrialContext:
     # The study's --trials target: a task starts no trial once it is reached
     # (sweep.study.check_target). None: no check (the task always runs one).
     target_trials: int | None = None
+    # End of the time budget (`--timeout`), wall-clock `time.time()`: a task starts
+    # no trial after it (sweep.budget). None: no budget.
+    deadline: float | None = None
 
 
 def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray]) -> float:
