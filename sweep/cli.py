@@ -1,4 +1,4 @@
-"""`sweep` command line: run | ablate | report | ui | data.
+"""`sweep` command line: run | ablate | report | status | ui | data.
 
 Every subcommand takes an optional sweep file (TOML, see examples/) and
 flags that override it; with no file the built-in defaults (the same as
@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(report)
     report.add_argument("--out", default=None, help="output folder (default reports/<study>)")
 
+    status = sub.add_parser("status", help="how a study stands, read from its storage (read-only; every study if none named)")
+    status.add_argument("config", nargs="?", help="sweep file (TOML) whose [sweep] study/storage/tracking_uri to use")
+    status.add_argument("--study", help="study to show (default: the sweep file's, else every study in the storage)")
+    status.add_argument("--storage", help="Optuna storage URL (default: ./optuna.journal)")
+    status.add_argument("--tracking-uri", help="MLflow tracking URI, for the address shown (default: the one "
+                                               "the sweep recorded, else sqlite:///mlflow.db here)")
+
     ui = sub.add_parser("ui", help="open MLflow's UI on this sweep's tracking store")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     ui.add_argument("--study", help="study whose experiment to point at")
@@ -128,6 +135,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from sweep.status import print_status
+
+    name, storage, tracking_uri = args.study, args.storage, args.tracking_uri
+    if args.config:  # the file's settings; flags win
+        from sweep.config import load_config
+
+        cfg = load_config(args.config)
+        name = name or cfg.study_name
+        storage = storage or cfg.storage
+        tracking_uri = tracking_uri or cfg.tracking_uri
+    return print_status(name, storage, tracking_uri, Path.cwd(), sys.stdout)
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from sweep.mlflow_store import default_tracking_uri, make_client, ui_url
 
@@ -153,7 +174,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "ui": cmd_ui, "data": cmd_data}
+COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status": cmd_status, "ui": cmd_ui,
+            "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
