@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training rows of each size: the same for every seed (fixed, the default) or "
                              "drawn afresh per seed (per-seed: the intervals then cover the choice of rows)")
     ablate.add_argument("--name", help="ablation name (default: derived from the grid)")
+    ablate.add_argument("--yes", action="store_true",
+                        help="start a grid estimated at over 10 minutes of wall time without asking")
 
     report = sub.add_parser("report", help="statistics, figures and a verdict for a study and its ablations")
     _add_common(report)
@@ -122,7 +124,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from sweep.ablation import run_ablation
 
     cfg = _load(args)
-    outcome = run_ablation(cfg, name=args.name)
+    outcome = run_ablation(cfg, name=args.name, yes=args.yes)
     return 130 if outcome.interrupted else 0
 
 
