@@ -38,6 +38,7 @@ class Progress:
     count_done: Callable[[], int] | None = None
     budget: Any = None  # sweep.budget.Budget of `--timeout`, or None
     budget_skipped: int = 0  # tasks that started no trial: the budget was over
+    ended_after_budget: int = 0  # trials that ended after the deadline: none replaces them
 
     def done(self) -> int:
         if self.count_done is not None:
@@ -66,6 +67,9 @@ class Progress:
         eta = elapsed / gained * remaining if gained else float("nan")
         eta_text = budget_eta(eta, self.budget)
         running = min(self.jobs, max(0, remaining))
+        if self.budget is not None and self.budget.over():
+            self.ended_after_budget += 1
+            running = max(0, running - self.ended_after_budget)
         outcome = f"{res['state'].lower()}"
         if res["state"] == "COMPLETE":
             outcome += f" val_acc={res['value']:.4f}"
