@@ -294,9 +294,10 @@ def run_sweep(
 
         worker_died += (KilledWorker,)
     old_term = signal.signal(signal.SIGTERM, _raise_terminated)
-    old_alarm = _arm_budget_kill(budget)
+    old_alarm = None
     interrupted = budget_killed = False
     try:
+        old_alarm = _arm_budget_kill(budget)  # inside the try: a budget already over fires at once
         rounds = 0
         while missing > 0 and rounds < MAX_ROUNDS and not (budget and budget.over()):
             rounds += 1

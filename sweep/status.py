@@ -232,10 +232,10 @@ def print_status(name: str | None, storage_url: str | None, tracking_uri: str | 
             known = ", ".join(repr(s.study_name) for s in studies) or "none"
             raise ValueError(f"--study: no study {name!r} in this storage (studies: {known})")
         studies = chosen
-    if not studies:
-        out.write("no studies in this storage yet\n")
     where = mask_password(storage_url) if storage_url else f"journal {workdir / 'optuna.journal'}"
     out.write(f"storage: {where}\n")
+    if not studies:
+        out.write("no studies in this storage yet\n")
     for frozen in sorted(studies, key=lambda s: s.study_name):
         out.write(format_status(study_status(storage, frozen, tracking_uri=tracking_uri, workdir=workdir)))
     return 0
