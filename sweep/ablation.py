@@ -194,11 +194,67 @@ class AblationOutcome:
     interrupted: bool
 
 
+def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
+    """The best trial's measured epoch (sweep.cost.Measured), or None (explicit params, nothing recorded).
+
+    From the trial's `timing` user attr, else the per-epoch `epoch_seconds` in its
+    spool file (sweeps from before the attr existed, on this machine).
+    """
+    import statistics
+
+    from sweep.cost import Measured
+    from sweep.runner import SweepPaths
+    from sweep.spool import read_state
+    from sweep.study import make_storage, open_study, spool_path
+
+    if (cfg.ablation or AblationConfig()).params is not None:
+        return None  # not the configuration the study measured
+    paths = SweepPaths.for_study(workdir, cfg.study_name)
+    try:
+        best = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False).best_trial
+    except (KeyError, ValueError):
+        return None
+    params = cfg.space.params_from_trial(best.params)
+    source = f"trial {best.number} of study {cfg.study_name!r}"
+    timing = best.user_attrs.get("timing")
+    if timing:
+        return Measured(float(timing["epoch_seconds"]), params, int(timing["num_train"]), int(timing["num_val"]),
+                        int(timing["input_dim"]), source, timing.get("threads"))
+    path = spool_path(paths.spool_dir, best.number)
+    secs = [e["metrics"]["epoch_seconds"] for e in read_state(path).epochs] if path.exists() else []
+    if not secs:
+        return None
+    from sweep.data import load_dataset  # the sweep's own cached arrays: how many rows the trial had
+
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
+    return Measured(float(statistics.median(secs)), params, int(data["X_train"].shape[0]), int(data["X_val"].shape[0]),
+                    int(data["X_train"].shape[1]), source)
+
+
+def _estimate(cfg: SweepConfig, params: TrainParams, todo: list[Cell], data_seed: int, workdir: Path,
+              jobs: int, threads: int) -> Any:
+    """The cost of `todo` (sweep.cost.Estimate), from the study's measurement or a one-epoch timing run."""
+    from sweep.cost import estimate_cost, measure_epoch
+    from sweep.data import load_dataset
+
+    measured = study_timing(cfg, workdir)
+    if measured is None:
+        n = max(c.size for c in todo)
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=n, num_val=cfg.num_val, seed=data_seed)
+        measured = measure_epoch(params, data, threads, f"a one-epoch timing run on {data['X_train'].shape[0]} rows")
+    return estimate_cost(todo, lambda c: (c.train_params(params), c.size), measured,
+                         workers=jobs, threads=threads)
+
+
 def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys.stdout,
-                 workdir: Path | None = None, yes: bool = False) -> AblationOutcome:
+                 workdir: Path | None = None, yes: bool = False, stdin: TextIO | None = None) -> AblationOutcome:
     """Train every missing cell of the ablation grid; returns where it is logged.
 
-    `yes`: run a grid of more than MAX_GRID_CELLS cells without refusing it (``--yes``).
+    `yes` (``--yes``): run a grid of more than MAX_GRID_CELLS cells without
+    refusing it, and one estimated at over 10 minutes of wall time without
+    asking. Without it the estimate (sweep.cost, printed first) above 10
+    minutes starts only with a 'y' typed on a terminal (`stdin`), else raises
+    sweep.cost.NotConfirmed with nothing trained.
     """
     from joblib import Parallel, delayed, parallel_config
     from joblib.externals.loky.process_executor import TerminatedWorkerError
@@ -206,7 +262,8 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     from sweep.data import load_dataset
     from sweep.config import available_cores
     from sweep.runner import SweepPaths, _death_detail, _raise_terminated
-    from sweep.mlflow_store import child_runs, default_tracking_uri
+    from sweep.cost import confirm, describe
+    from sweep.mlflow_store import child_runs, find_parent_run, make_client, default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
 
     grid = cfg.ablation or AblationConfig()
@@ -236,14 +293,22 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
                 "subsets": grid.subsets, **({"vary": vary_text(grid.vary)} if grid.vary else {})},
         tags={"sweep.kind": "ablation", "optuna.study": study},
     )
-    tracker = Tracker(tracking_uri, study, spool_dir, [parent]).start()
-    tracker.wait_ready()
-    done = _finished_cells(child_runs(tracker.client, tracker.experiment_id, tracker.parent_run_ids[parent.key]))
+    # Cells already done, read before anything is started (the estimate and its confirmation come first).
+    client = make_client(tracking_uri)
+    exp = client.get_experiment_by_name(study)
+    parent_id = find_parent_run(client, exp.experiment_id, parent.key) if exp is not None else None
+    done = _finished_cells(child_runs(client, exp.experiment_id, parent_id)) if parent_id else set()
     todo = [c for c in cells if c not in done]
     varied = "".join(f", {n} {[level_text(n, v) for v in values]}" for n, values in grid.vary)
     out.write(f"{name}: {len(cells) - len(todo)}/{len(cells)} cells done, training {len(todo)} "
               f"on {jobs} worker(s) (sizes {list(sizes)}, keep_prob {list(grid.keep_probs)}{varied}, {grid.seeds} seeds, "
               f"{'one training subset per seed' if grid.subsets == 'per-seed' else 'the same training subset for every seed'})\n")
+    if todo:
+        est = _estimate(cfg, params, todo, data_seeds[0], paths.workdir, jobs, threads)
+        out.write(f"{name}: {describe(est)}\n")
+        out.flush()
+        confirm(est, yes=yes, stdin=stdin or sys.stdin, out=out)
+    tracker = Tracker(tracking_uri, study, spool_dir, [parent]).start()
 
     def task(c: Cell) -> CellTask:
         attempt = len(list(spool_dir.glob(f"{c.run_name}-a*.jsonl")))

@@ -1,4 +1,4 @@
-"""`sweep` command line: run | ablate | report | ui | data.
+"""`sweep` command line: run | ablate | report | status | ui | data.
 
 Every subcommand takes an optional sweep file (TOML, see examples/) and
 flags that override it; with no file the built-in defaults (the same as
@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=int, help="the study's TOTAL number of trials (a rerun adds only the missing ones)")
     run.add_argument("--pruner", choices=["hyperband", "median", "none"])
     run.add_argument("--dask-scheduler", help="run trials on a Dask cluster at this address (needs a shared --storage)")
+    run.add_argument("--timeout", metavar="DURATION",
+                     help="time budget of this run: 90s, 45m, 2h, 1h30m; no trial starts after it "
+                          "(running ones finish); the same command later continues towards --trials")
+    run.add_argument("--timeout-kill", action="store_true",
+                     help="at the budget's end also stop the running trials (re-queued, like Ctrl-C)")
 
     ablate = sub.add_parser("ablate", help="seed-paired re-training over keep_prob x training-set size")
     _add_common(ablate)
@@ -67,12 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "e.g. normalization=none,batchnorm or hidden_dims=512-512,1024-1024 "
                              "(replaces [ablation] vary of the sweep file)")
     ablate.add_argument("--yes", action="store_true",
-                        help=f"don't ask, run it: train a grid of more than {MAX_GRID_CELLS} cells without refusing it")
+                        help=f"don't ask, run it: a grid of more than {MAX_GRID_CELLS} cells, or one estimated "
+                             "at over 10 minutes of wall time")
     ablate.add_argument("--name", help="ablation name (default: derived from the grid)")
 
     report = sub.add_parser("report", help="statistics, figures and a verdict for a study and its ablations")
     _add_common(report)
     report.add_argument("--out", default=None, help="output folder (default reports/<study>)")
+
+    status = sub.add_parser("status", help="how a study stands, read from its storage (read-only; every study if none named)")
+    status.add_argument("config", nargs="?", help="sweep file (TOML) whose [sweep] study/storage/tracking_uri to use")
+    status.add_argument("--study", help="study to show (default: the sweep file's, else every study in the storage)")
+    status.add_argument("--storage", help="Optuna storage URL (default: ./optuna.journal)")
+    status.add_argument("--tracking-uri", help="MLflow tracking URI, for the address shown (default: the one "
+                                               "the sweep recorded, else sqlite:///mlflow.db here)")
 
     ui = sub.add_parser("ui", help="open MLflow's UI on this sweep's tracking store")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
@@ -91,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     keys = ["dataset", "data_dir", "study", "seed", "storage", "tracking_uri", "num_train", "epochs", "jobs",
-            "trials", "pruner", "keep_probs", "sizes", "seeds", "subsets", "vary"]
+            "trials", "pruner", "timeout", "keep_probs", "sizes", "seeds", "subsets", "vary"]
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -110,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sweep.runner import run_sweep
 
     cfg = _load(args)
-    outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler)
+    outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler, timeout_kill=args.timeout_kill)
     return 130 if outcome.interrupted else 0
 
 
@@ -129,6 +142,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = write_report(cfg, out_dir=Path(args.out) if args.out else None)
     print(f"report written to {path}")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sweep.status import print_status
+
+    name, storage, tracking_uri = args.study, args.storage, args.tracking_uri
+    if args.config:  # the file's settings; flags win
+        from sweep.config import load_config
+
+        cfg = load_config(args.config)
+        name = name or cfg.study_name
+        storage = storage or cfg.storage
+        tracking_uri = tracking_uri or cfg.tracking_uri
+    return print_status(name, storage, tracking_uri, Path.cwd(), sys.stdout)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -156,7 +183,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "ui": cmd_ui, "data": cmd_data}
+COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status": cmd_status, "ui": cmd_ui,
+            "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 Layout (every section and key optional; examples/digits.toml lists them all)::
 
     [sweep]     dataset, data_dir, num_train, num_val, study, trials, jobs, seed,
-                storage, tracking_uri, pruner
+                storage, tracking_uri, pruner, timeout ("45m": no trial starts after it)
     [space]     one entry per hyperparameter: a scalar is fixed, a list is a
                 categorical choice, a table is a range, e.g.
                 keep_prob = {low = 0.2, high = 1.0, step = 0.05}
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sweep.budget import parse_duration
 from sweep.factors import Factors, check_vary, level_text, parse_vary_args
 from sweep.space import (
     DOMAINS,
@@ -89,7 +90,7 @@ _SWEEP_DOMAINS: dict[str, Domain] = {
     "pruner": Domain(str, choices=PRUNERS),
 }
 _SWEEP_TEXT = ("data_dir", "study", "storage", "tracking_uri")  # optional non-empty strings
-_SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT)
+_SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT, "timeout")
 _ABLATION_KEYS = ("keep_probs", "sizes", "seeds", "epochs", "subsets", "vary", "params")
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "sweep": _SWEEP_KEYS,
@@ -104,9 +105,15 @@ _SIZE = Domain(int, 1, note="training examples")
 
 def _check_sweep_field(name: str, value: object, key: str) -> object:
     """Validate one [sweep] setting (None = unset is allowed for the optional ones)."""
-    if name in _SWEEP_TEXT or name in ("num_train", "num_val"):
+    if name in _SWEEP_TEXT or name in ("num_train", "num_val", "timeout"):
         if value is None:
             return None
+    if name == "timeout":  # kept as written ("45m"), so the file round-trips; seconds: timeout_seconds
+        try:
+            parse_duration(value)
+        except ValueError as err:
+            raise ConfigError(str(err), key=key) from None
+        return value
     if name in _SWEEP_TEXT:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"must be a non-empty string, got {value!r}", key=key)
@@ -228,6 +235,7 @@ class SweepConfig:
         storage: Optuna storage URL; None = a journal file next to the MLflow store.
         tracking_uri: MLflow tracking URI; None = MLflow's default (sqlite:///mlflow.db).
         pruner: one of PRUNERS.
+        timeout: time budget of one `sweep run` ("90s", "45m", "2h", "1h30m"); None = none.
         space: the search space.
         ablation: settings of `sweep ablate`; None = not given (use AblationConfig()).
     """
@@ -243,6 +251,7 @@ class SweepConfig:
     storage: str | None = None
     tracking_uri: str | None = None
     pruner: str = "hyperband"
+    timeout: str | None = None
     space: SearchSpace = field(default_factory=SearchSpace)
     ablation: AblationConfig | None = None
 
@@ -258,6 +267,11 @@ class SweepConfig:
     def study_name(self) -> str:
         """`study`, or ``dropout-<dataset>`` (derived, so ``--dataset cifar10`` gets its own study)."""
         return self.study or f"dropout-{self.dataset}"
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        """`timeout` in seconds (None: no budget)."""
+        return None if self.timeout is None else parse_duration(self.timeout)
 
     def resolved_jobs(self) -> int:
         """`jobs`, or the number of cores this process may use when jobs is 0."""
@@ -454,7 +468,7 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
                 value = given[name]
                 if name in _SWEEP_DOMAINS:
                     value = _cli_number(value, _SWEEP_DOMAINS[name], name)
-                sweep[name] = _check_sweep_field(name, value, name)
+                sweep[name] = _check_sweep_field(name, value, "--timeout" if name == "timeout" else name)
         ablation: dict[str, Any] = {}
         if "epochs" in given:
             epochs = _EPOCHS.check(_cli_number(given["epochs"], _EPOCHS, "epochs"), "epochs")

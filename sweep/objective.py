@@ -222,6 +222,9 @@ class TrialContext:
     # The study's --trials target: a task starts no trial once it is reached
     # (sweep.study.check_target). None: no check (the task always runs one).
     target_trials: int | None = None
+    # End of the time budget (`--timeout`), wall-clock `time.time()`: a task starts
+    # no trial after it (sweep.budget). None: no budget.
+    deadline: float | None = None
 
 
 def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray]) -> float:
@@ -265,6 +268,7 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             raise
         summary = result.summary
         trial.set_user_attr("summary", summary)
+        _record_timing(trial, result, data)
         if "final_gap" in summary:
             trial.set_user_attr("gap", summary["final_gap"])
         if result.status == "FAILED":
@@ -279,6 +283,21 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             save_weights(ctx.weights_dir / f"trial-{trial.number:04d}.npz", result.best_weights)
         rec.end("FINISHED", {"state": "COMPLETE"}, summary)
         return result.best_val_acc
+
+
+def _record_timing(trial: Any, result: RunResult, data: Mapping[str, np.ndarray]) -> None:
+    """Median epoch seconds and the rows it took, for `sweep ablate`'s cost estimate (sweep.cost)."""
+    from threadpoolctl import threadpool_info
+
+    secs = sorted(e["epoch_seconds"] for e in result.epochs if "epoch_seconds" in e)
+    if secs:
+        # The BLAS threads this worker ran with (cores // jobs): an ablation on other workers scales by them.
+        threads = max((i.get("num_threads", 1) for i in threadpool_info() if i.get("user_api") == "blas"), default=1)
+        trial.set_user_attr("timing", {
+            "epoch_seconds": float(secs[len(secs) // 2]), "num_train": int(data["X_train"].shape[0]),
+            "num_val": int(data["X_val"].shape[0]), "input_dim": int(data["X_train"].shape[1]),
+            "threads": int(threads),
+        })
 
 
 def _is_best_so_far(study: Any, value: float) -> bool:

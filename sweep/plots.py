@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,14 +31,17 @@ if TYPE_CHECKING:  # importance.py needs optuna; plotting its output does not
     from sweep.importance import ImportanceResult, TrendPoint
 
 __all__ = [
+    "HistoryPoint",
     "benefit_by_level_figure",
     "benefit_figure",
     "gap_figure",
+    "history_figure",
     "importance_figure",
     "learning_curves_figure",
     "plot_benefit_by_level",
     "plot_benefit_vs_size",
     "plot_gap_vs_keep_prob",
+    "plot_history",
     "plot_importances",
     "plot_learning_curves",
     "plot_sweep_scatter",
@@ -346,3 +350,68 @@ def trend_figure(points: Sequence[TrendPoint]) -> Figure:
 def plot_sweep_scatter(points: Sequence[TrendPoint], path: str | Path) -> Path:
     """Write :func:`trend_figure` to ``path`` (PNG) and return the path."""
     return save_png(trend_figure(points), path)
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One finished trial of a sweep, for the history figure.
+
+    Attributes:
+        number: Optuna trial number.
+        state: "COMPLETE" or "PRUNED".
+        value: validation accuracy (fraction): a complete trial's value, a pruned
+            trial's best reported value before it was stopped.
+        minutes: when it ended, in minutes since the study's first trial started.
+    """
+
+    number: int
+    state: str
+    value: float
+    minutes: float
+
+
+def _best_so_far(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running maximum of `ys` in the order of `xs` (ties kept in input order)."""
+    order = np.argsort(xs, kind="stable")
+    return xs[order], np.maximum.accumulate(ys[order])
+
+
+def history_figure(points: Sequence[HistoryPoint]) -> Figure:
+    """The search's progress: validation accuracy against wall time and against trial number.
+
+    Two panels, each with the complete trials (label "complete", dots), the pruned
+    ones (label "pruned", crosses, at their best value before pruning) and the best
+    validation accuracy so far over the complete trials (label "best so far", a step
+    line), like optuna-dashboard's history plot. Accuracies in percentage points.
+    """
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    complete = [p for p in points if p.state == "COMPLETE"]
+    pruned = [p for p in points if p.state == "PRUNED"]
+    for ax, attr, xlabel in ((axes[0], "minutes", "wall time since the first trial started (min)"),
+                             (axes[1], "number", "trial number")):
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if not complete and not pruned:
+            _note(ax, "no finished trials yet")
+            continue
+        for group, marker, color, label in ((complete, "o", "tab:blue", "complete"),
+                                            (pruned, "x", "tab:gray", "pruned")):
+            if group:
+                ax.scatter([getattr(p, attr) for p in group], [p.value * _PTS for p in group],
+                           marker=marker, s=18, color=color, alpha=0.8, label=label)
+        if complete:
+            xs, best = _best_so_far(np.array([getattr(p, attr) for p in complete], dtype=float),
+                                    np.array([p.value for p in complete], dtype=float))
+            ax.step(xs, best * _PTS, where="post", color="tab:red", lw=1.8, label="best so far")
+        if attr == "number":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("validation accuracy (%)")
+    axes[1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"Search progress: {len(complete)} complete, {len(pruned)} pruned trials")
+    return fig
+
+
+def plot_history(points: Sequence[HistoryPoint], path: str | Path) -> Path:
+    """Write :func:`history_figure` to ``path`` (PNG) and return the path."""
+    return save_png(history_figure(points), path)

@@ -36,6 +36,9 @@ class Progress:
     # sweep.study.counted_trials): other `sweep run`s of the study count too, and a
     # dead worker's re-queued trial does not. None: this process's own count.
     count_done: Callable[[], int] | None = None
+    budget: Any = None  # sweep.budget.Budget of `--timeout`, or None
+    budget_skipped: int = 0  # tasks that started no trial: the budget was over
+    ended_after_budget: int = 0  # trials that ended after the deadline: none replaces them
 
     def done(self) -> int:
         if self.count_done is not None:
@@ -43,6 +46,9 @@ class Progress:
         return self.already + sum(self.states.values())
 
     def update(self, res: dict[str, Any]) -> None:
+        if res.get("budget"):  # the time budget is over: quietly, the summary says it
+            self.budget_skipped += 1
+            return
         if res.get("skipped"):
             # No trial ran: not in the counts, the ETA or the best.
             self.skipped += 1
@@ -59,7 +65,11 @@ class Progress:
         # The study's pace since this process started (other sweeps' trials included).
         gained = done - self.already if done > self.already else new
         eta = elapsed / gained * remaining if gained else float("nan")
+        eta_text = budget_eta(eta, self.budget)
         running = min(self.jobs, max(0, remaining))
+        if self.budget is not None and self.budget.over():
+            self.ended_after_budget += 1
+            running = max(0, running - self.ended_after_budget)
         outcome = f"{res['state'].lower()}"
         if res["state"] == "COMPLETE":
             outcome += f" val_acc={res['value']:.4f}"
@@ -69,9 +79,30 @@ class Progress:
         self.out.write(
             f"[{done:>3}/{self.target}] trial {res['number']} {outcome} | running {running}, "
             f"pruned {self.states.get('PRUNED', 0)}, failed {self.states.get('FAIL', 0)} | best {best} | "
-            f"{hms(elapsed)} elapsed, ETA {hms(eta)}\n"
+            f"{hms(elapsed)} elapsed, ETA {eta_text}\n"
         )
         self.out.flush()
+
+
+def budget_start_line(budget: Any, timeout: str) -> str:
+    """The start line of a budgeted sweep: when the last trial may start (local time, to the second)."""
+    if budget is None:
+        return ""
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(budget.deadline))
+    then = "stopped and re-queued (--timeout-kill)" if budget.kill else "finished"
+    return f"time budget {timeout}: no trial starts after {at}; trials running then are {then}\n"
+
+
+def budget_eta(eta: float, budget: Any) -> str:
+    """The progress line's ETA, bounded by the time budget: 'H:MM:SS', or with a budget
+    'H:MM:SS (budget H:MM:SS left)'; when the budget ends first the ETA is the time left,
+    marked '(budget ends first)'. Trials running at the deadline may still finish after it."""
+    if budget is None:
+        return hms(eta)
+    left = budget.left()
+    if not np.isfinite(eta) or eta > left:
+        return f"{hms(left)} (budget ends first)"
+    return f"{hms(eta)} (budget {hms(left)} left)"
 
 
 def format_params(space: Any, params: dict[str, Any]) -> str:
@@ -105,10 +136,20 @@ class SweepOutcome:
     test_acc: float | None
     interrupted: bool
     counted: int
+    budget_seconds: float | None = None  # set when the time budget (not the target) ended the sweep
+
+
+def budget_summary(o: SweepOutcome, cfg: SweepConfig) -> str:
+    """The summary's line when the time budget ended the sweep ('' otherwise)."""
+    if o.budget_seconds is None:
+        return ""
+    return (f"time budget of {cfg.timeout} ended the sweep with {o.counted}/{cfg.trials} trials done; "
+            f"run the same command to continue towards {cfg.trials}.\n")
 
 
 def print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
     out.write("\n")
+    out.write(budget_summary(o, cfg))
     if o.interrupted:
         out.write(f"interrupted with {o.counted}/{cfg.trials} trials counted; run the same command to resume.\n")
     if o.best_number is None:

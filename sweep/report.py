@@ -87,9 +87,36 @@ def _md_image(path: Path, out_dir: Path, alt: str) -> str:
     return f"![{alt}]({path.relative_to(out_dir).as_posix()})\n"
 
 
+def search_history(trials: list[Any]) -> list[Any]:
+    """Complete and pruned trials as plots.HistoryPoint, in order of their end.
+
+    A pruned trial's value is its best reported validation accuracy; its time and
+    every other's are minutes from the first trial's start to the trial's end.
+    """
+    from sweep.plots import HistoryPoint
+
+    started = [t.datetime_start for t in trials if t.datetime_start is not None]
+    if not started:
+        return []
+    t0 = min(started)
+    points = []
+    for t in trials:
+        if t.datetime_complete is None or t.state.name not in ("COMPLETE", "PRUNED"):
+            continue
+        if t.state.name == "COMPLETE":
+            value = t.value
+        elif t.intermediate_values:
+            value = max(t.intermediate_values.values())
+        else:  # pruned before reporting anything: nothing to draw
+            continue
+        points.append(HistoryPoint(t.number, t.state.name, float(value),
+                                   (t.datetime_complete - t0).total_seconds() / 60.0))
+    return sorted(points, key=lambda p: (p.minutes, p.number))
+
+
 def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
     from sweep.importance import keep_prob_importance, trend_vs_keep_prob
-    from sweep.plots import plot_importances, plot_sweep_scatter
+    from sweep.plots import plot_history, plot_importances, plot_sweep_scatter
 
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
@@ -106,6 +133,11 @@ def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
             lines.append(f"Its test accuracy, evaluated once after the sweep: {test['acc']:.4f}.\n")
     except ValueError:
         lines.append("No completed trial yet.\n")
+    history = search_history(trials)
+    if history:
+        lines.append("\n### Search progress\n\n")
+        lines.append(_md_image(plot_history(history, out_dir / "figures" / "sweep_history.png"), out_dir,
+                               "best validation accuracy so far against wall time and trial number"))
     importances = keep_prob_importance(study, seed=cfg.seed)
     lines.append("\n### How much does keep_prob matter?\n")
     lines.append("| target | evaluator | keep_prob importance | rank | trials | note |\n|---|---|---|---|---|---|\n")

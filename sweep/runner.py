@@ -27,9 +27,10 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep import spool
+from sweep.budget import Budget, over_deadline
 from sweep.config import SweepConfig, available_cores
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
-from sweep.progress import Progress, SweepOutcome, print_summary
+from sweep.progress import Progress, SweepOutcome, budget_start_line, print_summary
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
 
@@ -104,6 +105,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
 
     from sweep.study import WORKER_ATTR, check_target, reap_stale_trials, spool_path
 
+    if over_deadline(ctx.deadline):  # first: costs no storage read
+        return _budget_skip()
     study = _worker_study(ctx)
     # Dask re-runs the task of a worker that died (loky instead tells the parent,
     # which reaps): fail that worker's trial here and re-queue it, so this task
@@ -158,6 +161,12 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     }
 
 
+def _budget_skip() -> dict[str, Any]:
+    """Outcome of a task that found the time budget over: no trial, no events (like a target skip)."""
+    return {"skipped": True, "budget": True, "state": "SKIPPED", "number": -1, "value": None, "params": {},
+            "reason": "the time budget is over", "pid": os.getpid(), "spool": ""}
+
+
 # -- parent side ----------------------------------------------------------------
 
 
@@ -169,18 +178,49 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated()
 
 
+class _BudgetOver(KeyboardInterrupt):
+    """The time budget ended with --timeout-kill: running trials are stopped like on Ctrl-C."""
+
+
+def _raise_budget_over(signum: int, frame: Any) -> None:
+    raise _BudgetOver()
+
+
+def _arm_budget_kill(budget: Budget | None) -> Any:
+    """With --timeout-kill, SIGALRM at the deadline raises _BudgetOver in the parent; returns the old handler."""
+    if budget is None or not budget.kill:
+        return None
+    old = signal.signal(signal.SIGALRM, _raise_budget_over)
+    signal.setitimer(signal.ITIMER_REAL, max(budget.left(), 0.001))
+    return old
+
+
+def _disarm_budget_kill(old: Any) -> None:
+    if old is not None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def run_sweep(
     cfg: SweepConfig,
     *,
     workdir: Path | None = None,
     out: TextIO = sys.stdout,
     dask_scheduler: str | None = None,
+    timeout_kill: bool = False,
 ) -> SweepOutcome:
-    """Run (or resume) the sweep described by `cfg` until `cfg.trials` trials count."""
+    """Run (or resume) the sweep described by `cfg` until `cfg.trials` trials count.
+
+    With `cfg.timeout` no trial starts once that budget (from this call's start)
+    is over; trials running then finish, or with `timeout_kill` are stopped and
+    re-queued like an interrupt. The next call continues towards `cfg.trials`.
+    """
+    budget = Budget.start(cfg.timeout_seconds, kill=timeout_kill)  # counts from this invocation's start
     import optuna
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     from sweep.data import load_dataset
+    from sweep.status import mark_sweep_process, record_experiment
     from sweep.study import check_target, counted_trials, make_storage, open_study, reap_stale_trials
     from sweep.mlflow_store import default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
@@ -195,6 +235,7 @@ def run_sweep(
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
     storage = make_storage(cfg.storage, paths.journal)
     study = open_study(cfg, storage)
+    mark_sweep_process(study, cfg.trials)
     requeued = reap_stale_trials(study, paths.spool_dir, "worker process died (found on resume)")
     if requeued:
         out.write(f"re-queued trials left running by a stopped sweep: {requeued}\n")
@@ -204,8 +245,10 @@ def run_sweep(
         space=cfg.space, spool_dir=paths.spool_dir, weights_dir=paths.weights_dir,
         dataset=cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val,
         pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
-        target_trials=cfg.trials,
+        target_trials=cfg.trials, deadline=budget.deadline if budget else None,
     )
+
+    recorded: list[Any] = []
 
     def record_run_id(start: dict[str, Any], run_id: str) -> None:
         number = int(start["tags"]["optuna.trial_number"])
@@ -216,6 +259,8 @@ def run_sweep(
             # The trial ended before MLflow was up (its start-up overlaps the
             # first trials instead of delaying them): keep the link on the study.
             study.set_user_attr(f"mlflow_run_id:{number}", run_id)
+        if not recorded:  # once: where `sweep status` finds the runs without asking MLflow
+            recorded.append(record_experiment(study, tracker.experiment_id, tracking_uri))
 
     tracker = Tracker(
         tracking_uri, name, paths.spool_dir,
@@ -236,22 +281,25 @@ def run_sweep(
     else:
         where = f"on {jobs} worker(s) x {threads} BLAS thread(s)"
     progress = Progress(cfg.trials, cfg.trials - max(missing, 0), in_flight, cfg.space, out,
-                        count_done=lambda: counted_trials(study))
+                        count_done=lambda: counted_trials(study), budget=budget)
     out.write(
         f"study {name!r}: {cfg.trials - max(missing, 0)}/{cfg.trials} trials done, running {max(missing, 0)} more "
         f"{where}; dataset {cfg.dataset} "
         f"({data['X_train'].shape[0]} train / {data['X_val'].shape[0]} val)\n"
     )
+    out.write(budget_start_line(budget, cfg.timeout or ""))
     worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,)
     if dask_scheduler:
         from distributed import KilledWorker  # Dask's word for a task whose workers kept dying
 
         worker_died += (KilledWorker,)
     old_term = signal.signal(signal.SIGTERM, _raise_terminated)
-    interrupted = False
+    old_alarm = None
+    interrupted = budget_killed = False
     try:
+        old_alarm = _arm_budget_kill(budget)  # inside the try: a budget already over fires at once
         rounds = 0
-        while missing > 0 and rounds < MAX_ROUNDS:
+        while missing > 0 and rounds < MAX_ROUNDS and not (budget and budget.over()):
             rounds += 1
             skipped_before = progress.skipped
             try:
@@ -272,17 +320,24 @@ def run_sweep(
                 if missing <= 0:
                     out.write(f"{check.running} trial(s) towards the target of {cfg.trials} are still running "
                               f"in another sweep process; they count when they end\n")
-    except KeyboardInterrupt:
-        interrupted = True
-        out.write("\nstopping: marking running trials as interrupted (rerun the same command to resume)\n")
+    except KeyboardInterrupt as exc:
+        # --timeout-kill at the deadline takes the interrupt path: running trials
+        # failed as "interrupted" and re-queued; but the sweep ended as asked.
+        budget_killed = isinstance(exc, _BudgetOver)
+        interrupted = not budget_killed
+        out.write("\ntime budget over: stopping the running trials (--timeout-kill); they are re-queued\n"
+                  if budget_killed else
+                  "\nstopping: marking running trials as interrupted (rerun the same command to resume)\n")
         spool.wait_writers_gone(paths.spool_dir)
         reap_stale_trials(study, paths.spool_dir, "interrupted", min_age_seconds=0)
     finally:
+        _disarm_budget_kill(old_alarm)
         signal.signal(signal.SIGTERM, old_term)
-    if not interrupted:  # close runs of trials Optuna's heartbeat failed in the last round
+    if not interrupted and not budget_killed:  # close runs of trials Optuna's heartbeat failed in the last round
         reap_stale_trials(study, paths.spool_dir, "worker process died")
 
-    outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
+    outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
+    mark_sweep_process(study, cfg.trials, ended=True)
     return outcome
 
 
@@ -323,7 +378,9 @@ def _parallel_trials(
         spool.adopt(spool_path(ctx.spool_dir, res["number"]), res.pop("spool", ""))
         return res
 
-    tasks = (delayed(run_one_trial)(ctx) for _ in range(n))
+    # Lazily consumed by joblib (pre-dispatch): once the budget is over no task is
+    # even submitted; the few already dispatched find it over in the worker.
+    tasks = (delayed(run_one_trial)(ctx) for _ in range(n) if not over_deadline(ctx.deadline))
     if dask_scheduler:
         from distributed import Client
 
@@ -340,7 +397,7 @@ def _parallel_trials(
 
 def _finish(
     cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Any,
-    tracking_uri: str, interrupted: bool, out: TextIO,
+    tracking_uri: str, interrupted: bool, out: TextIO, *, budget: Budget | None = None,
 ) -> SweepOutcome:
     from sweep.study import check_target, counted_trials
 
@@ -368,6 +425,8 @@ def _finish(
         best_number=best_number, best_value=best_value, best_params=best_params, test_acc=test_acc,
         interrupted=interrupted, counted=counted_trials(study),
     )
+    if budget is not None and budget.over() and not interrupted and outcome.counted < cfg.trials:
+        outcome.budget_seconds = budget.seconds  # the budget, not the target, ended this sweep
     print_summary(outcome, cfg, out)
     return outcome
 

@@ -37,7 +37,7 @@ _RDB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
 
 MAX_RETRIES = 3
 # What a retry must not inherit from the attempt it repeats.
-_OUTCOME_ATTRS = ("failure_reason", "interrupted", "summary", "gap", "pruned_at_epoch", "mlflow_run_id")
+_OUTCOME_ATTRS = ("failure_reason", "interrupted", "summary", "gap", "pruned_at_epoch", "mlflow_run_id", "timing")
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:

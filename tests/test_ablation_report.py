@@ -81,6 +81,8 @@ def test_ablation_and_report_match_a_recomputation_from_mlflow(tmp_path: Path) -
     cfg.write_text(ABLATION_TOML)
     out = run_cli(tmp_path, "ablate", str(cfg), "--jobs", "2").stdout
     assert "0/12 cells done, training 12" in out
+    # Explicit params: not what the study measured, so the estimate comes from a timing run.
+    assert "CPU for 12 cell(s) on 2 worker(s)" in out and "(scaled from a one-epoch timing run on 400 rows)" in out
     client, parents, children = mlflow_runs(tmp_path, "abl")
     [key] = [k for k in parents if k.startswith("ablation:")]
     parent = parents[key]
