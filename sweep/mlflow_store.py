@@ -20,6 +20,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARENT_KEY_TAG = "sweep.parent_key"
+# Old runs have no state tag: FINISHED was COMPLETE, FAILED and KILLED a failure.
+_STATE_OF_STATUS = {"FINISHED": "COMPLETE", "FAILED": "FAIL", "KILLED": "FAIL"}
+
+
+def run_state(run: Any) -> str:
+    """How a trial or cell run ended, in Optuna's words: COMPLETE, PRUNED, FAIL (or RUNNING...).
+
+    From the run's `state` tag (sweep.spool.STATE_TAG), not its MLflow status:
+    a pruned trial is FINISHED today and was KILLED in stores written before,
+    and the tag says PRUNED in both. Runs without the tag (cells recorded
+    before it existed) fall back to the status.
+    """
+    from sweep.spool import STATE_TAG
+
+    tag = run.data.tags.get(STATE_TAG)
+    if tag:
+        return tag
+    return _STATE_OF_STATUS.get(run.info.status, run.info.status)
 
 
 def default_tracking_uri(workdir: Path | None = None) -> str:

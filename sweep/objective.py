@@ -17,7 +17,7 @@ import numpy as np
 
 from model import FullyConnectedNet, Solver, TrainingDiverged
 from sweep.config import TrainParams
-from sweep.spool import RunRecorder
+from sweep.spool import STATE_TAG, RunRecorder, end_status
 
 EpochHook = Callable[[int, dict[str, float]], bool]
 
@@ -44,13 +44,20 @@ class RunSeeds:
 class RunResult:
     """How one training run ended, with its per-epoch curve."""
 
-    status: str  # "FINISHED" | "FAILED" | "KILLED" (MLflow run statuses)
+    status: str  # "FINISHED" | "FAILED" (MLflow run statuses; a pruned run is FINISHED)
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_val_acc: float = float("nan")
     best_epoch: int = 0
     stopped_epoch: int | None = None  # set when the hook stopped training (pruning)
     failure_reason: str | None = None
     best_weights: dict[str, np.ndarray] | None = None
+
+    @property
+    def state(self) -> str:
+        """Optuna's word for the outcome: COMPLETE, PRUNED or FAIL (the run's `state` tag)."""
+        if self.status == "FAILED":
+            return "FAIL"
+        return "PRUNED" if self.stopped_epoch is not None else "COMPLETE"
 
     @property
     def summary(self) -> dict[str, float]:
@@ -134,8 +141,6 @@ def train(
     except TrainingDiverged as exc:
         result.status = "FAILED"
         result.failure_reason = f"diverged at epoch {exc.epoch}"
-    if result.stopped_epoch is not None:
-        result.status = "KILLED"
     result.best_val_acc = float(solver.best_val_acc) if result.epochs else float("nan")
     result.best_epoch = int(getattr(solver, "best_epoch", 0) or 0)
     if keep_best_weights and result.status != "FAILED" and result.epochs:
@@ -261,23 +266,23 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             trial.set_user_attr("failure_reason", reason)
             if interrupted:
                 trial.set_user_attr("interrupted", True)
-            rec.end("KILLED" if interrupted else "FAILED", {"state": "FAIL", "failure_reason": reason})
+            rec.end(end_status("FAIL", interrupted=interrupted), {STATE_TAG: "FAIL", "failure_reason": reason})
             raise
         summary = result.summary
         trial.set_user_attr("summary", summary)
         if "final_gap" in summary:
             trial.set_user_attr("gap", summary["final_gap"])
-        if result.status == "FAILED":
+        if result.state == "FAIL":
             trial.set_user_attr("failure_reason", result.failure_reason)
-            rec.end("FAILED", {"state": "FAIL", "failure_reason": result.failure_reason}, summary)
+            rec.end(end_status("FAIL"), {STATE_TAG: "FAIL", "failure_reason": result.failure_reason}, summary)
             raise TrialFailed(result.failure_reason)
-        if result.status == "KILLED":
+        if result.state == "PRUNED":
             trial.set_user_attr("pruned_at_epoch", result.stopped_epoch)
-            rec.end("KILLED", {"state": "PRUNED", "pruned_at_epoch": result.stopped_epoch}, summary)
+            rec.end(end_status("PRUNED"), {STATE_TAG: "PRUNED", "pruned_at_epoch": result.stopped_epoch}, summary)
             raise optuna.TrialPruned(f"pruned at epoch {result.stopped_epoch}")
         if result.best_weights is not None and _is_best_so_far(trial.study, result.best_val_acc):
             save_weights(ctx.weights_dir / f"trial-{trial.number:04d}.npz", result.best_weights)
-        rec.end("FINISHED", {"state": "COMPLETE"}, summary)
+        rec.end(end_status("COMPLETE"), {STATE_TAG: "COMPLETE"}, summary)
         return result.best_val_acc
 
 

@@ -37,9 +37,12 @@ def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]
     cells: list[Cell] = []
     unusable: list[str] = []
     latest: dict[tuple[int, float, int], Any] = {}
+    from sweep.mlflow_store import run_state
+
     for r in runs:
-        if r.info.status != "FINISHED":
-            reason = r.data.tags.get("failure_reason", r.info.status.lower())
+        state = run_state(r)
+        if state != "COMPLETE":
+            reason = r.data.tags.get("failure_reason", state.lower())
             unusable.append(f"{r.info.run_name}: {reason}")
             continue
         t = r.data.tags

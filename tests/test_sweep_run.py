@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+from sweep.mlflow_store import run_state
 from sweep_helpers import SLOW_SPACE, load_study, mlflow_runs, run_cli, run_cli_interrupted, write_config
 
 
@@ -35,8 +36,10 @@ def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
         assert steps == sorted(t.intermediate_values) == list(range(1, len(steps) + 1))
         for key in ("train_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds"):
             assert len(client.get_metric_history(run.info.run_id, key)) == len(steps), key
-        expected_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+        # Pruning is the search working: a FINISHED run, told apart by its state tag (Optuna's convention).
+        expected_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
         assert run.info.status == expected_status[t.state]
+        assert run.data.tags["state"] == t.state.name and run_state(run) == t.state.name
         if t.state == TrialState.PRUNED:
             assert run.data.tags["pruned_at_epoch"] == str(len(steps))
             assert len(steps) < t.params["epochs"]
@@ -121,7 +124,8 @@ def test_killed_worker_trial_is_failed_and_its_params_trained_again(tmp_path: Pa
     assert not [r for r in children if r.info.status == "RUNNING"]
     assert parents["study"].info.status == "FINISHED"
     killed_run = next(r for r in children if r.data.tags["optuna.trial_number"] == str(number))
-    assert killed_run.info.status == "KILLED"
+    # A dead worker is a failure (FAILED), not an interrupt (KILLED).
+    assert killed_run.info.status == "FAILED" and killed_run.data.tags["state"] == "FAIL"
     assert "died" in killed_run.data.tags["failure_reason"]
 
 
@@ -149,6 +153,10 @@ def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> N
     _, parents, children = mlflow_runs(tmp_path)
     assert parents["study"].info.status == "KILLED"
     assert not [r for r in children if r.info.status == "RUNNING"]
+    # Only the trials the interrupt cut off are KILLED runs.
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    assert {by_number[t.number].info.status for t in interrupted} == {"KILLED"}, states
+    assert {by_number[t.number].info.status for t in died} <= {"FAILED"}, states
 
     run_cli(tmp_path, "run", str(cfg), "--jobs", "2", "--trials", "4")
     study = load_study(tmp_path)
