@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep.config import AblationConfig, SweepConfig, TrainParams
+from sweep.mlflow_store import summary_for_mlflow
 from sweep.objective import RunSeeds, train
 from sweep.spool import STATE_TAG, RunRecorder, end_status
 
@@ -100,7 +101,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         end_tags = {STATE_TAG: result.state}
         if result.failure_reason:
             end_tags["failure_reason"] = result.failure_reason
-        rec.end(end_status(result.state), end_tags, result.summary)
+        rec.end(end_status(result.state), end_tags, summary_for_mlflow(result.summary))
     return {"cell": c, "status": result.status, "best_val_acc": result.best_val_acc, "reason": result.failure_reason}
 
 

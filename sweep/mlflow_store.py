@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARENT_KEY_TAG = "sweep.parent_key"
+
+# Metric names, in one place. Per-epoch curves (step = epoch) keep plain names;
+# one-shot figures (one value per run) go under SUMMARY_PREFIX, which MLflow's
+# UI draws in a section of its own after the curves (it sorts sections and
+# charts by name, so bare `best_epoch`, `final_gap`, ... came before `val_acc`).
+CURVE_METRICS = ("train_acc", "val_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds")
+SUMMARY_PREFIX = "summary/"
+SUMMARY_METRICS = (
+    "best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_gap", "final_val_loss",
+    "epochs_trained", "best_test_acc",
+)  # fmt: skip
+
+
+def summary_key(name: str) -> str:
+    """MLflow key of the one-shot figure `name`, e.g. 'summary/best_val_acc'."""
+    return SUMMARY_PREFIX + name
+
+
+def summary_for_mlflow(summary: Mapping[str, float]) -> dict[str, float]:
+    """A run's one-shot figures (bare names, as in Optuna's user attrs) -> MLflow metric keys."""
+    return {summary_key(k): float(v) for k, v in summary.items()}
+
+
+def summary_metrics(run: Any) -> dict[str, float]:
+    """A run's one-shot figures by bare name ('best_val_acc': 0.97, ...).
+
+    THE reader of summary metrics: takes `summary/<name>` and, for runs
+    recorded before the prefix, the bare `<name>` (the prefixed key wins).
+    """
+    metrics = run.data.metrics
+    out = {k: metrics[k] for k in SUMMARY_METRICS if k in metrics}
+    out.update({k.removeprefix(SUMMARY_PREFIX): v for k, v in metrics.items() if k.startswith(SUMMARY_PREFIX)})
+    return out
 # Old runs have no state tag: FINISHED was COMPLETE, FAILED and KILLED a failure.
 _STATE_OF_STATUS = {"FINISHED": "COMPLETE", "FAILED": "FAIL", "KILLED": "FAIL"}
 

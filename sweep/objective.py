@@ -17,6 +17,7 @@ import numpy as np
 
 from model import FullyConnectedNet, Solver, TrainingDiverged
 from sweep.config import TrainParams
+from sweep.mlflow_store import summary_for_mlflow
 from sweep.spool import STATE_TAG, RunRecorder, end_status
 
 EpochHook = Callable[[int, dict[str, float]], bool]
@@ -61,7 +62,8 @@ class RunResult:
 
     @property
     def summary(self) -> dict[str, float]:
-        """Final-epoch figures plus the best validation accuracy (MLflow/Optuna attrs)."""
+        """Final-epoch figures plus the best validation accuracy, by bare name (Optuna's user
+        attr `summary`; MLflow gets them as `summary/<name>`, see mlflow_store.summary_for_mlflow)."""
         if not self.epochs:
             return {}
         last = self.epochs[-1]
@@ -274,15 +276,15 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             trial.set_user_attr("gap", summary["final_gap"])
         if result.state == "FAIL":
             trial.set_user_attr("failure_reason", result.failure_reason)
-            rec.end(end_status("FAIL"), {STATE_TAG: "FAIL", "failure_reason": result.failure_reason}, summary)
+            rec.end(end_status("FAIL"), {STATE_TAG: "FAIL", "failure_reason": result.failure_reason}, summary_for_mlflow(summary))
             raise TrialFailed(result.failure_reason)
         if result.state == "PRUNED":
             trial.set_user_attr("pruned_at_epoch", result.stopped_epoch)
-            rec.end(end_status("PRUNED"), {STATE_TAG: "PRUNED", "pruned_at_epoch": result.stopped_epoch}, summary)
+            rec.end(end_status("PRUNED"), {STATE_TAG: "PRUNED", "pruned_at_epoch": result.stopped_epoch}, summary_for_mlflow(summary))
             raise optuna.TrialPruned(f"pruned at epoch {result.stopped_epoch}")
         if result.best_weights is not None and _is_best_so_far(trial.study, result.best_val_acc):
             save_weights(ctx.weights_dir / f"trial-{trial.number:04d}.npz", result.best_weights)
-        rec.end(end_status("COMPLETE"), {STATE_TAG: "COMPLETE"}, summary)
+        rec.end(end_status("COMPLETE"), {STATE_TAG: "COMPLETE"}, summary_for_mlflow(summary))
         return result.best_val_acc
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from sweep import spool
 from sweep.config import SweepConfig, available_cores
+from sweep.mlflow_store import summary_for_mlflow
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
 from sweep.progress import Progress, SweepOutcome, print_summary
 
@@ -361,7 +362,7 @@ def _finish(
                   "it will end the MLflow parent run\n")
     tracker.stop(parent_status=None if others else "KILLED" if interrupted else "FINISHED")
     if test_acc is not None:
-        tracker.log_parent("study", metrics={"best_test_acc": test_acc}, tags={"best_trial": best_number})
+        tracker.log_parent("study", metrics=summary_for_mlflow({"best_test_acc": test_acc}), tags={"best_trial": best_number})
     outcome = SweepOutcome(
         study_name=study.study_name, experiment_id=tracker.experiment_id,
         parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,

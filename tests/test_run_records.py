@@ -15,7 +15,7 @@ import pytest
 from sweep import spool
 from sweep.ablation import Cell as GridCell
 from sweep.ablation import _finished_cells
-from sweep.mlflow_store import make_client, run_state
+from sweep.mlflow_store import make_client, run_state, summary_for_mlflow, summary_metrics
 from sweep.report import cells_from_runs
 
 
@@ -88,3 +88,20 @@ def test_a_pruned_run_written_now_is_finished_and_still_read_as_pruned(tmp_path:
     # A cell is usable only when COMPLETE, whatever its MLflow status says.
     cells, unusable = cells_from_runs(client, [run])
     assert cells == [] and unusable == ["trial-0001: pruned"]
+
+
+def test_summary_metrics_read_the_prefixed_keys_and_the_old_bare_ones(tmp_path: Path) -> None:
+    client = make_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("names")
+    new = _run(client, exp, "cell-new", "FINISHED", _cell_tags(100, 1.0, 0, state="COMPLETE"),
+               summary_for_mlflow(OLD_SUMMARY), [0.6, 0.7, 0.8])
+    old = _run(client, exp, "cell-old", "FINISHED", _cell_tags(100, 0.5, 0), OLD_SUMMARY, [0.6, 0.7, 0.8])
+    # Both keys on one run (a bare name logged by something else): the prefixed one wins.
+    both = _run(client, exp, "both", "FINISHED", {}, {"best_val_acc": 0.1, "summary/best_val_acc": 0.9})
+    runs = {r.info.run_name: r for r in client.search_runs([exp])}
+    assert set(runs["cell-new"].data.metrics) == {"val_acc", "train_acc", *(f"summary/{k}" for k in OLD_SUMMARY)}
+    assert summary_metrics(runs["cell-new"]) == summary_metrics(runs["cell-old"]) == OLD_SUMMARY
+    assert summary_metrics(runs["both"]) == {"best_val_acc": 0.9}
+    cells, unusable = cells_from_runs(client, [runs["cell-new"], runs["cell-old"]])
+    assert unusable == [] and [(c.keep_prob, c.best_val_acc, c.val_loss) for c in cells] == [(0.5, 0.8, 0.6), (1.0, 0.8, 0.6)]
+    assert new and old and both
