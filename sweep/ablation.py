@@ -29,6 +29,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep.config import AblationConfig, SweepConfig, TrainParams
+from sweep.display import readable_params
 from sweep.mlflow_store import summary_for_mlflow
 from sweep.objective import RunSeeds, train
 from sweep.spool import STATE_TAG, RunRecorder, end_status
@@ -90,7 +91,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order, "ablation.data_seed": task.data_seed,
     }
     with RunRecorder(task.spool_path) as rec:
-        rec.start(c.run_name, f"ablation:{task.ablation}", {**params.to_flat(), "num_train": c.size}, tags)
+        rec.start(c.run_name, f"ablation:{task.ablation}", readable_params({**params.to_flat(), "num_train": c.size}), tags)
         try:
             result = train(params, data, seeds, recorder=rec)
         except BaseException as exc:
@@ -178,7 +179,7 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
 
     parent = ParentSpec(
         f"ablation:{name}", name,
-        params={**params.to_flat(), "keep_probs": ",".join(f"{k:g}" for k in grid.keep_probs),
+        params={**readable_params(params.to_flat()), "keep_probs": ",".join(f"{k:g}" for k in grid.keep_probs),
                 "sizes": ",".join(map(str, sizes)), "seeds": grid.seeds, "dataset": cfg.dataset,
                 "subsets": grid.subsets},
         tags={"sweep.kind": "ablation", "optuna.study": study},

@@ -17,6 +17,7 @@ import numpy as np
 
 from model import FullyConnectedNet, Solver, TrainingDiverged
 from sweep.config import TrainParams
+from sweep.display import readable_params
 from sweep.mlflow_store import summary_for_mlflow
 from sweep.spool import STATE_TAG, RunRecorder, end_status
 
@@ -254,7 +255,8 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
         "sweep.kind": "trial",
     }
     with RunRecorder(spool_path(ctx.spool_dir, trial.number)) as rec:
-        rec.start(f"trial-{trial.number:04d}", "study", params.to_flat(), tags)
+        # MLflow params as a person writes them (0.85, 6.837e-4); Optuna keeps the exact floats.
+        rec.start(f"trial-{trial.number:04d}", "study", readable_params(params.to_flat(), ctx.space), tags)
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             trial.report(metrics["val_acc"], epoch)

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep.config import SweepConfig
+from sweep.display import format_number, scale_of
 from sweep.mlflow_store import ui_url
 
 
@@ -75,13 +76,16 @@ class Progress:
 
 
 def format_params(space: Any, params: dict[str, Any]) -> str:
-    """Short human form of a trial's params, e.g. keep=0.55 hidden=256-128 norm=batchnorm lr=1.2e-03."""
+    """Short human form of a trial's params, e.g. keep=0.55 hidden=256-128 norm=batchnorm lr=1.234e-3
+    (numbers as in MLflow's params: sweep.display.format_number)."""
     try:
         p = space.params_from_trial(params)
     except ValueError:
         return str(params)
     hidden = "-".join(str(h) for h in p.hidden_dims)
-    return f"keep={p.keep_prob:g} hidden={hidden} norm={p.normalization} lr={p.learning_rate:.1e}"
+    keep = format_number(p.keep_prob, **scale_of("keep_prob", space))
+    lr = format_number(p.learning_rate, **scale_of("learning_rate", space))
+    return f"keep={keep} hidden={hidden} norm={p.normalization} lr={lr}"
 
 
 def hms(seconds: float) -> str:

@@ -86,6 +86,7 @@ def _md_image(path: Path, out_dir: Path, alt: str) -> str:
 
 
 def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
+    from sweep.display import readable_params
     from sweep.importance import keep_prob_importance, trend_vs_keep_prob
     from sweep.plots import plot_importances, plot_sweep_scatter
 
@@ -98,7 +99,7 @@ def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
     try:
         best = study.best_trial
         lines.append(f"Best validation accuracy {best.value:.4f} (trial {best.number}: "
-                     f"{', '.join(f'{k}={v}' for k, v in sorted(best.params.items()))}).\n")
+                     f"{', '.join(f'{k}={v}' for k, v in sorted(readable_params(best.params, cfg.space).items()))}).\n")
         test = study.user_attrs.get("best_test_acc")
         if test and test.get("trial") == best.number:
             lines.append(f"Its test accuracy, evaluated once after the sweep: {test['acc']:.4f}.\n")

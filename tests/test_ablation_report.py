@@ -205,6 +205,11 @@ def test_sweep_then_ablate_its_best_trial_then_report_both(tmp_path: Path) -> No
     report = (tmp_path / "reports" / "dropout-digits" / "report.md").read_text()
     assert "## Sweep: study `dropout-digits`" in report and "## Ablation" in report
     assert "| value | ped_anova |" in report and "| gap | fanova |" in report
+    # The best trial's params as the MLflow run shows them, no float noise (0.8500000000000001).
+    best_line = next(line for line in report.splitlines() if line.startswith("Best validation accuracy"))
+    for key in ("keep_prob", "learning_rate", "weight_scale"):
+        assert f"{key}={best.data.params[key]}" in best_line, (key, best_line)
+    assert not re.search(r"\d\.\d{6,}", best_line), best_line
     assert (tmp_path / "reports" / "dropout-digits" / "figures" / "sweep_keep_prob.png").stat().st_size > 5000
     arts = [f.path for f in client.list_artifacts(parents["study"].info.run_id, "report")]
     assert "report/report.md" in arts

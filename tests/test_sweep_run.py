@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import warnings
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,16 @@ def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
     for t in trials:
         run = by_number[t.number]
         assert run.info.run_name == f"trial-{t.number:04d}"
-        # Every Optuna param is an MLflow param with the same value.
+        # Every Optuna param is an MLflow param with the same value, written as a person would:
+        # stepped keep_prob on its grid (0.85, not 0.8500000000000001), log-scale to 4 digits.
         for key, value in t.params.items():
-            assert run.data.params[key] == str(value), key
+            text = run.data.params[key]
+            if isinstance(value, float):
+                assert float(text) == pytest.approx(value, rel=5e-4), key
+                assert len(text.replace("-", "").replace(".", "").split("e")[0].strip("0")) <= 4, (key, text)
+            else:
+                assert text == str(value), key
+        assert (Decimal(run.data.params["keep_prob"]) - Decimal("0.2")) % Decimal("0.05") == 0
         link = t.user_attrs.get("mlflow_run_id") or study.user_attrs.get(f"mlflow_run_id:{t.number}")
         assert link == run.info.run_id
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]

@@ -1,0 +1,61 @@
+"""Numbers as a person writes them: MLflow params, progress lines, the report.
+
+Optuna keeps the exact floats it drew, e.g. keep_prob 0.8500000000000001 on a
+0.05 grid, learning_rate 0.000683671984871003 on a log scale; a person reads
+and writes 0.85 and 6.837e-4. Everything a person reads goes through
+`format_number` (one rule, one place); the exact values stay in Optuna.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+LOG_DIGITS = 4  # significant digits of a log-scale value
+
+
+def format_number(value: Any, *, step: float | None = None, log: bool = False) -> str:
+    """`value` as text a person would write.
+
+    Args:
+        value: anything; only floats are rewritten (ints, strings, bools as str()).
+        step: grid step of a stepped range: rounded to the step's decimals (0.85, 1.0).
+        log: a log-scale value: 4 significant digits, e.g. 6.837e-4, 3.6e-3, 1e-2.
+
+    Otherwise the shortest form of its 12 significant digits (0.3, 1.0, 1e-05):
+    float noise goes, anything typed stays.
+    """
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if step is not None:
+        decimals = max(0, -int(Decimal(str(step)).normalize().as_tuple().exponent))
+        return repr(round(value, decimals))
+    if log and value != 0:
+        mantissa, exp = f"{value:.{LOG_DIGITS - 1}e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exp)}"
+    return repr(float(f"{value:.12g}"))
+
+
+def scale_of(name: str, space: Any = None) -> dict[str, Any]:
+    """How the hyperparameter `name` (an Optuna param name or a to_flat key) is written.
+
+    Log-scale: its domain's nature (learning_rate, weight_scale, width) or a log
+    range in `space`; the step of a float range in `space` (sweep.space.SearchSpace).
+    """
+    from sweep.space import DOMAINS, Range
+
+    base = "width" if name.startswith("hidden_") else name
+    dom = DOMAINS.get(base)
+    p = getattr(space, base, None) if space is not None and base in getattr(space, "KEYS", ()) else None
+    step = p.step if isinstance(p, Range) and isinstance(p.step, float) else None
+    log = bool(dom is not None and dom.log) or (isinstance(p, Range) and p.log)
+    return {"step": step, "log": log}
+
+
+def readable_params(params: Mapping[str, Any], space: Any = None) -> dict[str, str]:
+    """Every value of `params` through `format_number` (MLflow params, the report)."""
+    return {k: format_number(v, **scale_of(k, space)) for k, v in params.items()}
