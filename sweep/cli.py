@@ -124,15 +124,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from sweep.mlflow_store import default_tracking_uri, make_client, ui_url
+    from sweep.mlflow_store import default_tracking_uri, find_parent_run, make_client, ui_url
 
     uri = args.tracking_uri or default_tracking_uri()
-    experiment_id = None
+    experiment_id = parent = None
     if args.study:
         client = make_client(uri)
         exp = client.get_experiment_by_name(args.study)
         experiment_id = exp.experiment_id if exp else None
-    print(f"MLflow UI for {uri}\n  open {ui_url(args.host, args.port, experiment_id)}\n  (Ctrl-C to stop)", flush=True)
+        parent = find_parent_run(client, experiment_id, "study") if experiment_id else None
+    lines = [f"MLflow UI for {uri}", f"  open {ui_url(args.host, args.port, experiment_id)}"]
+    if parent:
+        lines.append(f"  the study's parent run: {ui_url(args.host, args.port, experiment_id, run_id=parent)}")
+    print("\n".join([*lines, "  (Ctrl-C to stop)"]), flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     # Become `mlflow ui` rather than wait on it: a signal meant for `sweep ui`
     # must reach the server, not orphan it.

@@ -83,15 +83,19 @@ def default_tracking_uri(workdir: Path | None = None) -> str:
     return f"sqlite:///{db}"
 
 
-def ui_url(host: str, port: int, experiment_id: str | None = None, *, base: str | None = None) -> str:
-    """Address of the classic runs table (MLflow 3 opens a GenAI view by default).
+def ui_url(host: str, port: int, experiment_id: str | None = None, *, run_id: str | None = None,
+           base: str | None = None) -> str:
+    """Address of the classic runs table, or of one run's page with `run_id`.
 
-    `base` (a tracking server's own URL) replaces http://host:port.
+    Always with `?workflowType=machine_learning`: MLflow 3 opens an
+    experiment, and a run, in its GenAI view otherwise. `base` (a tracking
+    server's own URL) replaces http://host:port.
     """
     base = (base or f"http://{host}:{port}").rstrip("/")
     if experiment_id is None:
         return base
-    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
+    run = f"/runs/{run_id}" if run_id else ""
+    return f"{base}/#/experiments/{experiment_id}{run}?workflowType=machine_learning"
 
 
 def make_client(tracking_uri: str) -> MlflowClient:

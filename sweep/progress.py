@@ -109,6 +109,7 @@ class SweepOutcome:
     test_acc: float | None
     interrupted: bool
     counted: int
+    best_run_id: str | None = None  # the best trial's MLflow run
 
 
 def print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
@@ -123,14 +124,27 @@ def print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
             f"best trial {o.best_number}: val_acc {o.best_value:.4f}, test_acc {test}\n"
             f"  params: {format_params(cfg.space, o.best_params or {})}\n"
         )
-    if o.tracking_uri.startswith(("http://", "https://")):
-        out.write(f"look at the curves on the tracking server:\n  {ui_url('', 0, o.experiment_id, base=o.tracking_uri)}\n")
+    server = o.tracking_uri.startswith(("http://", "https://"))
+
+    def link(run_id: str | None = None) -> str:
+        if server:
+            return ui_url("", 0, o.experiment_id, run_id=run_id, base=o.tracking_uri)
+        return ui_url("127.0.0.1", 5000, o.experiment_id, run_id=run_id)
+
+    if server:
+        out.write(f"look at the curves on the tracking server:\n  {link()}\n")
     else:
         out.write(
             f"look at the curves: `sweep ui --study {o.study_name}` (runs `mlflow ui` on this store), then open\n"
-            f"  {ui_url('127.0.0.1', 5000, o.experiment_id)}\n"
-            f"  tracking URI: {o.tracking_uri}\n"
+            f"  {link()}\n"
         )
+    if o.experiment_id is not None:
+        if o.parent_run_id:
+            out.write(f"  the study's parent run (its trials are the rows under it): {link(o.parent_run_id)}\n")
+        if o.best_run_id and o.best_number is not None:
+            out.write(f"  the best trial's run, trial-{o.best_number:04d}: {link(o.best_run_id)}\n")
+    if not server:
+        out.write(f"  tracking URI: {o.tracking_uri}\n")
     out.write(
         f"then answer the dropout question: `sweep ablate --study {o.study_name}` and `sweep report --study {o.study_name}`\n"
     )

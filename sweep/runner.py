@@ -368,9 +368,18 @@ def _finish(
         parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,
         best_number=best_number, best_value=best_value, best_params=best_params, test_acc=test_acc,
         interrupted=interrupted, counted=counted_trials(study),
+        best_run_id=_run_id_of(study, best_number),
     )
     print_summary(outcome, cfg, out)
     return outcome
+
+
+def _run_id_of(study: Any, number: int | None) -> str | None:
+    """The MLflow run id recorded for trial `number` (on the trial, or on the study for a finished one)."""
+    if number is None:
+        return None
+    trial = study.get_trials(deepcopy=False)[number]
+    return trial.user_attrs.get("mlflow_run_id") or study.user_attrs.get(f"mlflow_run_id:{number}")
 
 
 def _test_accuracy(study: Any, best: Any, data: dict[str, np.ndarray], paths: SweepPaths, space: Any) -> float | None:

@@ -33,6 +33,9 @@ def test_ui_serves_mlflow_and_prints_the_runs_table_address(tmp_path: Path) -> N
     try:
         first = proc.stdout.readline() + proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/#/experiments/1?workflowType=machine_learning" in first
+        parent_line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/#/experiments/1/runs/" in parent_line, parent_line
+        assert parent_line.rstrip().endswith("?workflowType=machine_learning"), parent_line
         deadline = time.monotonic() + 90
         while True:
             try:

@@ -65,7 +65,15 @@ def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
 def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) -> None:
     first = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "8", "--epochs", "5")
     assert "best trial" in first.stdout and "test_acc" in first.stdout
-    assert "workflowType=machine_learning" in first.stdout
+    # Every address printed opens MLflow's classic view (a bare one opens its GenAI view),
+    # run pages included: the study's parent run and the best trial's run.
+    urls = re.findall(r"https?://\S+", first.stdout)
+    assert len(urls) == 3 and all(u.endswith("?workflowType=machine_learning") for u in urls), urls
+    client, parents, children = mlflow_runs(tmp_path)
+    exp = parents["study"].info.experiment_id
+    best = next(r for r in children if r.data.tags["optuna.trial_number"] == str(load_study(tmp_path).best_trial.number))
+    assert f"/#/experiments/{exp}/runs/{parents['study'].info.run_id}?workflowType" in urls[1]
+    assert f"/#/experiments/{exp}/runs/{best.info.run_id}?workflowType" in urls[2]
     _assert_mirrors(tmp_path, 8)
 
     second = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")
