@@ -29,8 +29,8 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep.config import AblationConfig, SweepConfig, TrainParams
-from sweep.display import readable_params
-from sweep.mlflow_store import summary_for_mlflow
+from sweep.display import NOTE_TAG, ablation_note, readable_params, run_note
+from sweep.mlflow_store import summary_tags
 from sweep.objective import RunSeeds, train
 from sweep.spool import STATE_TAG, RunRecorder, end_status
 
@@ -91,7 +91,8 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order, "ablation.data_seed": task.data_seed,
     }
     with RunRecorder(task.spool_path) as rec:
-        rec.start(c.run_name, f"ablation:{task.ablation}", readable_params({**params.to_flat(), "num_train": c.size}), tags)
+        shown = readable_params({**params.to_flat(), "num_train": c.size})
+        rec.start(c.run_name, f"ablation:{task.ablation}", shown, tags)
         try:
             result = train(params, data, seeds, recorder=rec)
         except BaseException as exc:
@@ -99,10 +100,11 @@ def run_cell(task: CellTask) -> dict[str, Any]:
             rec.end(end_status("FAIL", interrupted=interrupted),
                     {STATE_TAG: "FAIL", "failure_reason": "interrupted" if interrupted else repr(exc)})
             raise
-        end_tags = {STATE_TAG: result.state}
+        end_tags = {STATE_TAG: result.state, NOTE_TAG: f"{c.size} training rows, seed {c.seed}; "
+                    + run_note(shown, result.state, result.summary, failure_reason=result.failure_reason)}
         if result.failure_reason:
             end_tags["failure_reason"] = result.failure_reason
-        rec.end(end_status(result.state), end_tags, summary_for_mlflow(result.summary))
+        rec.end(end_status(result.state), {**end_tags, **summary_tags(result.summary)})
     return {"cell": c, "status": result.status, "best_val_acc": result.best_val_acc, "reason": result.failure_reason}
 
 
@@ -182,7 +184,9 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
         params={**readable_params(params.to_flat()), "keep_probs": ",".join(f"{k:g}" for k in grid.keep_probs),
                 "sizes": ",".join(map(str, sizes)), "seeds": grid.seeds, "dataset": cfg.dataset,
                 "subsets": grid.subsets},
-        tags={"sweep.kind": "ablation", "optuna.study": study},
+        tags={"sweep.kind": "ablation", "optuna.study": study,
+              NOTE_TAG: ablation_note(name, study, ",".join(f"{k:g}" for k in grid.keep_probs),
+                                      ",".join(map(str, sizes)), grid.seeds)},
     )
     tracker = Tracker(tracking_uri, study, spool_dir, [parent]).start()
     tracker.wait_ready()

@@ -17,8 +17,8 @@ import numpy as np
 
 from model import FullyConnectedNet, Solver, TrainingDiverged
 from sweep.config import TrainParams
-from sweep.display import readable_params
-from sweep.mlflow_store import summary_for_mlflow
+from sweep.display import NOTE_TAG, readable_params, run_note
+from sweep.mlflow_store import summary_tags
 from sweep.spool import STATE_TAG, RunRecorder, end_status
 
 EpochHook = Callable[[int, dict[str, float]], bool]
@@ -64,7 +64,7 @@ class RunResult:
     @property
     def summary(self) -> dict[str, float]:
         """Final-epoch figures plus the best validation accuracy, by bare name (Optuna's user
-        attr `summary`; MLflow gets them as `summary/<name>`, see mlflow_store.summary_for_mlflow)."""
+        attr `summary`; MLflow gets them as tags `summary/<name>`, see mlflow_store.summary_tags)."""
         if not self.epochs:
             return {}
         last = self.epochs[-1]
@@ -256,7 +256,8 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
     }
     with RunRecorder(spool_path(ctx.spool_dir, trial.number)) as rec:
         # MLflow params as a person writes them (0.85, 6.837e-4); Optuna keeps the exact floats.
-        rec.start(f"trial-{trial.number:04d}", "study", readable_params(params.to_flat(), ctx.space), tags)
+        shown = readable_params(params.to_flat(), ctx.space)
+        rec.start(f"trial-{trial.number:04d}", "study", shown, tags)
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             trial.report(metrics["val_acc"], epoch)
@@ -270,7 +271,8 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             trial.set_user_attr("failure_reason", reason)
             if interrupted:
                 trial.set_user_attr("interrupted", True)
-            rec.end(end_status("FAIL", interrupted=interrupted), {STATE_TAG: "FAIL", "failure_reason": reason})
+            rec.end(end_status("FAIL", interrupted=interrupted), {STATE_TAG: "FAIL", "failure_reason": reason,
+                    NOTE_TAG: run_note(shown, "FAIL", {}, failure_reason=reason)})
             raise
         summary = result.summary
         trial.set_user_attr("summary", summary)
@@ -278,15 +280,20 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             trial.set_user_attr("gap", summary["final_gap"])
         if result.state == "FAIL":
             trial.set_user_attr("failure_reason", result.failure_reason)
-            rec.end(end_status("FAIL"), {STATE_TAG: "FAIL", "failure_reason": result.failure_reason}, summary_for_mlflow(summary))
+            note = run_note(shown, "FAIL", summary, failure_reason=result.failure_reason)
+            rec.end(end_status("FAIL"), {STATE_TAG: "FAIL", "failure_reason": result.failure_reason, NOTE_TAG: note,
+                                         **summary_tags(summary)})
             raise TrialFailed(result.failure_reason)
         if result.state == "PRUNED":
             trial.set_user_attr("pruned_at_epoch", result.stopped_epoch)
-            rec.end(end_status("PRUNED"), {STATE_TAG: "PRUNED", "pruned_at_epoch": result.stopped_epoch}, summary_for_mlflow(summary))
+            note = run_note(shown, "PRUNED", summary, pruned_at_epoch=result.stopped_epoch)
+            rec.end(end_status("PRUNED"), {STATE_TAG: "PRUNED", "pruned_at_epoch": result.stopped_epoch, NOTE_TAG: note,
+                                           **summary_tags(summary)})
             raise optuna.TrialPruned(f"pruned at epoch {result.stopped_epoch}")
         if result.best_weights is not None and _is_best_so_far(trial.study, result.best_val_acc):
             save_weights(ctx.weights_dir / f"trial-{trial.number:04d}.npz", result.best_weights)
-        rec.end(end_status("COMPLETE"), {STATE_TAG: "COMPLETE"}, summary_for_mlflow(summary))
+        rec.end(end_status("COMPLETE"), {STATE_TAG: "COMPLETE", NOTE_TAG: run_note(shown, "COMPLETE", summary),
+                                         **summary_tags(summary)})
         return result.best_val_acc
 
 

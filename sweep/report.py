@@ -50,7 +50,7 @@ def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]
         if key not in latest or r.info.start_time > latest[key].info.start_time:
             latest[key] = r  # a cell re-run after an interruption: the newest finished one counts
     for (size, keep, seed), r in sorted(latest.items()):
-        m = summary_metrics(r)  # summary/<name>, or <name> in stores written before the prefix
+        m = summary_metrics(r)  # tags summary/<name>, or the metrics of stores written before
         train = client.get_metric_history(r.info.run_id, "train_acc")
         val = client.get_metric_history(r.info.run_id, "val_acc")
         train_by_step = {h.step: h.value for h in train}

@@ -28,7 +28,8 @@ import numpy as np
 
 from sweep import spool
 from sweep.config import SweepConfig, available_cores
-from sweep.mlflow_store import summary_for_mlflow
+from sweep.display import NOTE_TAG, study_note
+from sweep.mlflow_store import summary_tags
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
 from sweep.progress import Progress, SweepOutcome, print_summary
 
@@ -220,9 +221,10 @@ def run_sweep(
 
     tracker = Tracker(
         tracking_uri, name, paths.spool_dir,
-        [ParentSpec("study", name, params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
+        [ParentSpec("study", f"study {name}", params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
                                            "storage": cfg.storage or f"journal:{paths.journal}"},
-                    tags={"optuna.study": name, "sweep.kind": "study"})],
+                    tags={"optuna.study": name, "sweep.kind": "study",
+                          NOTE_TAG: study_note(name, cfg.dataset, cfg.trials)})],
         on_run_created=record_run_id,
     ).start()
 
@@ -362,7 +364,7 @@ def _finish(
                   "it will end the MLflow parent run\n")
     tracker.stop(parent_status=None if others else "KILLED" if interrupted else "FINISHED")
     if test_acc is not None:
-        tracker.log_parent("study", metrics=summary_for_mlflow({"best_test_acc": test_acc}), tags={"best_trial": best_number})
+        tracker.log_parent("study", tags={"best_trial": best_number, **summary_tags({"best_test_acc": test_acc})})
     outcome = SweepOutcome(
         study_name=study.study_name, experiment_id=tracker.experiment_id,
         parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,

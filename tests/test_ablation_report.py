@@ -115,8 +115,8 @@ def test_ablation_and_report_match_a_recomputation_from_mlflow(tmp_path: Path) -
 
     # Recompute the headline numbers straight from MLflow and find them in the report.
     for size in (150, 400):
-        base = [by_cell[(str(size), str(s), "1.0")].data.metrics["summary/best_val_acc"] for s in range(3)]
-        drop = [by_cell[(str(size), str(s), "0.5")].data.metrics["summary/best_val_acc"] for s in range(3)]
+        base = [float(by_cell[(str(size), str(s), "1.0")].data.tags["summary/best_val_acc"]) for s in range(3)]
+        drop = [float(by_cell[(str(size), str(s), "0.5")].data.tags["summary/best_val_acc"]) for s in range(3)]
         diff = np.array(drop) - np.array(base)
         mean = diff.mean() * 100
         half = sps.t.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3) * 100
@@ -127,7 +127,7 @@ def test_ablation_and_report_match_a_recomputation_from_mlflow(tmp_path: Path) -
         assert numbers[0] == pytest.approx(mean, abs=0.051)  # printed to 0.1 points
         assert numbers[1] == pytest.approx(mean - half, abs=0.051)
         assert numbers[2] == pytest.approx(mean + half, abs=0.051)
-        gap_base = np.mean([by_cell[(str(size), str(s), "1.0")].data.metrics["summary/final_gap"] for s in range(3)])
+        gap_base = np.mean([float(by_cell[(str(size), str(s), "1.0")].data.tags["summary/final_gap"]) for s in range(3)])
         assert f"{gap_base * 100:.1f}" in report
 
 
@@ -196,7 +196,7 @@ def test_sweep_then_ablate_its_best_trial_then_report_both(tmp_path: Path) -> No
     cells = [r for r in children if r.data.tags["mlflow.parentRunId"] == parents[key].info.run_id]
     assert len(cells) == 4
     best = max((r for r in children if r.data.tags.get("sweep.kind") == "trial"),
-               key=lambda r: r.data.metrics["summary/best_val_acc"])
+               key=lambda r: float(r.data.tags["summary/best_val_acc"]))
     # The ablation re-trains the best trial's configuration, keep_prob aside.
     for name in ("hidden_dims", "learning_rate", "normalization", "weight_scale"):
         assert {c.data.params[name] for c in cells} == {best.data.params[name]}, name

@@ -32,7 +32,7 @@ def test_ui_serves_mlflow_and_prints_the_runs_table_address(tmp_path: Path) -> N
                             start_new_session=True)  # its own process group: the server's workers go with it
     try:
         first = proc.stdout.readline() + proc.stdout.readline()
-        assert f"http://127.0.0.1:{port}/#/experiments/1?workflowType=machine_learning" in first
+        assert f"http://127.0.0.1:{port}/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=" in first
         parent_line = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/#/experiments/1/runs/" in parent_line, parent_line
         assert parent_line.rstrip().endswith("?workflowType=machine_learning"), parent_line

@@ -15,7 +15,7 @@ import pytest
 from sweep import spool
 from sweep.ablation import Cell as GridCell
 from sweep.ablation import _finished_cells
-from sweep.mlflow_store import make_client, run_state, summary_for_mlflow, summary_metrics
+from sweep.mlflow_store import make_client, run_state, summary_metrics, summary_tags
 from sweep.report import cells_from_runs
 
 
@@ -90,18 +90,21 @@ def test_a_pruned_run_written_now_is_finished_and_still_read_as_pruned(tmp_path:
     assert cells == [] and unusable == ["trial-0001: pruned"]
 
 
-def test_summary_metrics_read_the_prefixed_keys_and_the_old_bare_ones(tmp_path: Path) -> None:
+def test_summary_figures_are_read_from_tags_and_from_the_metrics_of_old_stores(tmp_path: Path) -> None:
     client = make_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment("names")
-    new = _run(client, exp, "cell-new", "FINISHED", _cell_tags(100, 1.0, 0, state="COMPLETE"),
-               summary_for_mlflow(OLD_SUMMARY), [0.6, 0.7, 0.8])
-    old = _run(client, exp, "cell-old", "FINISHED", _cell_tags(100, 0.5, 0), OLD_SUMMARY, [0.6, 0.7, 0.8])
-    # Both keys on one run (a bare name logged by something else): the prefixed one wins.
-    both = _run(client, exp, "both", "FINISHED", {}, {"best_val_acc": 0.1, "summary/best_val_acc": 0.9})
+    _run(client, exp, "cell-new", "FINISHED", _cell_tags(100, 1.0, 0, state="COMPLETE", **summary_tags(OLD_SUMMARY)),
+         {}, [0.6, 0.7, 0.8])
+    _run(client, exp, "cell-old", "FINISHED", _cell_tags(100, 0.5, 0), OLD_SUMMARY, [0.6, 0.7, 0.8])
+    # This branch's first version logged summary/<name> metrics; a tag wins over any metric.
+    _run(client, exp, "mid", "FINISHED", {}, {"summary/best_val_acc": 0.7, "final_gap": 0.2})
+    _run(client, exp, "both", "FINISHED", {"summary/best_val_acc": "0.9"}, {"best_val_acc": 0.1, "summary/best_val_acc": 0.5})
     runs = {r.info.run_name: r for r in client.search_runs([exp])}
-    assert set(runs["cell-new"].data.metrics) == {"val_acc", "train_acc", *(f"summary/{k}" for k in OLD_SUMMARY)}
+    # New runs: only the curves are metrics (a trial's Model metrics page starts with them).
+    assert set(runs["cell-new"].data.metrics) == {"val_acc", "train_acc"}
+    assert runs["cell-new"].data.tags["summary/best_val_acc"] == "0.8"
     assert summary_metrics(runs["cell-new"]) == summary_metrics(runs["cell-old"]) == OLD_SUMMARY
+    assert summary_metrics(runs["mid"]) == {"best_val_acc": 0.7, "final_gap": 0.2}
     assert summary_metrics(runs["both"]) == {"best_val_acc": 0.9}
     cells, unusable = cells_from_runs(client, [runs["cell-new"], runs["cell-old"]])
     assert unusable == [] and [(c.keep_prob, c.best_val_acc, c.val_loss) for c in cells] == [(0.5, 0.8, 0.6), (1.0, 0.8, 0.6)]
-    assert new and old and both

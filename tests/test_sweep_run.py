@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from sweep.mlflow_store import CURVE_METRICS, SUMMARY_PREFIX, run_state, summary_metrics
+from sweep.mlflow_store import CURVE_METRICS, run_state, summary_metrics
 from sweep_helpers import SLOW_SPACE, load_study, mlflow_runs, run_cli, run_cli_interrupted, write_config
 
 
@@ -45,11 +45,12 @@ def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
         assert steps == sorted(t.intermediate_values) == list(range(1, len(steps) + 1))
         for key in ("train_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds"):
             assert len(client.get_metric_history(run.info.run_id, key)) == len(steps), key
-        # Curves keep their names; every one-shot figure is under summary/ (MLflow's UI draws it apart).
-        assert {k for k in run.data.metrics if not k.startswith(SUMMARY_PREFIX)} <= set(CURVE_METRICS)
+        # Only the curves are metrics (so a trial's Model metrics page starts with them); every
+        # one-shot figure is a summary/ tag.
+        assert set(run.data.metrics) <= set(CURVE_METRICS)
         if t.state != TrialState.FAIL:
             assert summary_metrics(run)["epochs_trained"] == len(steps)
-            assert run.data.metrics["summary/best_val_acc"] == pytest.approx(t.user_attrs["summary"]["best_val_acc"])
+            assert float(run.data.tags["summary/best_val_acc"]) == pytest.approx(t.user_attrs["summary"]["best_val_acc"])
         # Pruning is the search working: a FINISHED run, told apart by its state tag (Optuna's convention).
         expected_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
         assert run.info.status == expected_status[t.state]
@@ -68,7 +69,8 @@ def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) ->
     # Every address printed opens MLflow's classic view (a bare one opens its GenAI view),
     # run pages included: the study's parent run and the best trial's run.
     urls = re.findall(r"https?://\S+", first.stdout)
-    assert len(urls) == 3 and all(u.endswith("?workflowType=machine_learning") for u in urls), urls
+    assert len(urls) == 3 and all("?workflowType=machine_learning" in u for u in urls), urls
+    assert urls[0].endswith("&viewStateShareKey=dropout-sweep") and urls[1].endswith("?workflowType=machine_learning")
     client, parents, children = mlflow_runs(tmp_path)
     exp = parents["study"].info.experiment_id
     best = next(r for r in children if r.data.tags["optuna.trial_number"] == str(load_study(tmp_path).best_trial.number))
@@ -84,7 +86,7 @@ def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) ->
     assert parents["study"].info.status == "FINISHED"
     study = load_study(tmp_path)
     assert parents["study"].data.tags["best_trial"] == str(study.best_trial.number)
-    assert parents["study"].data.metrics["summary/best_test_acc"] == pytest.approx(study.user_attrs["best_test_acc"]["acc"])
+    assert float(parents["study"].data.tags["summary/best_test_acc"]) == pytest.approx(study.user_attrs["best_test_acc"]["acc"])
     assert f"test_acc {study.user_attrs['best_test_acc']['acc']:.4f}" in second.stdout
 
     third = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")
