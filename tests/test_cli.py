@@ -78,4 +78,6 @@ def test_bad_flag_values_are_refused_before_anything_runs(tmp_path: Path) -> Non
     assert proc.returncode == 2 and "trials" in proc.stderr
     proc = run_cli(tmp_path, "ablate", "--keep-probs", "1,1.5", check=False)
     assert proc.returncode == 2 and "keep" in proc.stderr
+    proc = run_cli(tmp_path, "ui", "--workers", "0", check=False)
+    assert proc.returncode == 2 and "--workers" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "optuna.journal").exists() and not (tmp_path / "mlflow.db").exists()
