@@ -137,7 +137,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from sweep.mlflow_store import default_tracking_uri, find_parent_run, make_client, set_runs_view, ui_url
+    from sweep.mlflow_store import (
+        default_tracking_uri,
+        find_parent_run,
+        make_client,
+        set_runs_view,
+        ui_url,
+    )
 
     uri = args.tracking_uri or default_tracking_uri()
     experiment_id = parent = None

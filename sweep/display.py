@@ -8,6 +8,7 @@ and writes 0.85 and 6.837e-4. Everything a person reads goes through
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -28,7 +29,7 @@ def format_number(value: Any, *, step: float | None = None, log: bool = False) -
     """
     if isinstance(value, bool) or not isinstance(value, float):
         return str(value)
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         return str(value)
     if step is not None:
         decimals = max(0, -int(Decimal(str(step)).normalize().as_tuple().exponent))
