@@ -43,8 +43,10 @@ from sweep.factors import (
     level_value,
     vary_text,
 )
+from sweep.display import NOTE_TAG, ablation_note, readable_params, run_note
+from sweep.mlflow_store import summary_tags
 from sweep.objective import RunSeeds, train
-from sweep.spool import RunRecorder
+from sweep.spool import STATE_TAG, RunRecorder, end_status
 
 # Ablation seeds live apart from trial seeds (trial k uses index k).
 ABLATION_SEED_OFFSET = 1_000_000
@@ -139,15 +141,20 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         **{FACTOR_TAG_PREFIX + n: v for n, v in c.levels},
     }
     with RunRecorder(task.spool_path) as rec:
-        rec.start(c.run_name, f"ablation:{task.ablation}", {**params.to_flat(), "num_train": c.size}, tags)
+        shown = readable_params({**params.to_flat(), "num_train": c.size})
+        rec.start(c.run_name, f"ablation:{task.ablation}", shown, tags)
         try:
             result = train(params, data, seeds, recorder=rec)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
-            rec.end("KILLED" if interrupted else "FAILED", {"failure_reason": "interrupted" if interrupted else repr(exc)})
+            rec.end(end_status("FAIL", interrupted=interrupted),
+                    {STATE_TAG: "FAIL", "failure_reason": "interrupted" if interrupted else repr(exc)})
             raise
-        end_tags = {"failure_reason": result.failure_reason} if result.failure_reason else {}
-        rec.end(result.status, end_tags, result.summary)
+        end_tags = {STATE_TAG: result.state, NOTE_TAG: f"{c.size} training rows, seed {c.seed}; "
+                    + run_note(shown, result.state, result.summary, failure_reason=result.failure_reason)}
+        if result.failure_reason:
+            end_tags["failure_reason"] = result.failure_reason
+        rec.end(end_status(result.state), {**end_tags, **summary_tags(result.summary)})
     return {"cell": c, "status": result.status, "best_val_acc": result.best_val_acc, "reason": result.failure_reason}
 
 
@@ -288,10 +295,12 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
 
     parent = ParentSpec(
         f"ablation:{name}", name,
-        params={**params.to_flat(), "keep_probs": ",".join(f"{k:g}" for k in grid.keep_probs),
+        params={**readable_params(params.to_flat()), "keep_probs": ",".join(f"{k:g}" for k in grid.keep_probs),
                 "sizes": ",".join(map(str, sizes)), "seeds": grid.seeds, "dataset": cfg.dataset,
                 "subsets": grid.subsets, **({"vary": vary_text(grid.vary)} if grid.vary else {})},
-        tags={"sweep.kind": "ablation", "optuna.study": study},
+        tags={"sweep.kind": "ablation", "optuna.study": study,
+              NOTE_TAG: ablation_note(name, study, ",".join(f"{k:g}" for k in grid.keep_probs),
+                                      ",".join(map(str, sizes)), grid.seeds)},
     )
     # Cells already done, read before anything is started (the estimate and its confirmation come first).
     client = make_client(tracking_uri)
@@ -337,30 +346,34 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     except KeyboardInterrupt:
         interrupted = True
         out.write("\nstopping; rerun the same command to train the remaining cells\n")
-        _close_dead_spools(spool_dir, "interrupted")
+        _close_dead_spools(spool_dir, "interrupted", interrupted=True)
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        tracker.stop(parent_status="KILLED" if interrupted or todo else "FINISHED")
+        tracker.stop(parent_status="KILLED" if interrupted else "FAILED" if todo else "FINISHED")
     return AblationOutcome(name, tracker.experiment_id, tracker.parent_run_ids.get(parent.key),
                            len(cells), len(cells) - len(todo), interrupted)
 
 
 def _finished_cells(runs: list[Any]) -> set[Cell]:
     """Cells that need no rerun: finished, or failed by divergence (deterministic)."""
+    from sweep.mlflow_store import run_state
+
     out: set[Cell] = set()
     for r in runs:
         t = r.data.tags
-        if r.info.status == "FINISHED" or (r.info.status == "FAILED" and t.get("failure_reason", "").startswith("diverged")):
+        state = run_state(r)
+        if state == "COMPLETE" or (state == "FAIL" and t.get("failure_reason", "").startswith("diverged")):
             out.add(Cell(int(t["ablation.size"]), float(t["ablation.keep_prob"]), int(t["ablation.seed"]),
                          cell_levels(t)))
     return out
 
 
-def _close_dead_spools(spool_dir: Path, reason: str) -> None:
-    """End the runs of cells whose worker is gone, so MLflow shows them KILLED."""
+def _close_dead_spools(spool_dir: Path, reason: str, *, interrupted: bool = False) -> None:
+    """End the runs of cells whose worker is gone: FAILED (a dead worker), KILLED after an interrupt."""
     from sweep import spool
 
     spool.wait_writers_gone(spool_dir)
     for path, st in spool.unfinished(spool_dir):
         if spool.writer_alive(st) is False:
-            spool.append_end(path, "KILLED", {"failure_reason": reason})
+            spool.append_end(path, end_status("FAIL", interrupted=interrupted),
+                             {STATE_TAG: "FAIL", "failure_reason": reason})

@@ -28,6 +28,16 @@ def _csv_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 500,2000; got {text!r}")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="sweep file (TOML); default: built-in digits sweep")
     p.add_argument("--dataset", choices=["digits", "cifar10"], help="dataset (default digits, offline)")
@@ -92,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--study", help="study whose experiment to point at")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--workers", type=_positive_int, default=1,
+                    help="server processes (default 1: one person's browser; MLflow's own default, 4, "
+                         "starts each importing MLflow, ~4x the start-up CPU)")
 
     data = sub.add_parser("data", help="dataset management")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -159,16 +172,29 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from sweep.mlflow_store import default_tracking_uri, make_client, ui_url
+    from sweep.mlflow_store import (
+        default_tracking_uri,
+        find_parent_run,
+        make_client,
+        set_runs_view,
+        ui_url,
+    )
 
     uri = args.tracking_uri or default_tracking_uri()
-    experiment_id = None
+    experiment_id = parent = None
     if args.study:
         client = make_client(uri)
         exp = client.get_experiment_by_name(args.study)
         experiment_id = exp.experiment_id if exp else None
-    print(f"MLflow UI for {uri}\n  open {ui_url(args.host, args.port, experiment_id)}\n  (Ctrl-C to stop)", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+        if exp is not None:  # a store recorded before the view existed: the printed address needs it
+            set_runs_view(client, experiment_id, exp.tags)
+        parent = find_parent_run(client, experiment_id, "study") if experiment_id else None
+    lines = [f"MLflow UI for {uri}", f"  open {ui_url(args.host, args.port, experiment_id)}"]
+    if parent:
+        lines.append(f"  the study's parent run: {ui_url(args.host, args.port, experiment_id, run_id=parent)}")
+    print("\n".join([*lines, "  (Ctrl-C to stop)"]), flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
+           "--workers", str(args.workers)]
     # Become `mlflow ui` rather than wait on it: a signal meant for `sweep ui`
     # must reach the server, not orphan it.
     os.execv(sys.executable, cmd)

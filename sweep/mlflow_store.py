@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,75 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARENT_KEY_TAG = "sweep.parent_key"
+
+# Names of what a run records, in one place. Per-epoch curves (step = epoch)
+# are metrics with plain names. One-shot figures (one value per run) are TAGS
+# `summary/<name>`: MLflow 3.17's run page and chart view draw every metric,
+# one-point ones included, and put sections of prefixed metrics (`summary/...`)
+# BEFORE the default "Model metrics" section (checked in headless Chromium with
+# probe runs: aaa/ and zzz/ sections both came first), so as metrics, bare or
+# prefixed, they pushed the curves below a row of one-dot charts. As tags they
+# are still read on the run's Overview and as runs-table columns (RUNS_VIEW).
+# Stores written before: metrics `<name>` (and `summary/<name>` on this branch's
+# first version); `summary_metrics` reads all three.
+CURVE_METRICS = ("train_acc", "val_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds")
+SUMMARY_PREFIX = "summary/"
+SUMMARY_METRICS = (
+    "best_val_acc", "best_epoch", "final_train_acc", "final_val_acc", "final_gap", "final_val_loss",
+    "epochs_trained", "best_test_acc",
+)  # fmt: skip
+
+
+def summary_key(name: str) -> str:
+    """MLflow tag key of the one-shot figure `name`, e.g. 'summary/best_val_acc'."""
+    return SUMMARY_PREFIX + name
+
+
+def summary_tags(summary: Mapping[str, float]) -> dict[str, str]:
+    """A run's one-shot figures (bare names, as in Optuna's user attrs) -> MLflow tags.
+
+    Ten significant digits: what a person reads, and exact enough for every
+    statistic the report computes from them.
+    """
+    return {summary_key(k): f"{float(v):.10g}" for k, v in summary.items()}
+
+
+def summary_metrics(run: Any) -> dict[str, float]:
+    """A run's one-shot figures by bare name ('best_val_acc': 0.97, ...).
+
+    THE reader of them: the tag `summary/<name>`, else (stores written
+    before) the metric `summary/<name>` or the bare metric `<name>`.
+    """
+    metrics, tags = run.data.metrics, run.data.tags
+    out = {k: metrics[k] for k in SUMMARY_METRICS if k in metrics}
+    out.update({k.removeprefix(SUMMARY_PREFIX): v for k, v in metrics.items() if k.startswith(SUMMARY_PREFIX)})
+    for k, v in tags.items():
+        if k.startswith(SUMMARY_PREFIX):
+            try:
+                out[k.removeprefix(SUMMARY_PREFIX)] = float(v)
+            except ValueError:
+                log.warning("run %s: tag %s=%r is not a number", run.info.run_id, k, v)
+    return out
+
+
+# Old runs have no state tag: FINISHED was COMPLETE, FAILED and KILLED a failure.
+_STATE_OF_STATUS = {"FINISHED": "COMPLETE", "FAILED": "FAIL", "KILLED": "FAIL"}
+
+
+def run_state(run: Any) -> str:
+    """How a trial or cell run ended, in Optuna's words: COMPLETE, PRUNED, FAIL (or RUNNING...).
+
+    From the run's `state` tag (sweep.spool.STATE_TAG), not its MLflow status:
+    a pruned trial is FINISHED today and was KILLED in stores written before,
+    and the tag says PRUNED in both. Runs without the tag (cells recorded
+    before it existed) fall back to the status.
+    """
+    from sweep.spool import STATE_TAG
+
+    tag = run.data.tags.get(STATE_TAG)
+    if tag:
+        return tag
+    return _STATE_OF_STATUS.get(run.info.status, run.info.status)
 
 
 def default_tracking_uri(workdir: Path | None = None) -> str:
@@ -31,15 +101,39 @@ def default_tracking_uri(workdir: Path | None = None) -> str:
     return f"sqlite:///{db}"
 
 
-def ui_url(host: str, port: int, experiment_id: str | None = None, *, base: str | None = None) -> str:
-    """Address of the classic runs table (MLflow 3 opens a GenAI view by default).
+def ui_url(host: str, port: int, experiment_id: str | None = None, *, run_id: str | None = None,
+           base: str | None = None) -> str:
+    """Address of the classic runs table (in this project's view), or of one run's page with `run_id`.
 
-    `base` (a tracking server's own URL) replaces http://host:port.
+    Always with `?workflowType=machine_learning`: MLflow 3 opens an
+    experiment, and a run, in its GenAI view otherwise. The runs table also
+    gets `viewStateShareKey=` RUNS_VIEW_KEY (columns keep_prob, hidden sizes,
+    ..., see RUNS_VIEW). `base` (a tracking server's own URL) replaces http://host:port.
     """
     base = (base or f"http://{host}:{port}").rstrip("/")
     if experiment_id is None:
         return base
-    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
+    if run_id:
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    # The /runs route: the bare experiment route redirects there and drops the view key.
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}"
+
+
+# What a person first sees in the runs table: MLflow shows Source, Models and
+# Dataset columns by default (all empty here). A "shared view" is MLflow's own
+# way to hand someone a table layout: an experiment tag
+# `mlflow.sharedViewState.<key>` holding the view as JSON, opened by
+# `?viewStateShareKey=<key>` (the UI's Share button makes the same). The UI
+# does not take the expanded rows from it, so the parent runs start folded.
+RUNS_VIEW_KEY = "dropout-sweep"
+_SHARED_VIEW_TAG = "mlflow.sharedViewState."
+RUNS_VIEW: dict[str, Any] = {
+    "selectedColumns": [
+        "params.`keep_prob`", "params.`hidden_dims`", "params.`normalization`", "params.`learning_rate`",
+        "tags.`summary/best_val_acc`", "tags.`summary/epochs_trained`", "tags.`state`",
+    ],
+    "runsHiddenMode": "SHOW_ALL",  # the chart view draws every trial's curve, not the first 10 runs'
+}
 
 
 def make_client(tracking_uri: str) -> MlflowClient:
@@ -130,18 +224,34 @@ def prepare_sqlite_store(tracking_uri: str, template_dir: Path | None = None) ->
 
 
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment `name`'s id (restored if deleted, created if missing), with RUNS_VIEW on it."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        set_runs_view(client, exp.experiment_id, exp.tags)
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        exp_id = client.create_experiment(name)
     except Exception:  # created meanwhile by another process
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
-        return exp.experiment_id
+        exp_id = exp.experiment_id
+    set_runs_view(client, exp_id, {})
+    return exp_id
+
+
+def set_runs_view(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> None:
+    """Store RUNS_VIEW as the experiment's shared view RUNS_VIEW_KEY (unless it is there already)."""
+    import json
+
+    key, value = _SHARED_VIEW_TAG + RUNS_VIEW_KEY, json.dumps(RUNS_VIEW)
+    if tags.get(key) != value:
+        try:
+            client.set_experiment_tag(experiment_id, key, value)
+        except Exception as exc:  # a nicety: never worth failing a sweep for
+            log.warning("could not store the runs table view on experiment %s: %s", experiment_id, exc)
 
 
 def find_parent_run(client: MlflowClient, experiment_id: str, key: str) -> str | None:

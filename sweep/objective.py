@@ -17,7 +17,9 @@ import numpy as np
 
 from model import FullyConnectedNet, Solver, TrainingDiverged
 from sweep.config import TrainParams
-from sweep.spool import RunRecorder
+from sweep.display import NOTE_TAG, readable_params, run_note
+from sweep.mlflow_store import summary_tags
+from sweep.spool import STATE_TAG, RunRecorder, end_status
 
 EpochHook = Callable[[int, dict[str, float]], bool]
 
@@ -44,7 +46,7 @@ class RunSeeds:
 class RunResult:
     """How one training run ended, with its per-epoch curve."""
 
-    status: str  # "FINISHED" | "FAILED" | "KILLED" (MLflow run statuses)
+    status: str  # "FINISHED" | "FAILED" (MLflow run statuses; a pruned run is FINISHED)
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_val_acc: float = float("nan")
     best_epoch: int = 0
@@ -53,8 +55,16 @@ class RunResult:
     best_weights: dict[str, np.ndarray] | None = None
 
     @property
+    def state(self) -> str:
+        """Optuna's word for the outcome: COMPLETE, PRUNED or FAIL (the run's `state` tag)."""
+        if self.status == "FAILED":
+            return "FAIL"
+        return "PRUNED" if self.stopped_epoch is not None else "COMPLETE"
+
+    @property
     def summary(self) -> dict[str, float]:
-        """Final-epoch figures plus the best validation accuracy (MLflow/Optuna attrs)."""
+        """Final-epoch figures plus the best validation accuracy, by bare name (Optuna's user
+        attr `summary`; MLflow gets them as tags `summary/<name>`, see mlflow_store.summary_tags)."""
         if not self.epochs:
             return {}
         last = self.epochs[-1]
@@ -134,8 +144,6 @@ def train(
     except TrainingDiverged as exc:
         result.status = "FAILED"
         result.failure_reason = f"diverged at epoch {exc.epoch}"
-    if result.stopped_epoch is not None:
-        result.status = "KILLED"
     result.best_val_acc = float(solver.best_val_acc) if result.epochs else float("nan")
     result.best_epoch = int(getattr(solver, "best_epoch", 0) or 0)
     if keep_best_weights and result.status != "FAILED" and result.epochs:
@@ -250,7 +258,9 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
         "sweep.kind": "trial",
     }
     with RunRecorder(spool_path(ctx.spool_dir, trial.number)) as rec:
-        rec.start(f"trial-{trial.number:04d}", "study", params.to_flat(), tags)
+        # MLflow params as a person writes them (0.85, 6.837e-4); Optuna keeps the exact floats.
+        shown = readable_params(params.to_flat(), ctx.space)
+        rec.start(f"trial-{trial.number:04d}", "study", shown, tags)
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
             trial.report(metrics["val_acc"], epoch)
@@ -264,24 +274,30 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             trial.set_user_attr("failure_reason", reason)
             if interrupted:
                 trial.set_user_attr("interrupted", True)
-            rec.end("KILLED" if interrupted else "FAILED", {"state": "FAIL", "failure_reason": reason})
+            rec.end(end_status("FAIL", interrupted=interrupted), {STATE_TAG: "FAIL", "failure_reason": reason,
+                    NOTE_TAG: run_note(shown, "FAIL", {}, failure_reason=reason)})
             raise
         summary = result.summary
         trial.set_user_attr("summary", summary)
         _record_timing(trial, result, data)
         if "final_gap" in summary:
             trial.set_user_attr("gap", summary["final_gap"])
-        if result.status == "FAILED":
+        if result.state == "FAIL":
             trial.set_user_attr("failure_reason", result.failure_reason)
-            rec.end("FAILED", {"state": "FAIL", "failure_reason": result.failure_reason}, summary)
+            note = run_note(shown, "FAIL", summary, failure_reason=result.failure_reason)
+            rec.end(end_status("FAIL"), {STATE_TAG: "FAIL", "failure_reason": result.failure_reason, NOTE_TAG: note,
+                                         **summary_tags(summary)})
             raise TrialFailed(result.failure_reason)
-        if result.status == "KILLED":
+        if result.state == "PRUNED":
             trial.set_user_attr("pruned_at_epoch", result.stopped_epoch)
-            rec.end("KILLED", {"state": "PRUNED", "pruned_at_epoch": result.stopped_epoch}, summary)
+            note = run_note(shown, "PRUNED", summary, pruned_at_epoch=result.stopped_epoch)
+            rec.end(end_status("PRUNED"), {STATE_TAG: "PRUNED", "pruned_at_epoch": result.stopped_epoch, NOTE_TAG: note,
+                                           **summary_tags(summary)})
             raise optuna.TrialPruned(f"pruned at epoch {result.stopped_epoch}")
         if result.best_weights is not None and _is_best_so_far(trial.study, result.best_val_acc):
             save_weights(ctx.weights_dir / f"trial-{trial.number:04d}.npz", result.best_weights)
-        rec.end("FINISHED", {"state": "COMPLETE"}, summary)
+        rec.end(end_status("COMPLETE"), {STATE_TAG: "COMPLETE", NOTE_TAG: run_note(shown, "COMPLETE", summary),
+                                         **summary_tags(summary)})
         return result.best_val_acc
 
 

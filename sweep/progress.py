@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep.config import SweepConfig
+from sweep.display import format_number, scale_of
 from sweep.mlflow_store import ui_url
 
 
@@ -106,13 +107,16 @@ def budget_eta(eta: float, budget: Any) -> str:
 
 
 def format_params(space: Any, params: dict[str, Any]) -> str:
-    """Short human form of a trial's params, e.g. keep=0.55 hidden=256-128 norm=batchnorm lr=1.2e-03."""
+    """Short human form of a trial's params, e.g. keep=0.55 hidden=256-128 norm=batchnorm lr=1.234e-3
+    (numbers as in MLflow's params: sweep.display.format_number)."""
     try:
         p = space.params_from_trial(params)
     except ValueError:
         return str(params)
     hidden = "-".join(str(h) for h in p.hidden_dims)
-    return f"keep={p.keep_prob:g} hidden={hidden} norm={p.normalization} lr={p.learning_rate:.1e}"
+    keep = format_number(p.keep_prob, **scale_of("keep_prob", space))
+    lr = format_number(p.learning_rate, **scale_of("learning_rate", space))
+    return f"keep={keep} hidden={hidden} norm={p.normalization} lr={lr}"
 
 
 def hms(seconds: float) -> str:
@@ -137,6 +141,7 @@ class SweepOutcome:
     interrupted: bool
     counted: int
     budget_seconds: float | None = None  # set when the time budget (not the target) ended the sweep
+    best_run_id: str | None = None  # the best trial's MLflow run
 
 
 def budget_summary(o: SweepOutcome, cfg: SweepConfig) -> str:
@@ -160,14 +165,27 @@ def print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
             f"best trial {o.best_number}: val_acc {o.best_value:.4f}, test_acc {test}\n"
             f"  params: {format_params(cfg.space, o.best_params or {})}\n"
         )
-    if o.tracking_uri.startswith(("http://", "https://")):
-        out.write(f"look at the curves on the tracking server:\n  {ui_url('', 0, o.experiment_id, base=o.tracking_uri)}\n")
+    server = o.tracking_uri.startswith(("http://", "https://"))
+
+    def link(run_id: str | None = None) -> str:
+        if server:
+            return ui_url("", 0, o.experiment_id, run_id=run_id, base=o.tracking_uri)
+        return ui_url("127.0.0.1", 5000, o.experiment_id, run_id=run_id)
+
+    if server:
+        out.write(f"look at the curves on the tracking server:\n  {link()}\n")
     else:
         out.write(
             f"look at the curves: `sweep ui --study {o.study_name}` (runs `mlflow ui` on this store), then open\n"
-            f"  {ui_url('127.0.0.1', 5000, o.experiment_id)}\n"
-            f"  tracking URI: {o.tracking_uri}\n"
+            f"  {link()}\n"
         )
+    if o.experiment_id is not None:
+        if o.parent_run_id:
+            out.write(f"  the study's parent run (its trials are the rows under it): {link(o.parent_run_id)}\n")
+        if o.best_run_id and o.best_number is not None:
+            out.write(f"  the best trial's run, trial-{o.best_number:04d}: {link(o.best_run_id)}\n")
+    if not server:
+        out.write(f"  tracking URI: {o.tracking_uri}\n")
     out.write(
         f"then answer the dropout question: `sweep ablate --study {o.study_name}` and `sweep report --study {o.study_name}`\n"
     )

@@ -41,9 +41,12 @@ def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]
     cells: list[Cell] = []
     unusable: list[str] = []
     latest: dict[tuple[Any, ...], Any] = {}
+    from sweep.mlflow_store import run_state, summary_metrics
+
     for r in runs:
-        if r.info.status != "FINISHED":
-            reason = r.data.tags.get("failure_reason", r.info.status.lower())
+        state = run_state(r)
+        if state != "COMPLETE":
+            reason = r.data.tags.get("failure_reason", state.lower())
             unusable.append(f"{r.info.run_name}: {reason}")
             continue
         t = r.data.tags
@@ -51,7 +54,7 @@ def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]
         if key not in latest or r.info.start_time > latest[key].info.start_time:
             latest[key] = r  # a cell re-run after an interruption: the newest finished one counts
     for (size, keep, seed, levels), r in sorted(latest.items()):
-        m = r.data.metrics
+        m = summary_metrics(r)  # tags summary/<name>, or the metrics of stores written before
         train = client.get_metric_history(r.info.run_id, "train_acc")
         val = client.get_metric_history(r.info.run_id, "val_acc")
         train_by_step = {h.step: h.value for h in train}
@@ -115,6 +118,7 @@ def search_history(trials: list[Any]) -> list[Any]:
 
 
 def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
+    from sweep.display import readable_params
     from sweep.importance import keep_prob_importance, trend_vs_keep_prob
     from sweep.plots import plot_history, plot_importances, plot_sweep_scatter
 
@@ -127,7 +131,7 @@ def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
     try:
         best = study.best_trial
         lines.append(f"Best validation accuracy {best.value:.4f} (trial {best.number}: "
-                     f"{', '.join(f'{k}={v}' for k, v in sorted(best.params.items()))}).\n")
+                     f"{', '.join(f'{k}={v}' for k, v in sorted(readable_params(best.params, cfg.space).items()))}).\n")
         test = study.user_attrs.get("best_test_acc")
         if test and test.get("trial") == best.number:
             lines.append(f"Its test accuracy, evaluated once after the sweep: {test['acc']:.4f}.\n")

@@ -29,6 +29,8 @@ import numpy as np
 from sweep import spool
 from sweep.budget import Budget, over_deadline
 from sweep.config import SweepConfig, available_cores
+from sweep.display import NOTE_TAG, study_note
+from sweep.mlflow_store import summary_tags
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
 from sweep.progress import Progress, SweepOutcome, budget_start_line, print_summary
 
@@ -264,9 +266,10 @@ def run_sweep(
 
     tracker = Tracker(
         tracking_uri, name, paths.spool_dir,
-        [ParentSpec("study", name, params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
+        [ParentSpec("study", f"study {name}", params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
                                            "storage": cfg.storage or f"journal:{paths.journal}"},
-                    tags={"optuna.study": name, "sweep.kind": "study"})],
+                    tags={"optuna.study": name, "sweep.kind": "study",
+                          NOTE_TAG: study_note(name, cfg.dataset, cfg.trials)})],
         on_run_created=record_run_id,
     ).start()
 
@@ -418,17 +421,26 @@ def _finish(
                   "it will end the MLflow parent run\n")
     tracker.stop(parent_status=None if others else "KILLED" if interrupted else "FINISHED")
     if test_acc is not None:
-        tracker.log_parent("study", metrics={"best_test_acc": test_acc}, tags={"best_trial": best_number})
+        tracker.log_parent("study", tags={"best_trial": best_number, **summary_tags({"best_test_acc": test_acc})})
     outcome = SweepOutcome(
         study_name=study.study_name, experiment_id=tracker.experiment_id,
         parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,
         best_number=best_number, best_value=best_value, best_params=best_params, test_acc=test_acc,
         interrupted=interrupted, counted=counted_trials(study),
+        best_run_id=_run_id_of(study, best_number),
     )
     if budget is not None and budget.over() and not interrupted and outcome.counted < cfg.trials:
         outcome.budget_seconds = budget.seconds  # the budget, not the target, ended this sweep
     print_summary(outcome, cfg, out)
     return outcome
+
+
+def _run_id_of(study: Any, number: int | None) -> str | None:
+    """The MLflow run id recorded for trial `number` (on the trial, or on the study for a finished one)."""
+    if number is None:
+        return None
+    trial = study.get_trials(deepcopy=False)[number]
+    return trial.user_attrs.get("mlflow_run_id") or study.user_attrs.get(f"mlflow_run_id:{number}")
 
 
 def _test_accuracy(study: Any, best: Any, data: dict[str, np.ndarray], paths: SweepPaths, space: Any) -> float | None:

@@ -8,7 +8,7 @@ its own file in a spool folder, one flushed line per event:
     {"event": "start", "run_name": "trial-0007", "parent": "study", "params": {...},
      "tags": {...}, "pid": 123, "host": "...", "proc_start": 456.0, "time": ...}
     {"event": "epoch", "step": 1, "metrics": {"val_acc": 0.9, ...}, "time": ...}
-    {"event": "end", "status": "FINISHED"|"FAILED"|"KILLED", "tags": {...},
+    {"event": "end", "status": "FINISHED"|"FAILED"|"KILLED", "tags": {"state": ..., ...},
      "metrics": {...}, "time": ...}
 
 The parent's tracker (sweep.tracking) tails these files and mirrors them into
@@ -29,6 +29,22 @@ from pathlib import Path
 from typing import Any
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+# Tag with how a trial or cell ended, in Optuna's words (COMPLETE, PRUNED, FAIL): the
+# MLflow status alone cannot say it, since a pruned trial ends FINISHED (end_status).
+STATE_TAG = "state"
+
+
+def end_status(state: str, *, interrupted: bool = False) -> str:
+    """MLflow status of a run that ended in Optuna state `state`.
+
+    As Optuna's own MLflow integration does: a pruned trial is a FINISHED run
+    tagged state=PRUNED (pruning is the search working; MLflow draws KILLED
+    with the same red icon as a crash); a failure (divergence, a dead worker)
+    is FAILED; KILLED only for a run an interrupt (Ctrl-C, SIGTERM) cut off.
+    """
+    if state in ("COMPLETE", "PRUNED"):
+        return "FINISHED"
+    return "KILLED" if interrupted else "FAILED"
 
 
 def process_start_time(pid: int) -> float | None:

@@ -295,8 +295,8 @@ def reap_stale_trials(
             # Failed and re-queued by Optuna's heartbeat: end the run its dead worker left open.
             if state is not None and state.start is not None and state.end is None:
                 if owner_alive(state.start) is not True:
-                    lost = {"state": "FAIL", "failure_reason": "worker stopped sending heartbeats"}
-                    spool.append_end(path, "KILLED", lost)
+                    lost = {spool.STATE_TAG: "FAIL", "failure_reason": "worker stopped sending heartbeats"}
+                    spool.append_end(path, spool.end_status("FAIL"), lost)
             continue
         state = None
         if t.state == TrialState.RUNNING:
@@ -318,15 +318,18 @@ def reap_stale_trials(
             state = read(path)
         else:
             continue
+        # FAILED for a dead worker, KILLED only for a trial an interrupt cut off.
+        status = spool.end_status("FAIL", interrupted=bool(t.user_attrs.get("interrupted")) or reason == "interrupted")
+        lost = {spool.STATE_TAG: "FAIL", "failure_reason": reason}
         if state is None or state.start is None:
             # Died between taking the trial and its first record: still give the
-            # trial its MLflow run, so every trial has one (KILLED, with the reason).
+            # trial its MLflow run, so every trial has one (with the reason).
             with spool.RunRecorder(path) as rec:
                 rec.start(f"trial-{t.number:04d}", "study", t.params,
                           {"optuna.trial_number": t.number, "optuna.study": study.study_name, "sweep.kind": "trial"})
-                rec.end("KILLED", {"state": "FAIL", "failure_reason": reason})
+                rec.end(status, lost)
         elif state.end is None:
-            spool.append_end(path, "KILLED", {"state": "FAIL", "failure_reason": reason})
+            spool.append_end(path, status, lost)
         requeue(study, t)
         requeued.append(t.number)
     return requeued

@@ -117,8 +117,8 @@ def test_ablation_and_report_match_a_recomputation_from_mlflow(tmp_path: Path) -
 
     # Recompute the headline numbers straight from MLflow and find them in the report.
     for size in (150, 400):
-        base = [by_cell[(str(size), str(s), "1.0")].data.metrics["best_val_acc"] for s in range(3)]
-        drop = [by_cell[(str(size), str(s), "0.5")].data.metrics["best_val_acc"] for s in range(3)]
+        base = [float(by_cell[(str(size), str(s), "1.0")].data.tags["summary/best_val_acc"]) for s in range(3)]
+        drop = [float(by_cell[(str(size), str(s), "0.5")].data.tags["summary/best_val_acc"]) for s in range(3)]
         diff = np.array(drop) - np.array(base)
         mean = diff.mean() * 100
         half = sps.t.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3) * 100
@@ -129,7 +129,7 @@ def test_ablation_and_report_match_a_recomputation_from_mlflow(tmp_path: Path) -
         assert numbers[0] == pytest.approx(mean, abs=0.051)  # printed to 0.1 points
         assert numbers[1] == pytest.approx(mean - half, abs=0.051)
         assert numbers[2] == pytest.approx(mean + half, abs=0.051)
-        gap_base = np.mean([by_cell[(str(size), str(s), "1.0")].data.metrics["final_gap"] for s in range(3)])
+        gap_base = np.mean([float(by_cell[(str(size), str(s), "1.0")].data.tags["summary/final_gap"]) for s in range(3)])
         assert f"{gap_base * 100:.1f}" in report
 
 
@@ -198,7 +198,7 @@ def test_sweep_then_ablate_its_best_trial_then_report_both(tmp_path: Path) -> No
     cells = [r for r in children if r.data.tags["mlflow.parentRunId"] == parents[key].info.run_id]
     assert len(cells) == 4
     best = max((r for r in children if r.data.tags.get("sweep.kind") == "trial"),
-               key=lambda r: r.data.metrics["best_val_acc"])
+               key=lambda r: float(r.data.tags["summary/best_val_acc"]))
     # The ablation re-trains the best trial's configuration, keep_prob aside.
     for name in ("hidden_dims", "learning_rate", "normalization", "weight_scale"):
         assert {c.data.params[name] for c in cells} == {best.data.params[name]}, name
@@ -207,6 +207,11 @@ def test_sweep_then_ablate_its_best_trial_then_report_both(tmp_path: Path) -> No
     report = (tmp_path / "reports" / "dropout-digits" / "report.md").read_text()
     assert "## Sweep: study `dropout-digits`" in report and "## Ablation" in report
     assert "| value | ped_anova |" in report and "| gap | fanova |" in report
+    # The best trial's params as the MLflow run shows them, no float noise (0.8500000000000001).
+    best_line = next(line for line in report.splitlines() if line.startswith("Best validation accuracy"))
+    for key in ("keep_prob", "learning_rate", "weight_scale"):
+        assert f"{key}={best.data.params[key]}" in best_line, (key, best_line)
+    assert not re.search(r"\d\.\d{6,}", best_line), best_line
     assert (tmp_path / "reports" / "dropout-digits" / "figures" / "sweep_keep_prob.png").stat().st_size > 5000
     arts = [f.path for f in client.list_artifacts(parents["study"].info.run_id, "report")]
     assert "report/report.md" in arts

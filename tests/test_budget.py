@@ -123,9 +123,10 @@ def test_timeout_kill_stops_the_running_trials_and_requeues_them_like_an_interru
     done = counted_trials(study)
     assert f"ended the sweep with {done}/{TARGET} trials done" in out
 
-    # The same command continues: the stopped trials' params are trained first, as fresh attempts.
+    # The same command continues: the stopped trials' params are trained first, as fresh attempts
+    # (a trial stopped before its last suggest is retried with what it had drawn, plus fresh draws).
     again, _ = _sweep(tmp_path, "--timeout-kill")
     trials = load_study(tmp_path).get_trials()
     for t in stopped:
         retry = next(u for u in trials if u.system_attrs.get("failed_trial") == t.number)
-        assert retry.state != TrialState.WAITING and retry.params == t.params, (retry.state, again)
+        assert retry.state != TrialState.WAITING and t.params.items() <= retry.params.items(), (retry.state, again)

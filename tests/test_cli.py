@@ -32,7 +32,10 @@ def test_ui_serves_mlflow_and_prints_the_runs_table_address(tmp_path: Path) -> N
                             start_new_session=True)  # its own process group: the server's workers go with it
     try:
         first = proc.stdout.readline() + proc.stdout.readline()
-        assert f"http://127.0.0.1:{port}/#/experiments/1?workflowType=machine_learning" in first
+        assert f"http://127.0.0.1:{port}/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=" in first
+        parent_line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}/#/experiments/1/runs/" in parent_line, parent_line
+        assert parent_line.rstrip().endswith("?workflowType=machine_learning"), parent_line
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -75,4 +78,6 @@ def test_bad_flag_values_are_refused_before_anything_runs(tmp_path: Path) -> Non
     assert proc.returncode == 2 and "trials" in proc.stderr
     proc = run_cli(tmp_path, "ablate", "--keep-probs", "1,1.5", check=False)
     assert proc.returncode == 2 and "keep" in proc.stderr
+    proc = run_cli(tmp_path, "ui", "--workers", "0", check=False)
+    assert proc.returncode == 2 and "--workers" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "optuna.journal").exists() and not (tmp_path / "mlflow.db").exists()

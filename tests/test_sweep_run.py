@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import warnings
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 
+from sweep.mlflow_store import CURVE_METRICS, run_state, summary_metrics
 from sweep_helpers import SLOW_SPACE, load_study, mlflow_runs, run_cli, run_cli_interrupted, write_config
 
 
@@ -26,17 +29,32 @@ def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
     for t in trials:
         run = by_number[t.number]
         assert run.info.run_name == f"trial-{t.number:04d}"
-        # Every Optuna param is an MLflow param with the same value.
+        # Every Optuna param is an MLflow param with the same value, written as a person would:
+        # stepped keep_prob on its grid (0.85, not 0.8500000000000001), log-scale to 4 digits.
         for key, value in t.params.items():
-            assert run.data.params[key] == str(value), key
+            text = run.data.params[key]
+            if isinstance(value, float):
+                assert float(text) == pytest.approx(value, rel=5e-4), key
+                assert len(text.replace("-", "").replace(".", "").split("e")[0].strip("0")) <= 4, (key, text)
+            else:
+                assert text == str(value), key
+        assert (Decimal(run.data.params["keep_prob"]) - Decimal("0.2")) % Decimal("0.05") == 0
         link = t.user_attrs.get("mlflow_run_id") or study.user_attrs.get(f"mlflow_run_id:{t.number}")
         assert link == run.info.run_id
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
         assert steps == sorted(t.intermediate_values) == list(range(1, len(steps) + 1))
         for key in ("train_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds"):
             assert len(client.get_metric_history(run.info.run_id, key)) == len(steps), key
-        expected_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+        # Only the curves are metrics (so a trial's Model metrics page starts with them); every
+        # one-shot figure is a summary/ tag.
+        assert set(run.data.metrics) <= set(CURVE_METRICS)
+        if t.state != TrialState.FAIL:
+            assert summary_metrics(run)["epochs_trained"] == len(steps)
+            assert float(run.data.tags["summary/best_val_acc"]) == pytest.approx(t.user_attrs["summary"]["best_val_acc"])
+        # Pruning is the search working: a FINISHED run, told apart by its state tag (Optuna's convention).
+        expected_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
         assert run.info.status == expected_status[t.state]
+        assert run.data.tags["state"] == t.state.name and run_state(run) == t.state.name
         if t.state == TrialState.PRUNED:
             assert run.data.tags["pruned_at_epoch"] == str(len(steps))
             assert len(steps) < t.params["epochs"]
@@ -48,7 +66,16 @@ def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
 def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) -> None:
     first = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "8", "--epochs", "5")
     assert "best trial" in first.stdout and "test_acc" in first.stdout
-    assert "workflowType=machine_learning" in first.stdout
+    # Every address printed opens MLflow's classic view (a bare one opens its GenAI view),
+    # run pages included: the study's parent run and the best trial's run.
+    urls = re.findall(r"https?://\S+", first.stdout)
+    assert len(urls) == 3 and all("?workflowType=machine_learning" in u for u in urls), urls
+    assert urls[0].endswith("&viewStateShareKey=dropout-sweep") and urls[1].endswith("?workflowType=machine_learning")
+    client, parents, children = mlflow_runs(tmp_path)
+    exp = parents["study"].info.experiment_id
+    best = next(r for r in children if r.data.tags["optuna.trial_number"] == str(load_study(tmp_path).best_trial.number))
+    assert f"/#/experiments/{exp}/runs/{parents['study'].info.run_id}?workflowType" in urls[1]
+    assert f"/#/experiments/{exp}/runs/{best.info.run_id}?workflowType" in urls[2]
     _assert_mirrors(tmp_path, 8)
 
     second = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")
@@ -59,7 +86,7 @@ def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) ->
     assert parents["study"].info.status == "FINISHED"
     study = load_study(tmp_path)
     assert parents["study"].data.tags["best_trial"] == str(study.best_trial.number)
-    assert parents["study"].data.metrics["best_test_acc"] == pytest.approx(study.user_attrs["best_test_acc"]["acc"])
+    assert float(parents["study"].data.tags["summary/best_test_acc"]) == pytest.approx(study.user_attrs["best_test_acc"]["acc"])
     assert f"test_acc {study.user_attrs['best_test_acc']['acc']:.4f}" in second.stdout
 
     third = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")
@@ -121,7 +148,8 @@ def test_killed_worker_trial_is_failed_and_its_params_trained_again(tmp_path: Pa
     assert not [r for r in children if r.info.status == "RUNNING"]
     assert parents["study"].info.status == "FINISHED"
     killed_run = next(r for r in children if r.data.tags["optuna.trial_number"] == str(number))
-    assert killed_run.info.status == "KILLED"
+    # A dead worker is a failure (FAILED), not an interrupt (KILLED).
+    assert killed_run.info.status == "FAILED" and killed_run.data.tags["state"] == "FAIL"
     assert "died" in killed_run.data.tags["failure_reason"]
 
 
@@ -149,6 +177,10 @@ def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> N
     _, parents, children = mlflow_runs(tmp_path)
     assert parents["study"].info.status == "KILLED"
     assert not [r for r in children if r.info.status == "RUNNING"]
+    # Only the trials the interrupt cut off are KILLED runs.
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    assert {by_number[t.number].info.status for t in interrupted} == {"KILLED"}, states
+    assert {by_number[t.number].info.status for t in died} <= {"FAILED"}, states
 
     run_cli(tmp_path, "run", str(cfg), "--jobs", "2", "--trials", "4")
     study = load_study(tmp_path)

@@ -30,7 +30,7 @@ def test_tracker_mirrors_spool_into_child_runs(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spool_dir = tmp_path / "spool"
     _write_run(spool_dir, "trial-0000", 3, "FINISHED", state="COMPLETE")
-    _write_run(spool_dir, "trial-0001", 1, "KILLED", state="PRUNED", pruned_at_epoch=1)
+    _write_run(spool_dir, "trial-0001", 1, "FINISHED", state="PRUNED", pruned_at_epoch=1)
     created: list[tuple[str, str]] = []
     tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp", params={"seed": 3})],
                       on_run_created=lambda ev, rid: created.append((ev["run_name"], rid)), poll_seconds=0.05)
@@ -57,7 +57,7 @@ def test_tracker_mirrors_spool_into_child_runs(tmp_path: Path) -> None:
     assert r0.data.params == {"keep_prob": "0.5", "hidden_dims": "64-32"}
     history = client.get_metric_history(r0.info.run_id, "val_acc")
     assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
-    assert runs["trial-0001"].info.status == "KILLED"
+    assert runs["trial-0001"].info.status == "FINISHED"
     assert runs["trial-0001"].data.tags["pruned_at_epoch"] == "1"
     assert runs["trial-0002"].info.status == "FAILED"
     assert runs["trial-0002"].data.tags["failure_reason"] == "diverged at epoch 2"
