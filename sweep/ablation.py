@@ -140,6 +140,7 @@ class AblationOutcome:
     cells_total: int
     cells_done: int
     interrupted: bool
+    untracked: Any = None  # sweep.outage.Backlog of what MLflow lacks; None: all there
 
 
 def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys.stdout,
@@ -150,7 +151,9 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
 
     from sweep.data import load_dataset
     from sweep.config import available_cores
-    from sweep.runner import SweepPaths, _death_detail, _raise_terminated
+    from sweep.progress import print_tracking_status
+    from sweep.redact import mask_url
+    from sweep.runner import SweepPaths, _death_detail, _raise_terminated, _say, stop_tracker
     from sweep.mlflow_store import child_runs, default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
 
@@ -179,8 +182,11 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
                 "subsets": grid.subsets},
         tags={"sweep.kind": "ablation", "optuna.study": study},
     )
-    tracker = Tracker(tracking_uri, study, spool_dir, [parent]).start()
-    tracker.wait_ready()
+    tracker = Tracker(tracking_uri, study, spool_dir, [parent], say=_say(out)).start()
+    # Which cells are done is read from MLflow: it must answer (preflight checked it a moment ago).
+    if not tracker.wait_ready(60):
+        raise ValueError(f"--tracking-uri: MLflow at {mask_url(tracking_uri)} did not answer within 60 s "
+                         f"({tracker.health.last_error}); nothing was trained")
     done = _finished_cells(child_runs(tracker.client, tracker.experiment_id, tracker.parent_run_ids[parent.key]))
     cells = [Cell(n, k, s) for n in sizes for s in range(grid.seeds) for k in grid.keep_probs]
     todo = [c for c in cells if c not in done]
@@ -218,9 +224,11 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
         _close_dead_spools(spool_dir, "interrupted")
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        tracker.stop(parent_status="KILLED" if interrupted or todo else "FINISHED")
+        missing = stop_tracker(tracker, "KILLED" if interrupted or todo else "FINISHED", out)
+    print_tracking_status(study, tracking_uri, missing, tracker.health.last_error, out)
     return AblationOutcome(name, tracker.experiment_id, tracker.parent_run_ids.get(parent.key),
-                           len(cells), len(cells) - len(todo), interrupted)
+                           len(cells), len(cells) - len(todo), interrupted,
+                           untracked=None if missing.empty else missing)
 
 
 def _finished_cells(runs: list[Any]) -> set[Cell]:

@@ -1,4 +1,4 @@
-"""`sweep` command line: run | ablate | report | ui | data.
+"""`sweep` command line: run | ablate | report | sync | ui | data.
 
 Every subcommand takes an optional sweep file (TOML, see examples/) and
 flags that override it; with no file the built-in defaults (the same as
@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(report)
     report.add_argument("--out", default=None, help="output folder (default reports/<study>)")
 
+    sync = sub.add_parser("sync", help="upload to MLflow what the spool folders hold and MLflow lacks "
+                                       "(after a tracking outage); safe to run again")
+    sync.add_argument("--study", help="only this study (default: every study under .sweep/ here)")
+    sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+
     ui = sub.add_parser("ui", help="open MLflow's UI on this sweep's tracking store")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     ui.add_argument("--study", help="study whose experiment to point at")
@@ -87,10 +92,41 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
-def _load(args: argparse.Namespace):
+def _origin(args: argparse.Namespace, key: str) -> str:
+    """Where the setting `key` (storage | tracking_uri) came from, as the error names it."""
+    flag = "--" + key.replace("_", "-")
+    if getattr(args, key, None) is not None:
+        return flag
+    config = getattr(args, "config", None)
+    if config:
+        import tomllib
+
+        try:
+            with open(config, "rb") as fh:
+                if key in tomllib.load(fh).get("sweep", {}):
+                    return f"[sweep] {key} in {config}"
+        except (OSError, ValueError):
+            pass
+    if key == "tracking_uri" and os.environ.get("MLFLOW_TRACKING_URI"):
+        return "MLFLOW_TRACKING_URI"
+    return flag
+
+
+def _preflight(args: argparse.Namespace, cfg, *, storage: bool = True) -> None:
+    """Refuse an unusable tracking URI or storage URL before anything is trained or written."""
+    from sweep.mlflow_store import default_tracking_uri
+    from sweep.preflight import check_storage, check_tracking_uri
+
+    check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"))
+    if storage:
+        check_storage(cfg.storage, _origin(args, "storage"))
+
+
+def _load(args: argparse.Namespace, *, storage: bool = True):
     from sweep.config import load_config
 
     cfg = load_config(args.config, _overrides(args))
+    _preflight(args, cfg, storage=storage)
     if getattr(args, "download", False) and cfg.dataset == "cifar10":
         from sweep.data import download_cifar10
 
@@ -101,24 +137,44 @@ def _load(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from sweep.runner import run_sweep
 
+    from sweep.progress import EXIT_UNTRACKED
+
     cfg = _load(args)
     outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler)
-    return 130 if outcome.interrupted else 0
+    return 130 if outcome.interrupted else EXIT_UNTRACKED if outcome.untracked is not None else 0
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from sweep.ablation import run_ablation
+    from sweep.progress import EXIT_UNTRACKED
 
     cfg = _load(args)
     outcome = run_ablation(cfg, name=args.name)
-    return 130 if outcome.interrupted else 0
+    return 130 if outcome.interrupted else EXIT_UNTRACKED if outcome.untracked is not None else 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from sweep.mlflow_store import default_tracking_uri
+    from sweep.preflight import check_tracking_uri
+    from sweep.sync import sync_all
+
+    uri = args.tracking_uri or default_tracking_uri()
+    check_tracking_uri(uri, _origin(args, "tracking_uri"))
+    return sync_all(Path.cwd(), uri, study=args.study, out=sys.stdout)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sweep.report import write_report
 
+    from sweep.progress import EXIT_UNTRACKED
+    from sweep.report import ReportNotUploaded
+
     cfg = _load(args)
-    path = write_report(cfg, out_dir=Path(args.out) if args.out else None)
+    try:
+        path = write_report(cfg, out_dir=Path(args.out) if args.out else None)
+    except ReportNotUploaded as exc:
+        print(f"sweep report: {exc}", file=sys.stderr)
+        return EXIT_UNTRACKED
     print(f"report written to {path}")
     return 0
 
@@ -148,15 +204,21 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "ui": cmd_ui, "data": cmd_data}
+COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "sync": cmd_sync, "ui": cmd_ui,
+            "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sweep.redact import mask_text
+
+    from sweep.redact import install_log_masking
+
     args = build_parser().parse_args(argv)
+    install_log_masking()
     try:
         return COMMANDS[args.command](args)
     except ValueError as exc:  # config/data errors already name the field or file
-        print(f"sweep {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sweep {args.command}: error: {mask_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -64,6 +64,9 @@ def make_client(tracking_uri: str) -> MlflowClient:
     try:
         from mlflow.tracking import MlflowClient
 
+        from sweep.redact import install_log_masking
+
+        install_log_masking()  # MLflow's import installed its own log handler
         prepare_sqlite_store(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri)
     finally:

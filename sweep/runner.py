@@ -30,6 +30,7 @@ from sweep import spool
 from sweep.config import SweepConfig, available_cores
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
 from sweep.progress import Progress, SweepOutcome, print_summary
+from sweep.redact import mask_url
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
 
@@ -220,9 +221,9 @@ def run_sweep(
     tracker = Tracker(
         tracking_uri, name, paths.spool_dir,
         [ParentSpec("study", name, params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
-                                           "storage": cfg.storage or f"journal:{paths.journal}"},
+                                           "storage": mask_url(cfg.storage) or f"journal:{paths.journal}"},
                     tags={"optuna.study": name, "sweep.kind": "study"})],
-        on_run_created=record_run_id,
+        on_run_created=record_run_id, say=_say(out),
     ).start()
 
     in_flight = jobs  # trials that run at once, for the progress line's "running"
@@ -284,6 +285,28 @@ def run_sweep(
 
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
     return outcome
+
+
+def _say(out: TextIO) -> Any:
+    """A line printer for the tracker thread (its outage and catch-up lines)."""
+
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    return say
+
+
+def stop_tracker(tracker: Any, parent_status: str | None, out: TextIO) -> Any:
+    """End tracking within the stated wait (SWEEP_TRACKING_WAIT); returns what is not in MLflow."""
+    from sweep.tracking import tracking_wait_seconds
+
+    wait = tracking_wait_seconds()
+    if tracker.health.down:
+        out.write(f"waiting up to {wait:.0f} s for MLflow at {tracker.health.where} to come back "
+                  "(SWEEP_TRACKING_WAIT=SECONDS changes this)\n")
+        out.flush()
+    return tracker.stop(parent_status=parent_status, timeout=wait)
 
 
 def _dask_threads(scheduler: str) -> int:
@@ -359,14 +382,15 @@ def _finish(
     if others:
         out.write(f"{others} trial(s) of this study still run in another sweep process; "
                   "it will end the MLflow parent run\n")
-    tracker.stop(parent_status=None if others else "KILLED" if interrupted else "FINISHED")
-    if test_acc is not None:
+    if test_acc is not None:  # queued: sent with the final drain (or kept for `sweep sync`)
         tracker.log_parent("study", metrics={"best_test_acc": test_acc}, tags={"best_trial": best_number})
+    missing = stop_tracker(tracker, None if others else "KILLED" if interrupted else "FINISHED", out)
     outcome = SweepOutcome(
         study_name=study.study_name, experiment_id=tracker.experiment_id,
         parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,
         best_number=best_number, best_value=best_value, best_params=best_params, test_acc=test_acc,
         interrupted=interrupted, counted=counted_trials(study),
+        untracked=None if missing.empty else missing, tracking_error=tracker.health.last_error,
     )
     print_summary(outcome, cfg, out)
     return outcome

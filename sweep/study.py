@@ -79,6 +79,9 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
                 url,
+                # A database restarted under a sweep leaves every pooled connection dead:
+                # test each before use, so only the statements in flight at the restart fail.
+                engine_kwargs={"pool_pre_ping": True},
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=3 * HEARTBEAT_SECONDS,
                 heartbeat_stale_trial_callback=requeue,
