@@ -137,11 +137,13 @@ def _load(args: argparse.Namespace, *, storage: bool = True):
 def cmd_run(args: argparse.Namespace) -> int:
     from sweep.runner import run_sweep
 
-    from sweep.progress import EXIT_UNTRACKED
+    from sweep.progress import EXIT_FAULT, EXIT_UNTRACKED
 
     cfg = _load(args)
     outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler)
-    return 130 if outcome.interrupted else EXIT_UNTRACKED if outcome.untracked is not None else 0
+    if outcome.interrupted:
+        return 130
+    return EXIT_FAULT if outcome.fault else EXIT_UNTRACKED if outcome.untracked is not None else 0
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

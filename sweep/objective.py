@@ -7,6 +7,8 @@ recorder (-> MLflow) and to an optional per-epoch hook (-> Optuna pruning).
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import numpy as np
 
 from model import FullyConnectedNet, Solver, TrainingDiverged
 from sweep.config import TrainParams
-from sweep.spool import RunRecorder
+from sweep.spool import RunRecorder, SpoolWriteError
 
 EpochHook = Callable[[int, dict[str, float]], bool]
 
@@ -257,11 +259,16 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             result = train(params, data, seeds, recorder=rec, on_epoch=report, keep_best_weights=True)
         except BaseException as exc:  # interrupt or a bug: record it, let Optuna fail the trial
             interrupted = isinstance(exc, KeyboardInterrupt)
-            reason = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("failure_reason", reason)
-            if interrupted:
-                trial.set_user_attr("interrupted", True)
-            rec.end("KILLED" if interrupted else "FAILED", {"state": "FAIL", "failure_reason": reason})
+            reason = "interrupted" if interrupted else exc.strerror if isinstance(exc, SpoolWriteError) \
+                else f"{type(exc).__name__}: {exc}"
+            # The spool end first, each step on its own: the storage (database restarting)
+            # or the spool folder (disk full) may be what failed.
+            with contextlib.suppress(OSError, ValueError):
+                rec.end("KILLED" if interrupted else "FAILED", {"state": "FAIL", "failure_reason": reason})
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("failure_reason", reason)
+                if interrupted:
+                    trial.set_user_attr("interrupted", True)
             raise
         summary = result.summary
         trial.set_user_attr("summary", summary)

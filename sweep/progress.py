@@ -108,6 +108,7 @@ class SweepOutcome:
     counted: int
     untracked: Any = None  # sweep.outage.Backlog of what MLflow lacks at the end; None: all there
     tracking_error: str = ""  # the tracker's last failure, if any
+    fault: str = ""  # why the sweep stopped itself before its target (e.g. a full spool folder)
 
 
 def print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
@@ -141,6 +142,8 @@ def print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
 
 # Exit code of run/ablate when the work is done but not all of it is in MLflow yet.
 EXIT_UNTRACKED = 3
+# Exit code of run when a fault (a spool folder it cannot write) stopped it before its target.
+EXIT_FAULT = 4
 
 
 def print_tracking_status(study: str, tracking_uri: str, untracked: Any, error: str, out: TextIO) -> bool:

@@ -103,7 +103,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     """
     import socket
 
-    from sweep.study import WORKER_ATTR, check_target, reap_stale_trials, spool_path
+    from sweep.study import WORKER_ATTR, check_target, is_storage_error, reap_stale_trials, short_storage_error, spool_path
 
     study = _worker_study(ctx)
     # Dask re-runs the task of a worker that died (loky instead tells the parent,
@@ -142,7 +142,17 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         trial.study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, owner)
         return trial_objective(trial, ctx, data)
 
-    study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+    try:
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+    except spool.SpoolWriteError as exc:
+        # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
+        return _fault_outcome(done.get("number", -1), exc.strerror, stop=True)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        # The database went away under the trial (restarting?): it stays RUNNING there until
+        # Optuna's heartbeat fails and re-queues it; its spool run was ended by the objective.
+        return _fault_outcome(done.get("number", -1), f"the Optuna storage failed: {short_storage_error(exc)}")
     storage = study._storage
     frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"]))
     # The trial's events (a few kB) travel back with the outcome: a Dask worker on
@@ -157,6 +167,12 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         "pid": os.getpid(),
         "spool": events.read_text(encoding="utf-8") if events.exists() else "",
     }
+
+
+def _fault_outcome(number: int, reason: str, *, stop: bool = False) -> dict[str, Any]:
+    """Outcome of a trial a fault ended (no spool text: the parent reads the shared disk or nothing)."""
+    return {"number": number, "state": "FAIL", "value": None, "params": {}, "reason": reason,
+            "pid": os.getpid(), "spool": "", "stop": stop}
 
 
 # -- parent side ----------------------------------------------------------------
@@ -182,7 +198,9 @@ def run_sweep(
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     from sweep.data import load_dataset
-    from sweep.study import check_target, counted_trials, make_storage, open_study, reap_stale_trials
+    from sweep.study import (
+        check_target, counted_trials, make_storage, open_study, reap_stale_trials, with_storage_retry,
+    )
     from sweep.mlflow_store import default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
 
@@ -236,8 +254,9 @@ def run_sweep(
         where = f"on the Dask cluster at {dask_scheduler} ({limit})"
     else:
         where = f"on {jobs} worker(s) x {threads} BLAS thread(s)"
+    say = _say(out)
     progress = Progress(cfg.trials, cfg.trials - max(missing, 0), in_flight, cfg.space, out,
-                        count_done=lambda: counted_trials(study))
+                        count_done=lambda: with_storage_retry(counted_trials, study, say=say))
     out.write(
         f"study {name!r}: {cfg.trials - max(missing, 0)}/{cfg.trials} trials done, running {max(missing, 0)} more "
         f"{where}; dataset {cfg.dataset} "
@@ -250,25 +269,39 @@ def run_sweep(
         worker_died += (KilledWorker,)
     old_term = signal.signal(signal.SIGTERM, _raise_terminated)
     interrupted = False
+    fault = ""  # why the sweep stopped itself (a spool folder it cannot write)
     try:
         rounds = 0
-        while missing > 0 and rounds < MAX_ROUNDS:
+        while missing > 0 and rounds < MAX_ROUNDS and not fault:
             rounds += 1
             skipped_before = progress.skipped
             try:
                 # On Dask, --jobs (when given) caps the trials in flight; 0 = the whole cluster.
-                for res in _parallel_trials(ctx, missing, cfg.jobs if dask_scheduler else jobs, threads, dask_scheduler):
+                trials = _parallel_trials(ctx, missing, cfg.jobs if dask_scheduler else jobs, threads, dask_scheduler)
+                for res in trials:
                     progress.update(res)
+                    if res.get("stop"):
+                        fault = res["reason"]
+                        trials.close()  # no new trials: nothing more could be recorded
+                        break
             except worker_died as exc:
                 spool.wait_writers_gone(paths.spool_dir)
-                requeued = reap_stale_trials(study, paths.spool_dir, "worker process died", min_age_seconds=0)
+                requeued = with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died",
+                                              min_age_seconds=0, say=say)
                 out.write(f"a worker process died{_death_detail(exc)}; re-queued trial(s) {requeued}\n")
-            missing = cfg.trials - counted_trials(study)
+            if fault:
+                out.write(f"stopping the sweep: {fault}. What was recorded before is kept; "
+                          "free space there and run the same command to resume.\n")
+                spool.wait_writers_gone(paths.spool_dir)
+                reap_stale_trials(study, paths.spool_dir, "stopped: the spool folder cannot be written",
+                                  min_age_seconds=0)
+                break
+            missing = cfg.trials - with_storage_retry(counted_trials, study, say=say)
             if missing > 0 and progress.skipped > skipped_before:
                 # Tasks found the target reached counting trials RUNNING in another sweep
                 # process: those count when they end, so resubmit only for what is still
                 # open (e.g. trials re-queued meanwhile), not again for them.
-                check = check_target(study, cfg.trials)
+                check = with_storage_retry(check_target, study, cfg.trials, say=say)
                 missing = max(cfg.trials - check.counted - check.running, check.waiting)
                 if missing <= 0:
                     out.write(f"{check.running} trial(s) towards the target of {cfg.trials} are still running "
@@ -281,9 +314,10 @@ def run_sweep(
     finally:
         signal.signal(signal.SIGTERM, old_term)
     if not interrupted:  # close runs of trials Optuna's heartbeat failed in the last round
-        reap_stale_trials(study, paths.spool_dir, "worker process died")
+        with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
 
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
+    outcome.fault = fault
     return outcome
 
 

@@ -36,6 +36,52 @@ _RDB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
 
 
 MAX_RETRIES = 3
+# How long the parent keeps retrying a storage that stopped answering (a database restart).
+STORAGE_RETRY_SECONDS = 120.0
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """True for a failure to reach the Optuna storage (database down or restarting)."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError,
+                        sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_storage_error(cause)
+
+
+def short_storage_error(exc: BaseException) -> str:
+    """The database's own words, one line, e.g. 'server closed the connection unexpectedly'."""
+    from sweep.redact import mask_text
+
+    inner = exc
+    while getattr(inner, "orig", None) is None and (inner.__cause__ or inner.__context__) is not None:
+        inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
+    text = str(getattr(inner, "orig", None) or inner).strip().splitlines()
+    return mask_text(text[0] if text else type(exc).__name__)[:200]
+
+
+def with_storage_retry(fn: Any, *args: Any, say: Any = None, seconds: float = STORAGE_RETRY_SECONDS, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs), retried every 2 s while the storage is unreachable, for `seconds`.
+
+    `say` gets one line when the retries start. Other errors, and the last storage error, are raised.
+    """
+    import time
+
+    deadline = time.monotonic() + seconds
+    told = False
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_storage_error(exc) or time.monotonic() > deadline:
+                raise
+            if say is not None and not told:
+                say(f"the Optuna storage is unreachable ({short_storage_error(exc)}); "
+                    f"retrying for up to {seconds:.0f} s")
+                told = True
+            time.sleep(2.0)
 # What a retry must not inherit from the attempt it repeats.
 _OUTCOME_ATTRS = ("failure_reason", "interrupted", "summary", "gap", "pruned_at_epoch", "mlflow_run_id")
 
@@ -321,15 +367,18 @@ def reap_stale_trials(
             state = read(path)
         else:
             continue
-        if state is None or state.start is None:
-            # Died between taking the trial and its first record: still give the
-            # trial its MLflow run, so every trial has one (KILLED, with the reason).
-            with spool.RunRecorder(path) as rec:
-                rec.start(f"trial-{t.number:04d}", "study", t.params,
-                          {"optuna.trial_number": t.number, "optuna.study": study.study_name, "sweep.kind": "trial"})
-                rec.end("KILLED", {"state": "FAIL", "failure_reason": reason})
-        elif state.end is None:
-            spool.append_end(path, "KILLED", {"state": "FAIL", "failure_reason": reason})
+        try:  # a spool folder that cannot be written (disk full) must not stop the re-queue
+            if state is None or state.start is None:
+                # Died between taking the trial and its first record: still give the
+                # trial its MLflow run, so every trial has one (KILLED, with the reason).
+                with spool.RunRecorder(path) as rec:
+                    rec.start(f"trial-{t.number:04d}", "study", t.params,
+                              {"optuna.trial_number": t.number, "optuna.study": study.study_name, "sweep.kind": "trial"})
+                    rec.end("KILLED", {"state": "FAIL", "failure_reason": reason})
+            elif state.end is None:
+                spool.append_end(path, "KILLED", {"state": "FAIL", "failure_reason": reason})
+        except OSError:
+            pass
         requeue(study, t)
         requeued.append(t.number)
     return requeued
