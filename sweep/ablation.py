@@ -120,7 +120,11 @@ def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:
     from sweep.study import make_storage, open_study
 
     paths = SweepPaths.for_study(Path.cwd(), cfg.study_name)
+    journal = Path(cfg.storage.removeprefix("journal:")) if cfg.storage and cfg.storage.startswith("journal:") \
+        else paths.journal if cfg.storage is None else None
     try:
+        if journal is not None and not journal.exists():  # opening it would create an empty journal
+            raise KeyError(f"no Optuna journal {journal}")
         study = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
         best = study.best_trial
     except (KeyError, ValueError) as exc:

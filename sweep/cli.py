@@ -42,8 +42,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download CIFAR-10 first if it is not in the data folder")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (naming the flag and what is allowed) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sweep", description="Does dropout regularize a network, and by how much?")
+    parser = _Parser(prog="sweep", description="Does dropout regularize a network, and by how much?")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="search keep_prob, hidden sizes, learning rate and normalization with Optuna")

@@ -259,8 +259,16 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             result = train(params, data, seeds, recorder=rec, on_epoch=report, keep_best_weights=True)
         except BaseException as exc:  # interrupt or a bug: record it, let Optuna fail the trial
             interrupted = isinstance(exc, KeyboardInterrupt)
-            reason = "interrupted" if interrupted else exc.strerror if isinstance(exc, SpoolWriteError) \
-                else f"{type(exc).__name__}: {exc}"
+            from sweep.study import is_storage_error, short_storage_error
+
+            if interrupted:
+                reason = "interrupted"
+            elif isinstance(exc, SpoolWriteError):
+                reason = exc.strerror
+            elif is_storage_error(exc):
+                reason = f"the Optuna storage failed: {short_storage_error(exc)}"
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
             # The spool end first, each step on its own: the storage (database restarting)
             # or the spool folder (disk full) may be what failed.
             with contextlib.suppress(OSError, ValueError):

@@ -103,7 +103,10 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     """
     import socket
 
-    from sweep.study import WORKER_ATTR, check_target, is_storage_error, reap_stale_trials, short_storage_error, spool_path
+    from sweep.study import (
+        WORKER_ATTR, check_target, is_storage_error, reap_stale_trials, short_storage_error, spool_path,
+        with_storage_retry,
+    )
 
     study = _worker_study(ctx)
     # Dask re-runs the task of a worker that died (loky instead tells the parent,
@@ -150,9 +153,12 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     except Exception as exc:
         if not is_storage_error(exc):
             raise
-        # The database went away under the trial (restarting?): it stays RUNNING there until
-        # Optuna's heartbeat fails and re-queues it; its spool run was ended by the objective.
-        return _fault_outcome(done.get("number", -1), f"the Optuna storage failed: {short_storage_error(exc)}")
+        # The database went away under the trial (restarting?): once it answers again, fail
+        # the trial with the reason and re-queue its params (the objective ended its spool run).
+        reason = f"the Optuna storage failed: {short_storage_error(exc)}"
+        if "number" in done:
+            with_storage_retry(_fail_and_requeue, study, done["number"], reason)
+        return _fault_outcome(done.get("number", -1), reason)
     storage = study._storage
     frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"]))
     # The trial's events (a few kB) travel back with the outcome: a Dask worker on
@@ -167,6 +173,26 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         "pid": os.getpid(),
         "spool": events.read_text(encoding="utf-8") if events.exists() else "",
     }
+
+
+def _fail_and_requeue(study: Any, number: int, reason: str) -> None:
+    """Fail trial `number` (if still RUNNING) with `reason` and re-queue it, unless already re-queued."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweep.study import requeue, retried_numbers
+
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    if storage.get_trial(trial_id).state == TrialState.RUNNING:
+        try:
+            storage.set_trial_user_attr(trial_id, "failure_reason", reason)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)  # the claim (a row lock on RDB)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # failed meanwhile by Optuna's heartbeat, which re-queues it
+    trial = storage.get_trial(trial_id)
+    if trial.state == TrialState.FAIL and number not in retried_numbers(study.get_trials(deepcopy=False)):
+        requeue(study, trial)
 
 
 def _fault_outcome(number: int, reason: str, *, stop: bool = False) -> dict[str, Any]:
