@@ -12,6 +12,7 @@ server never came back could not.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -154,8 +155,11 @@ class Health:
         self.down_since, self._down_mono = time.time(), time.monotonic()
         waiting = backlog(self.spool_dir)
         self.outages.append({"events_waiting": waiting.events})
-        self.say(f"tracking: MLflow at {self.where} is unreachable since {clock(self.down_since)} "
-                 f"({self.last_error}); {waiting.describe()} waiting, kept in {self.spool_dir} "
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            what = f"cannot keep its bookkeeping in {self.spool_dir} since {clock(self.down_since)}"
+        else:
+            what = f"MLflow at {self.where} is unreachable since {clock(self.down_since)}"
+        self.say(f"tracking: {what} ({self.last_error}); {waiting.describe()} waiting, kept in {self.spool_dir} "
                  "and sent when it is back (retrying quietly)")
 
     def succeeded(self, sent: int) -> None:

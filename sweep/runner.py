@@ -149,6 +149,10 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     except spool.SpoolWriteError as exc:
         # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
+        if "number" in done:
+            storage = study._storage
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"])
+            storage.set_trial_user_attr(trial_id, "failure_reason", exc.strerror)
         return _fault_outcome(done.get("number", -1), exc.strerror, stop=True)
     except Exception as exc:
         if not is_storage_error(exc):
@@ -225,7 +229,8 @@ def run_sweep(
 
     from sweep.data import load_dataset
     from sweep.study import (
-        check_target, counted_trials, make_storage, open_study, reap_stale_trials, with_storage_retry,
+        check_target, counted_trials, make_storage, open_study, reap_stale_trials, repair_journal,
+        with_storage_retry,
     )
     from sweep.mlflow_store import default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
@@ -238,8 +243,19 @@ def run_sweep(
 
     # The parent writes the memory-mapped cache once; workers only open it.
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
+    journal = _journal_path(cfg.storage, paths.journal)
+    if journal is not None:
+        repaired = repair_journal(journal)
+        if repaired:
+            out.write(repaired + "\n")
     storage = make_storage(cfg.storage, paths.journal)
-    study = open_study(cfg, storage)
+    try:
+        study = open_study(cfg, storage)
+    except ValueError as exc:  # a record damaged in the middle: Optuna stops reading there
+        if journal is None or "study" in str(exc):
+            raise
+        raise ValueError(f"{journal}: cannot read the Optuna journal ({exc}); it is damaged before its last record. "
+                         f"Move it aside and start again, or restore it from a copy") from None
     requeued = reap_stale_trials(study, paths.spool_dir, "worker process died (found on resume)")
     if requeued:
         out.write(f"re-queued trials left running by a stopped sweep: {requeued}\n")
@@ -345,6 +361,12 @@ def run_sweep(
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
     outcome.fault = fault
     return outcome
+
+
+def _journal_path(storage: str | None, default: Path) -> Path | None:
+    if storage is None:
+        return default
+    return Path(storage.removeprefix("journal:")) if storage.startswith("journal:") else None
 
 
 def _say(out: TextIO) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -136,6 +137,55 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
         f"--storage: unsupported URL {url!r}; use an RDB URL (postgresql+psycopg2://..., "
         "sqlite:///file.db, mysql://...) or journal:PATH, or leave it unset for the default journal file"
     )
+
+
+def repair_journal(path: Path) -> str | None:
+    """Drop an incomplete last record of a journal file (a process killed while writing it).
+
+    Optuna skips such a line when reading, but the next record appended would be
+    glued to it and make the journal unreadable from there on. The cut record's
+    change is lost (say, a trial's COMPLETE): that trial reads as RUNNING with a dead
+    worker, so `reap_stale_trials` fails and re-queues it, and nothing is lost
+    silently. The bytes dropped are kept in PATH.damaged. Held under Optuna's own
+    journal lock, and only when the file has not grown for a second (not a write
+    under way in another process).
+
+    Returns:
+        What was done, for the user (None: the journal was whole).
+    """
+    import time
+
+    def partial() -> tuple[int, int] | None:
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        with open(path, "rb") as f:
+            data = f.read()
+        if data.endswith(b"\n"):
+            return None
+        return len(data), data.rfind(b"\n") + 1
+
+    first = partial()
+    if first is None:
+        return None
+    time.sleep(1.0)
+    lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_SECONDS)
+    if not lock.acquire():
+        return None
+    try:
+        again = partial()
+        if again != first:
+            return None
+        size, keep = again
+        with open(path, "rb") as f:
+            f.seek(keep)
+            cut = f.read()
+        with open(path.with_name(path.name + ".damaged"), "ab") as f:
+            f.write(cut + b"\n")
+        os.truncate(path, keep)
+    finally:
+        lock.release()
+    return (f"{path}: dropped its incomplete last record ({size - keep} bytes, a process killed while writing it; "
+            f"kept in {path.name}.damaged); a trial it belonged to is re-run")
 
 
 class TrialSeededTPESampler(TPESampler):

@@ -154,10 +154,19 @@ class Tracker:
         self.runs_created = self.runs_ended = self.events_sent = 0
         self.drained = False  # the final drain sent everything (parents included)
         self._reopen = True  # False in sync_now: complete what a sweep left, re-open nothing
+        self._end_status: str | None = None  # the parents' end, once stop() gave it
         self._thread = threading.Thread(target=self._main, name="mlflow-tracker", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> Tracker:
+        # An end left by an earlier sweep that could not send it: this sweep re-opens
+        # the parent run and writes its own end when it stops. (Lock busy: another
+        # sweep of this folder is running, and the end is its business.)
+        with contextlib.suppress(OSError), self._locked(block=False) as locked:
+            book = ParentBook(self.spool_dir)
+            entries = book.read()
+            if locked and any(entries.get(k, {}).pop("end", None) is not None for k in list(self.parents)):
+                book.write(entries)
         self._thread.start()
         return self
 
@@ -177,9 +186,13 @@ class Tracker:
         """
         timeout = tracking_wait_seconds() if timeout is None else timeout
         if parent_status is not None:
-            with self._locked(block=True):
-                for key in self.parents:
-                    ParentBook(self.spool_dir).update(key, end=parent_status)
+            self._end_status = parent_status  # sent by the final drain even if the book cannot be written
+            try:
+                with self._locked(block=True):
+                    for key in self.parents:
+                        ParentBook(self.spool_dir).update(key, end=parent_status)
+            except OSError as exc:  # disk full: `sweep sync` will not know the end, the drain still sends it
+                log.warning("could not record the parent runs' end in %s: %s", self.spool_dir, exc)
         self._deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
@@ -200,9 +213,14 @@ class Tracker:
         """
         if key not in self.parents:
             return False
-        with self._locked(block=True):
-            ParentBook(self.spool_dir).update(key, metrics={k: float(v) for k, v in (metrics or {}).items()},
-                                              tags={k: str(v) for k, v in (tags or {}).items()})
+        try:
+            with self._locked(block=True):
+                ParentBook(self.spool_dir).update(key, metrics={k: float(v) for k, v in (metrics or {}).items()},
+                                                  tags={k: str(v) for k, v in (tags or {}).items()})
+        except OSError as exc:  # the spool folder's disk is full: the summary is not essential
+            log.warning("could not queue %s for the parent run in %s: %s", {**(metrics or {}), **(tags or {})},
+                        self.spool_dir, exc)
+            return False
         self.poke()
         return True
 
@@ -275,10 +293,6 @@ class Tracker:
             entries = book.read()
             changed = False
             for spec in self.parents.values():
-                # An end left by an earlier sweep that could not send it: this sweep re-opens
-                # the parent run and writes its own end when it stops (`sweep sync` sends it).
-                if self._reopen and entries.get(spec.key, {}).pop("end", None) is not None:
-                    changed = True
                 want = {"run_name": spec.run_name, "params": {k: str(v) for k, v in spec.params.items()},
                         "tags": dict(spec.tags), "experiment": self.experiment_name}
                 if entries.get(spec.key, {}).get("spec") != want:
@@ -319,6 +333,9 @@ class Tracker:
         with self._locked(block=True):
             book = ParentBook(self.spool_dir)
             entries = book.read()
+            if self._end_status is not None and self._stop.is_set():
+                for key in self.parents:
+                    entries.setdefault(key, {}).setdefault("end", self._end_status)
             for key, entry in entries.items():
                 run_id = self.parent_run_ids.get(key)
                 if run_id is None or not (entry.get("metrics") or entry.get("tags") or entry.get("end")):
@@ -329,7 +346,8 @@ class Tracker:
                 if entry.get("end"):
                     client.set_terminated(run_id, entry["end"])
                 entry.pop("metrics", None), entry.pop("tags", None), entry.pop("end", None)
-                book.write(entries)
+                with contextlib.suppress(OSError):  # sent; a stale entry would only be sent again
+                    book.write(entries)
 
     @contextlib.contextmanager
     def _locked(self, block: bool) -> Iterator[bool]:

@@ -41,8 +41,9 @@ class Sweep:
     def __init__(self, workdir: Path, args: list[str], env: dict[str, str] | None = None) -> None:
         full = sweep_env(workdir)
         full.update(env or {})
+        # Its own process group: killing the group kills the sweep and its loky workers, as an OOM kill would.
         self.proc = subprocess.Popen([*SWEEP, *args], cwd=workdir, env=full, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -162,6 +163,35 @@ def test_mlflow_server_down_for_good_then_sweep_sync(mlflow_server_factory: Any,
     _assert_all_in_mlflow(tmp_path, server.url, 6)
 
 
+def test_sweep_run_sigkilled_mid_sweep_then_the_same_command(tmp_path: Path) -> None:
+    """SIGKILL of `sweep run` and its workers (test_sweep_run covers a killed worker and SIGTERM)."""
+    cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE.replace("epochs = 12", "epochs = 6"), sweep='pruner = "none"')
+    args = ["run", str(cfg), "--jobs", "2", "--trials", "4"]
+    sweep = Sweep(tmp_path, args)
+    number, _ = running_worker(tmp_path / ".sweep" / STUDY / "spool")
+    os.killpg(sweep.proc.pid, signal.SIGKILL)
+    code, _ = sweep.wait()
+    assert code == -signal.SIGKILL
+    assert load_study(tmp_path).trials[number].state == TrialState.RUNNING  # what a kill leaves behind
+
+    out = run_cli(tmp_path, *args).stdout
+    print(out)
+    assert "re-queued trials left running by a stopped sweep" in out, out
+    study = load_study(tmp_path)
+    assert counted_trials(study) == 4
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    killed = study.trials[number]
+    assert killed.state == TrialState.FAIL and "found on resume" in killed.user_attrs["failure_reason"]
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == number)
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+    _, parents, children = mlflow_runs(tmp_path)
+    numbers = [int(r.data.tags["optuna.trial_number"]) for r in children]
+    assert sorted(numbers) == sorted(t.number for t in study.trials)  # one run per trial number, no duplicate
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    assert parents["study"].info.status == "FINISHED"
+    assert next(r for r in children if r.data.tags["optuna.trial_number"] == str(number)).info.status == "KILLED"
+
+
 # -- secrets -------------------------------------------------------------------------
 
 
@@ -253,32 +283,44 @@ def test_postgres_restarted_mid_sweep(postgres_server: Any, postgres_db: str, tm
 
 
 def test_journal_cut_in_its_last_record_resumes_or_says_what_to_do(tmp_path: Path) -> None:
-    run_cli(tmp_path, "run", "--trials", "3", "--epochs", "2", "--jobs", "1")
+    run_cli(tmp_path, "run", "--trials", "3", "--epochs", "2", "--jobs", "1", "--pruner", "none")
     journal = tmp_path / "optuna.journal"
+    before = load_study(tmp_path).get_trials()
     data = journal.read_bytes()
     last = data.rstrip(b"\n").rfind(b"\n") + 1
     journal.write_bytes(data[: last + (len(data) - last) // 2])  # killed while writing its last record
-    before = load_study(tmp_path).get_trials()
-    proc = run_cli(tmp_path, "run", "--trials", "4", "--epochs", "2", "--jobs", "1", check=False)
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    if proc.returncode == 0:  # resumed: the cut record is dropped, nothing before it is lost
+    proc = run_cli(tmp_path, "run", "--trials", "4", "--epochs", "2", "--jobs", "1", "--pruner", "none", check=False)
+    out = proc.stdout + proc.stderr
+    print(out)
+    assert "Traceback" not in out, out
+    if proc.returncode == 0:  # resumed: the cut record is dropped and said so, nothing before it is lost
+        assert f"{journal}: dropped its incomplete last record" in out, out
+        assert (tmp_path / "optuna.journal.damaged").exists()
         study = load_study(tmp_path)
         assert counted_trials(study) == 4
         assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        # Every trial that was there is still there; one whose last record was cut is re-run.
         assert [t.number for t in study.trials[: len(before)]] == [t.number for t in before]
+        for t in study.trials[: len(before)]:
+            assert t.state == TrialState.COMPLETE or any(u.system_attrs.get("failed_trial") == t.number
+                                                         for u in study.trials), t
+        _, _, children = mlflow_runs(tmp_path)
+        assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == [t.number for t in study.trials]
     else:
         assert proc.returncode == 2 and str(journal) in proc.stderr, proc.stderr
 
 
-def test_spool_folder_disk_full(tmp_path: Path) -> None:
+def test_spool_folder_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWEEP_TRACKING_WAIT", "5")  # the tracker cannot save its state there either
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
     spool_dir = tmp_path / ".sweep" / STUDY / "spool"
     spool_dir.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(spool_dir)], check=True)
+    # tmpfs counts whole 4 kB pages: the lock, .parents.json and two pages per trial (events, .state)
+    # fill 32 kB within the first few trials.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(spool_dir)], check=True)
     try:
-        # Each trial writes ~0.5-1 kB of events per epoch: 64 kB fill up after a few trials.
-        proc = run_cli(tmp_path, "run", "--trials", "60", "--epochs", "20", "--jobs", "1", "--pruner", "none",
+        proc = run_cli(tmp_path, "run", "--trials", "30", "--epochs", "3", "--jobs", "1", "--pruner", "none",
                        check=False, timeout=400)
         out = proc.stdout + proc.stderr
         print(out)
