@@ -232,9 +232,7 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
     Reports val_acc each epoch for pruning; records params, per-epoch metrics
     and the outcome in the trial's spool file (-> MLflow child run).
     """
-    import optuna
-
-    from sweep.study import seed_index, spool_path
+    from sweep.study import seed_index
 
     frozen = trial.study._storage.get_trial(trial._trial_id)
     index = seed_index(frozen)
@@ -248,6 +246,21 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
         "sweep.order_seed": seeds.order,
         "sweep.kind": "trial",
     }
+    try:
+        return _train_recorded(trial, ctx, data, params, seeds, tags)
+    except SpoolWriteError as exc:  # the spool folder cannot be written (disk full): say which, on the trial
+        with contextlib.suppress(Exception):
+            trial.set_user_attr("failure_reason", exc.strerror)
+        raise
+
+
+def _train_recorded(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray], params: Any, seeds: Any,
+                    tags: dict[str, Any]) -> float:
+    """Train one trial's run, its events in the trial's spool file (see trial_objective)."""
+    import optuna
+
+    from sweep.study import spool_path
+
     with RunRecorder(spool_path(ctx.spool_dir, trial.number)) as rec:
         rec.start(f"trial-{trial.number:04d}", "study", params.to_flat(), tags)
 

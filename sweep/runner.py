@@ -113,12 +113,13 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     # which reaps): fail that worker's trial here and re-queue it, so this task
     # runs its params instead of leaving it RUNNING. Journal storage has no
     # heartbeat; with RDB this comes before the heartbeat's grace period.
-    reap_stale_trials(study, ctx.spool_dir, "worker process died", requeue_interrupted=False)
+    # Before any trial, the storage must answer: a restarting database is waited for (up to 2 min).
+    with_storage_retry(reap_stale_trials, study, ctx.spool_dir, "worker process died", requeue_interrupted=False)
     if ctx.target_trials is not None:
         # After the reaping, so a dead worker's trial counts as re-queued, not as running.
         # Racy by design: a task that checks while another is between its check and
         # Optuna's ask sees one trial too few (overshoot <= concurrent starters - 1).
-        check = check_target(study, ctx.target_trials)
+        check = with_storage_retry(check_target, study, ctx.target_trials)
         if not check.start:
             return {
                 "skipped": True,
@@ -149,10 +150,6 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     except spool.SpoolWriteError as exc:
         # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
-        if "number" in done:
-            storage = study._storage
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"])
-            storage.set_trial_user_attr(trial_id, "failure_reason", exc.strerror)
         return _fault_outcome(done.get("number", -1), exc.strerror, stop=True)
     except Exception as exc:
         if not is_storage_error(exc):
@@ -164,7 +161,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
             with_storage_retry(_fail_and_requeue, study, done["number"], reason)
         return _fault_outcome(done.get("number", -1), reason)
     storage = study._storage
-    frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"]))
+    frozen = with_storage_retry(
+        lambda: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"])))
     # The trial's events (a few kB) travel back with the outcome: a Dask worker on
     # another machine writes its spool file on its own disk, which the parent's tracker cannot read.
     events = spool_path(ctx.spool_dir, frozen.number)

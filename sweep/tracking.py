@@ -198,7 +198,7 @@ class Tracker:
         self._wake.set()
         # One HTTP call may still be under way when the deadline passes: it ends within
         # MLflow's (limited) timeout and retries.
-        self._thread.join(timeout + 2 * float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", 10)) + 5)
+        self._thread.join(timeout + 2 * float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")) + 5)
         return backlog(self.spool_dir)
 
     def log_parent(

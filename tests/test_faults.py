@@ -23,10 +23,19 @@ from typing import Any
 
 import pytest
 from optuna.trial import TrialState
-
 from services import ServerProcess
+from sweep_helpers import (
+    SLOW_SPACE,
+    SWEEP,
+    load_study,
+    mlflow_runs,
+    run_cli,
+    running_worker,
+    sweep_env,
+    write_config,
+)
+
 from sweep.study import counted_trials
-from sweep_helpers import SLOW_SPACE, SWEEP, load_study, mlflow_runs, run_cli, running_worker, sweep_env, write_config
 
 pytestmark = pytest.mark.faults
 
@@ -212,12 +221,12 @@ def test_no_password_or_token_reaches_output_files_or_mlflow(
                  ["ablate", "--keep-probs", "1,0.5", "--sizes", "100", "--seeds", "1", "--epochs", "2", "--jobs", "1", *flags],
                  ["report", *flags], ["sync", "--tracking-uri", uri]):
         proc = subprocess.run([*SWEEP, *args], cwd=tmp_path, env={**sweep_env(tmp_path), **env},
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
         outputs.append(proc.stdout + proc.stderr)
     # A bad-input error echoes the URL too.
     proc = subprocess.run([*SWEEP, "run", "--storage", storage.replace("postgresql+psycopg2", "postgresqll")],
-                          cwd=tmp_path, env=sweep_env(tmp_path), capture_output=True, text=True, timeout=60)
+                          cwd=tmp_path, env=sweep_env(tmp_path), capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and f"{role}:***@" in proc.stderr, proc.stderr
     outputs.append(proc.stderr)
     secrets = (password, token, env_token)
@@ -227,7 +236,7 @@ def test_no_password_or_token_reaches_output_files_or_mlflow(
         if path.is_file():
             data = path.read_bytes()
             assert not [s for s in secrets if s.encode() in data], path
-    client, parents, children = mlflow_runs(None, tracking_uri=server.url)
+    _, parents, children = mlflow_runs(None, tracking_uri=server.url)
     assert parents["study"].data.params["storage"] == f"postgresql+psycopg2://{role}:***@127.0.0.1:{postgres_server.port}/{db}"
     for run in [*parents.values(), *children]:
         blob = json.dumps([run.info.run_name, run.data.params, run.data.tags])
@@ -273,7 +282,9 @@ def test_postgres_restarted_mid_sweep(postgres_server: Any, postgres_db: str, tm
         assert "storage" in t.user_attrs.get("failure_reason", "") or "heartbeat" in t.user_attrs.get(
             "failure_reason", ""), t.user_attrs
         retry = [u for u in trials if u.system_attrs.get("failed_trial") == t.number]
-        assert retry and retry[0].params == t.params and retry[0].state == TrialState.COMPLETE
+        # Cut between two suggests: what it had drawn is re-queued as is, the retry draws the rest.
+        assert retry and retry[0].state == TrialState.COMPLETE
+        assert {k: retry[0].params[k] for k in t.params} == t.params
     _, parents, children = mlflow_runs(tmp_path)
     assert not [r for r in children if r.info.status == "RUNNING"]
     assert parents["study"].info.status == "FINISHED"
@@ -418,7 +429,7 @@ def test_bad_input_is_one_line_naming_it_exit_2_nothing_created(
         argv = [argv[0], "sweep.toml", *argv[1:]]
     before = sorted(tmp_path.rglob("*"))
     proc = subprocess.run([*SWEEP, *argv], cwd=tmp_path, env=sweep_env(tmp_path), capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
