@@ -158,7 +158,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         # the trial with the reason and re-queue its params (the objective ended its spool run).
         reason = f"the Optuna storage failed: {short_storage_error(exc)}"
         if "number" in done:
-            with_storage_retry(_fail_and_requeue, study, done["number"], reason)
+            with_storage_retry(_fail_and_requeue, study, done["number"], reason, ctx.spool_dir)
         return _fault_outcome(done.get("number", -1), reason)
     storage = study._storage
     frozen = with_storage_retry(
@@ -177,12 +177,20 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     }
 
 
-def _fail_and_requeue(study: Any, number: int, reason: str) -> None:
-    """Fail trial `number` (if still RUNNING) with `reason` and re-queue it, unless already re-queued."""
+def _fail_and_requeue(study: Any, number: int, reason: str, spool_dir: Path) -> None:
+    """Fail trial `number` (if still RUNNING) with `reason` and re-queue it, unless already re-queued;
+    a trial cut before its first spool record still gets its (FAILED) MLflow run."""
     import optuna
     from optuna.trial import TrialState
 
-    from sweep.study import requeue, retried_numbers
+    from sweep.study import requeue, retried_numbers, spool_path
+
+    path = spool_path(spool_dir, number)
+    if not path.exists() or spool.read_state(path).start is None:
+        with spool.RunRecorder(path) as rec:
+            rec.start(f"trial-{number:04d}", "study", {}, {"optuna.trial_number": number,
+                                                          "optuna.study": study.study_name, "sweep.kind": "trial"})
+            rec.end("FAILED", {"state": "FAIL", "failure_reason": reason})
 
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
