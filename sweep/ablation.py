@@ -157,7 +157,8 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     from sweep.config import available_cores
     from sweep.progress import print_tracking_status
     from sweep.redact import mask_url
-    from sweep.runner import SweepPaths, _death_detail, _raise_terminated, _say, stop_tracker
+    from sweep.recovery import say_to, stop_tracker
+    from sweep.runner import SweepPaths, _death_detail, _raise_terminated
     from sweep.mlflow_store import child_runs, default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
 
@@ -186,7 +187,7 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
                 "subsets": grid.subsets},
         tags={"sweep.kind": "ablation", "optuna.study": study},
     )
-    tracker = Tracker(tracking_uri, study, spool_dir, [parent], say=_say(out)).start()
+    tracker = Tracker(tracking_uri, study, spool_dir, [parent], say=say_to(out)).start()
     # Which cells are done is read from MLflow: it must answer (preflight checked it a moment ago).
     if not tracker.wait_ready(60):
         raise ValueError(f"--tracking-uri: MLflow at {mask_url(tracking_uri)} did not answer within 60 s "

@@ -26,6 +26,32 @@ from sweep.redact import mask_text
 
 PARENTS_NAME = ".parents.json"  # not *.jsonl: never read as events
 
+# MLflow's HTTP client would retry one call to a dead server for minutes (7
+# retries, backoff factor 2, 120 s timeout): the tracker retries on its own
+# schedule instead, so one call gives up within ~2 x 10 s. Set only if unset.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 1.0, 15.0
+# How long the end of a sweep waits for the tracker to catch up (SWEEP_TRACKING_WAIT overrides).
+DEFAULT_WAIT_SECONDS = 30.0
+
+
+def tracking_wait_seconds() -> float:
+    """SWEEP_TRACKING_WAIT (seconds) or DEFAULT_WAIT_SECONDS."""
+    try:
+        return max(0.0, float(os.environ.get("SWEEP_TRACKING_WAIT", DEFAULT_WAIT_SECONDS)))
+    except ValueError:
+        return DEFAULT_WAIT_SECONDS
+
+
+def limit_http_retries() -> None:
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
+
 
 @dataclass
 class Backlog:

@@ -30,6 +30,7 @@ from sweep import spool
 from sweep.config import SweepConfig, available_cores
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
 from sweep.progress import Progress, SweepOutcome, print_summary
+from sweep.recovery import fail_and_requeue, fault_outcome, journal_path, say_to, stop_tracker
 from sweep.redact import mask_url
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
@@ -150,7 +151,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     except spool.SpoolWriteError as exc:
         # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
-        return _fault_outcome(done.get("number", -1), exc.strerror, stop=True)
+        return fault_outcome(done.get("number", -1), exc.strerror, stop=True)
     except Exception as exc:
         if not is_storage_error(exc):
             raise
@@ -158,8 +159,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         # the trial with the reason and re-queue its params (the objective ended its spool run).
         reason = f"the Optuna storage failed: {short_storage_error(exc)}"
         if "number" in done:
-            with_storage_retry(_fail_and_requeue, study, done["number"], reason, ctx.spool_dir)
-        return _fault_outcome(done.get("number", -1), reason)
+            with_storage_retry(fail_and_requeue, study, done["number"], reason, ctx.spool_dir)
+        return fault_outcome(done.get("number", -1), reason)
     storage = study._storage
     frozen = with_storage_retry(
         lambda: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"])))
@@ -175,40 +176,6 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         "pid": os.getpid(),
         "spool": events.read_text(encoding="utf-8") if events.exists() else "",
     }
-
-
-def _fail_and_requeue(study: Any, number: int, reason: str, spool_dir: Path) -> None:
-    """Fail trial `number` (if still RUNNING) with `reason` and re-queue it, unless already re-queued;
-    a trial cut before its first spool record still gets its (FAILED) MLflow run."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from sweep.study import requeue, retried_numbers, spool_path
-
-    path = spool_path(spool_dir, number)
-    if not path.exists() or spool.read_state(path).start is None:
-        with spool.RunRecorder(path) as rec:
-            rec.start(f"trial-{number:04d}", "study", {}, {"optuna.trial_number": number,
-                                                          "optuna.study": study.study_name, "sweep.kind": "trial"})
-            rec.end("FAILED", {"state": "FAIL", "failure_reason": reason})
-
-    storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    if storage.get_trial(trial_id).state == TrialState.RUNNING:
-        try:
-            storage.set_trial_user_attr(trial_id, "failure_reason", reason)
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)  # the claim (a row lock on RDB)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return  # failed meanwhile by Optuna's heartbeat, which re-queues it
-    trial = storage.get_trial(trial_id)
-    if trial.state == TrialState.FAIL and number not in retried_numbers(study.get_trials(deepcopy=False)):
-        requeue(study, trial)
-
-
-def _fault_outcome(number: int, reason: str, *, stop: bool = False) -> dict[str, Any]:
-    """Outcome of a trial a fault ended (no spool text: the parent reads the shared disk or nothing)."""
-    return {"number": number, "state": "FAIL", "value": None, "params": {}, "reason": reason,
-            "pid": os.getpid(), "spool": "", "stop": stop}
 
 
 # -- parent side ----------------------------------------------------------------
@@ -249,7 +216,7 @@ def run_sweep(
 
     # The parent writes the memory-mapped cache once; workers only open it.
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
-    journal = _journal_path(cfg.storage, paths.journal)
+    journal = journal_path(cfg.storage, paths.journal)
     if journal is not None:
         repaired = repair_journal(journal)
         if repaired:
@@ -289,7 +256,7 @@ def run_sweep(
         [ParentSpec("study", name, params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
                                            "storage": mask_url(cfg.storage) or f"journal:{paths.journal}"},
                     tags={"optuna.study": name, "sweep.kind": "study"})],
-        on_run_created=record_run_id, say=_say(out),
+        on_run_created=record_run_id, say=say_to(out),
     ).start()
 
     in_flight = jobs  # trials that run at once, for the progress line's "running"
@@ -302,7 +269,7 @@ def run_sweep(
         where = f"on the Dask cluster at {dask_scheduler} ({limit})"
     else:
         where = f"on {jobs} worker(s) x {threads} BLAS thread(s)"
-    say = _say(out)
+    say = say_to(out)
     progress = Progress(cfg.trials, cfg.trials - max(missing, 0), in_flight, cfg.space, out,
                         count_done=lambda: with_storage_retry(counted_trials, study, say=say))
     out.write(
@@ -367,34 +334,6 @@ def run_sweep(
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
     outcome.fault = fault
     return outcome
-
-
-def _journal_path(storage: str | None, default: Path) -> Path | None:
-    if storage is None:
-        return default
-    return Path(storage.removeprefix("journal:")) if storage.startswith("journal:") else None
-
-
-def _say(out: TextIO) -> Any:
-    """A line printer for the tracker thread (its outage and catch-up lines)."""
-
-    def say(line: str) -> None:
-        out.write(line + "\n")
-        out.flush()
-
-    return say
-
-
-def stop_tracker(tracker: Any, parent_status: str | None, out: TextIO) -> Any:
-    """End tracking within the stated wait (SWEEP_TRACKING_WAIT); returns what is not in MLflow."""
-    from sweep.tracking import tracking_wait_seconds
-
-    wait = tracking_wait_seconds()
-    if tracker.health.down:
-        out.write(f"waiting up to {wait:.0f} s for MLflow at {tracker.health.where} to come back "
-                  "(SWEEP_TRACKING_WAIT=SECONDS changes this)\n")
-        out.flush()
-    return tracker.stop(parent_status=parent_status, timeout=wait)
 
 
 def _dask_threads(scheduler: str) -> int:

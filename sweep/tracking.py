@@ -35,8 +35,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep import spool
-from sweep.mlflow_store import PARENT_KEY_TAG, find_parent_run, get_or_create_experiment, make_client
-from sweep.outage import Backlog, Health, ParentBook, backlog
+from sweep.mlflow_store import PARENT_KEY_TAG, find_parent_run, get_or_create_experiment, log_batch, make_client
+from sweep.outage import (  # noqa: F401  (tracking_wait_seconds, limit_http_retries: re-exported)
+    RETRY_MAX_SECONDS,
+    RETRY_MIN_SECONDS,
+    Backlog,
+    Health,
+    ParentBook,
+    backlog,
+    limit_http_retries,
+    tracking_wait_seconds,
+)
 from sweep.redact import mask_url
 
 if TYPE_CHECKING:  # importing mlflow costs ~1.8 s: only the tracker thread does it
@@ -46,38 +55,9 @@ log = logging.getLogger(__name__)
 
 # Lock file in a spool folder, held by the tracker syncing it (not a *.jsonl: never read as events).
 LOCK_NAME = ".tracker.lock"
-# MLflow's per-request limits for log_batch.
-_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 # Tag naming the spool file a child run mirrors: finds the run again when a
 # .state side file was lost after the run was created, so no run is made twice.
 SPOOL_FILE_TAG = "sweep.spool_file"
-# MLflow's HTTP client would retry one call to a dead server for minutes (7
-# retries, backoff factor 2, 120 s timeout): the tracker retries on its own
-# schedule instead, so one call gives up within ~2 x 10 s. Set only if unset.
-HTTP_LIMITS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
-RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 1.0, 15.0
-# How long the end of a sweep waits for the tracker to catch up (SWEEP_TRACKING_WAIT overrides).
-DEFAULT_WAIT_SECONDS = 30.0
-
-
-def tracking_wait_seconds() -> float:
-    """SWEEP_TRACKING_WAIT (seconds) or DEFAULT_WAIT_SECONDS."""
-    try:
-        return max(0.0, float(os.environ.get("SWEEP_TRACKING_WAIT", DEFAULT_WAIT_SECONDS)))
-    except ValueError:
-        return DEFAULT_WAIT_SECONDS
-
-
-def limit_http_retries() -> None:
-    for key, value in HTTP_LIMITS.items():
-        os.environ.setdefault(key, value)
-
-
 @dataclass
 class ParentSpec:
     """A parent run to find (by key) or create."""
@@ -494,26 +474,4 @@ class Tracker:
         runs = client.search_runs([self.experiment_id], filter_string=flt, max_results=1)
         return runs[0].info.run_id if runs else None
 
-    @staticmethod
-    def _log_batch(
-        client: MlflowClient,
-        run_id: str,
-        metrics: list[Any] | None = None,
-        params: Mapping[str, Any] | None = None,
-        tags: Mapping[str, Any] | None = None,
-    ) -> None:
-        """log_batch within MLflow's per-request limits (one commit per chunk)."""
-        from mlflow.entities import Param, RunTag
-
-        metrics = list(metrics or [])
-        plist = [Param(k, str(v)) for k, v in (params or {}).items()]
-        tlist = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        while metrics or plist or tlist:
-            client.log_batch(
-                run_id,
-                metrics=metrics[:_MAX_METRICS],
-                params=plist[:_MAX_PARAMS],
-                tags=tlist[:_MAX_TAGS],
-            )
-            metrics, plist, tlist = metrics[_MAX_METRICS:], plist[_MAX_PARAMS:], tlist[_MAX_TAGS:]
-
+    _log_batch = staticmethod(log_batch)
