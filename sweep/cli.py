@@ -197,7 +197,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         client = make_client(uri)
         exp = client.get_experiment_by_name(args.study)
         experiment_id = exp.experiment_id if exp else None
-    print(f"MLflow UI for {uri}\n  open {ui_url(args.host, args.port, experiment_id)}\n  (Ctrl-C to stop)", flush=True)
+    from sweep.redact import mask_url
+
+    print(f"MLflow UI for {mask_url(uri)}\n  open {ui_url(args.host, args.port, experiment_id)}\n  (Ctrl-C to stop)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     # Become `mlflow ui` rather than wait on it: a signal meant for `sweep ui`
     # must reach the server, not orphan it.

@@ -73,7 +73,7 @@ class Backlog:
         parts.append(f"{self.events} event(s)")
         if self.parents:
             parts.append(f"{self.parents} parent-run update(s)")
-        return " and ".join(parts)
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def read_side_state(path: Path) -> dict[str, Any]:
