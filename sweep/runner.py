@@ -15,6 +15,7 @@ same command resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -308,8 +309,9 @@ def run_sweep(
                 out.write(f"stopping the sweep: {fault}. What was recorded before is kept; "
                           "free space there and run the same command to resume.\n")
                 spool.wait_writers_gone(paths.spool_dir)
-                reap_stale_trials(study, paths.spool_dir, "stopped: the spool folder cannot be written",
-                                  min_age_seconds=0)
+                with contextlib.suppress(OSError):  # its runs cannot be closed there: the next run reaps them
+                    reap_stale_trials(study, paths.spool_dir, "stopped: the spool folder cannot be written",
+                                      min_age_seconds=0)
                 break
             missing = cfg.trials - with_storage_retry(counted_trials, study, say=say)
             if missing > 0 and progress.skipped > skipped_before:
@@ -329,7 +331,8 @@ def run_sweep(
     finally:
         signal.signal(signal.SIGTERM, old_term)
     if not interrupted:  # close runs of trials Optuna's heartbeat failed in the last round
-        with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
+        with contextlib.suppress(OSError):  # a full spool folder (fault above): the next run reaps
+            with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
 
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out)
     outcome.fault = fault
