@@ -240,8 +240,9 @@ class Tracker:
                     self._connect()
                     self.ready.set()
                 # Regular polls skip a busy lock; the final drain waits for it.
-                sent = self.sync_once(block=stopping or self.health.down)
-                self._flush_parents()
+                block = stopping or self.health.down
+                sent = self.sync_once(block=block)
+                self._flush_parents(block=block)
                 self.health.succeeded(sent)
                 delay = RETRY_MIN_SECONDS
                 if stopping:
@@ -304,13 +305,16 @@ class Tracker:
                 self.parent_run_ids[spec.key] = run_id
         self._client = client
 
-    def _flush_parents(self) -> None:
-        """Send queued parent summaries and ends (from `.parents.json`), then clear them there."""
+    def _flush_parents(self, block: bool = True) -> None:
+        """Send queued parent summaries and ends (from `.parents.json`), then clear them there
+        (a regular poll skips a busy lock, as `sync_once` does)."""
         from mlflow.entities import Metric
 
         client = self._client
         assert client is not None
-        with self._locked(block=True):
+        with self._locked(block=block) as locked:
+            if not locked:
+                return
             book = ParentBook(self.spool_dir)
             entries = book.read()
             if self._end_status is not None and self._stop.is_set():
