@@ -142,9 +142,8 @@ def _load(args: argparse.Namespace, *, storage: bool = True):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sweep.runner import run_sweep
-
     from sweep.progress import EXIT_FAULT, EXIT_UNTRACKED
+    from sweep.runner import run_sweep
 
     cfg = _load(args)
     outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler)
@@ -173,10 +172,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sweep.report import write_report
-
     from sweep.progress import EXIT_UNTRACKED
-    from sweep.report import ReportNotUploaded
+    from sweep.report import ReportNotUploaded, write_report
 
     cfg = _load(args)
     try:
@@ -220,9 +217,7 @@ COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "sync": 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sweep.redact import mask_text
-
-    from sweep.redact import install_log_masking
+    from sweep.redact import install_log_masking, mask_text
 
     args = build_parser().parse_args(argv)
     install_log_masking()
