@@ -179,7 +179,11 @@ def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:
     from sweep.study import make_storage, open_study
 
     paths = SweepPaths.for_study(Path.cwd(), cfg.study_name)
+    journal = Path(cfg.storage.removeprefix("journal:")) if cfg.storage and cfg.storage.startswith("journal:") \
+        else paths.journal if cfg.storage is None else None
     try:
+        if journal is not None and not journal.exists():  # opening it would create an empty journal
+            raise KeyError(f"no Optuna journal {journal}")
         study = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
         best = study.best_trial
     except (KeyError, ValueError) as exc:
@@ -199,6 +203,7 @@ class AblationOutcome:
     cells_total: int
     cells_done: int
     interrupted: bool
+    untracked: Any = None  # sweep.outage.Backlog of what MLflow lacks; None: all there
 
 
 def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
@@ -268,6 +273,8 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
 
     from sweep.data import load_dataset
     from sweep.config import available_cores
+    from sweep.progress import print_tracking_status
+    from sweep.recovery import say_to, stop_tracker
     from sweep.runner import SweepPaths, _death_detail, _raise_terminated
     from sweep.cost import confirm, describe
     from sweep.mlflow_store import child_runs, find_parent_run, make_client, default_tracking_uri
@@ -317,7 +324,7 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
         out.write(f"{name}: {describe(est)}\n")
         out.flush()
         confirm(est, yes=yes, stdin=stdin or sys.stdin, out=out)
-    tracker = Tracker(tracking_uri, study, spool_dir, [parent]).start()
+    tracker = Tracker(tracking_uri, study, spool_dir, [parent], say=say_to(out)).start()
 
     def task(c: Cell) -> CellTask:
         attempt = len(list(spool_dir.glob(f"{c.run_name}-a*.jsonl")))
@@ -349,9 +356,11 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
         _close_dead_spools(spool_dir, "interrupted", interrupted=True)
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        tracker.stop(parent_status="KILLED" if interrupted else "FAILED" if todo else "FINISHED")
+        missing = stop_tracker(tracker, "KILLED" if interrupted else "FAILED" if todo else "FINISHED", out)
+    print_tracking_status(study, tracking_uri, missing, tracker.health.last_error, out)
     return AblationOutcome(name, tracker.experiment_id, tracker.parent_run_ids.get(parent.key),
-                           len(cells), len(cells) - len(todo), interrupted)
+                           len(cells), len(cells) - len(todo), interrupted,
+                           untracked=None if missing.empty else missing)
 
 
 def _finished_cells(runs: list[Any]) -> set[Cell]:

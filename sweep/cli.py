@@ -1,4 +1,4 @@
-"""`sweep` command line: run | ablate | report | status | ui | data.
+"""`sweep` command line: run | ablate | report | status | sync | ui | data.
 
 Every subcommand takes an optional sweep file (TOML, see examples/) and
 flags that override it; with no file the built-in defaults (the same as
@@ -52,10 +52,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download CIFAR-10 first if it is not in the data folder")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (naming the flag and what is allowed) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sweep.factors import MAX_GRID_CELLS
 
-    parser = argparse.ArgumentParser(prog="sweep", description="Does dropout regularize a network, and by how much?")
+    parser = _Parser(prog="sweep", description="Does dropout regularize a network, and by how much?")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="search keep_prob, hidden sizes, learning rate and normalization with Optuna")
@@ -97,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--tracking-uri", help="MLflow tracking URI, for the address shown (default: the one "
                                                "the sweep recorded, else sqlite:///mlflow.db here)")
 
+    sync = sub.add_parser("sync", help="upload to MLflow what the spool folders hold and MLflow lacks "
+                                       "(after a tracking outage); safe to run again")
+    sync.add_argument("--study", help="only this study (default: every study under .sweep/ here)")
+    sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+
     ui = sub.add_parser("ui", help="open MLflow's UI on this sweep's tracking store")
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
     ui.add_argument("--study", help="study whose experiment to point at")
@@ -121,10 +133,41 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
-def _load(args: argparse.Namespace):
+def _origin(args: argparse.Namespace, key: str) -> str:
+    """Where the setting `key` (storage | tracking_uri) came from, as the error names it."""
+    flag = "--" + key.replace("_", "-")
+    if getattr(args, key, None) is not None:
+        return flag
+    config = getattr(args, "config", None)
+    if config:
+        import tomllib
+
+        try:
+            with open(config, "rb") as fh:
+                if key in tomllib.load(fh).get("sweep", {}):
+                    return f"[sweep] {key} in {config}"
+        except (OSError, ValueError):
+            pass
+    if key == "tracking_uri" and os.environ.get("MLFLOW_TRACKING_URI"):
+        return "MLFLOW_TRACKING_URI"
+    return flag
+
+
+def _preflight(args: argparse.Namespace, cfg, *, storage: bool = True) -> None:
+    """Refuse an unusable tracking URI or storage URL before anything is trained or written."""
+    from sweep.mlflow_store import default_tracking_uri
+    from sweep.preflight import check_storage, check_tracking_uri
+
+    check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"))
+    if storage:
+        check_storage(cfg.storage, _origin(args, "storage"))
+
+
+def _load(args: argparse.Namespace, *, storage: bool = True):
     from sweep.config import load_config
 
     cfg = load_config(args.config, _overrides(args))
+    _preflight(args, cfg, storage=storage)
     if getattr(args, "download", False) and cfg.dataset == "cifar10":
         from sweep.data import download_cifar10
 
@@ -133,26 +176,45 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sweep.progress import EXIT_FAULT, EXIT_UNTRACKED
     from sweep.runner import run_sweep
 
     cfg = _load(args)
     outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler, timeout_kill=args.timeout_kill)
-    return 130 if outcome.interrupted else 0
+    if outcome.interrupted:
+        return 130
+    return EXIT_FAULT if outcome.fault else EXIT_UNTRACKED if outcome.untracked is not None else 0
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from sweep.ablation import run_ablation
+    from sweep.progress import EXIT_UNTRACKED
 
     cfg = _load(args)
     outcome = run_ablation(cfg, name=args.name, yes=args.yes)
-    return 130 if outcome.interrupted else 0
+    return 130 if outcome.interrupted else EXIT_UNTRACKED if outcome.untracked is not None else 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from sweep.mlflow_store import default_tracking_uri
+    from sweep.preflight import check_tracking_uri
+    from sweep.sync import sync_all
+
+    uri = args.tracking_uri or default_tracking_uri()
+    check_tracking_uri(uri, _origin(args, "tracking_uri"))
+    return sync_all(Path.cwd(), uri, study=args.study, out=sys.stdout)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sweep.report import write_report
+    from sweep.progress import EXIT_UNTRACKED
+    from sweep.report import ReportNotUploaded, write_report
 
     cfg = _load(args)
-    path = write_report(cfg, out_dir=Path(args.out) if args.out else None)
+    try:
+        path = write_report(cfg, out_dir=Path(args.out) if args.out else None)
+    except ReportNotUploaded as exc:
+        print(f"sweep report: {exc}", file=sys.stderr)
+        return EXIT_UNTRACKED
     print(f"report written to {path}")
     return 0
 
@@ -179,6 +241,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         set_runs_view,
         ui_url,
     )
+    from sweep.redact import mask_url
 
     uri = args.tracking_uri or default_tracking_uri()
     experiment_id = parent = None
@@ -189,7 +252,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         if exp is not None:  # a store recorded before the view existed: the printed address needs it
             set_runs_view(client, experiment_id, exp.tags)
         parent = find_parent_run(client, experiment_id, "study") if experiment_id else None
-    lines = [f"MLflow UI for {uri}", f"  open {ui_url(args.host, args.port, experiment_id)}"]
+    lines = [f"MLflow UI for {mask_url(uri)}", f"  open {ui_url(args.host, args.port, experiment_id)}"]
     if parent:
         lines.append(f"  the study's parent run: {ui_url(args.host, args.port, experiment_id, run_id=parent)}")
     print("\n".join([*lines, "  (Ctrl-C to stop)"]), flush=True)
@@ -209,16 +272,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status": cmd_status, "ui": cmd_ui,
+COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status": cmd_status, "sync": cmd_sync,
+            "ui": cmd_ui,
             "data": cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sweep.redact import install_log_masking, mask_text
+
     args = build_parser().parse_args(argv)
+    install_log_masking()
     try:
         return COMMANDS[args.command](args)
     except ValueError as exc:  # config/data errors already name the field or file
-        print(f"sweep {args.command}: error: {exc}", file=sys.stderr)
+        print(f"sweep {args.command}: error: {mask_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -158,6 +158,9 @@ def make_client(tracking_uri: str) -> MlflowClient:
     try:
         from mlflow.tracking import MlflowClient
 
+        from sweep.redact import install_log_masking
+
+        install_log_masking()  # MLflow's import installed its own log handler
         prepare_sqlite_store(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri)
     finally:
@@ -279,3 +282,30 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
         token = page.token
         if not token:
             return out
+
+
+# MLflow's per-request limits for log_batch.
+_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
+
+
+def log_batch(
+    client: MlflowClient,
+    run_id: str,
+    metrics: list[Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> None:
+    """log_batch within MLflow's per-request limits (one commit per chunk)."""
+    from mlflow.entities import Param, RunTag
+
+    metrics = list(metrics or [])
+    plist = [Param(k, str(v)) for k, v in (params or {}).items()]
+    tlist = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    while metrics or plist or tlist:
+        client.log_batch(
+            run_id,
+            metrics=metrics[:_MAX_METRICS],
+            params=plist[:_MAX_PARAMS],
+            tags=tlist[:_MAX_TAGS],
+        )
+        metrics, plist, tlist = metrics[_MAX_METRICS:], plist[_MAX_PARAMS:], tlist[_MAX_TAGS:]

@@ -7,6 +7,8 @@ recorder (-> MLflow) and to an optional per-epoch hook (-> Optuna pruning).
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from model import FullyConnectedNet, Solver, TrainingDiverged
 from sweep.config import TrainParams
 from sweep.display import NOTE_TAG, readable_params, run_note
 from sweep.mlflow_store import summary_tags
-from sweep.spool import STATE_TAG, RunRecorder, end_status
+from sweep.spool import STATE_TAG, RunRecorder, SpoolWriteError, end_status
 
 EpochHook = Callable[[int, dict[str, float]], bool]
 
@@ -241,9 +243,7 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
     Reports val_acc each epoch for pruning; records params, per-epoch metrics
     and the outcome in the trial's spool file (-> MLflow child run).
     """
-    import optuna
-
-    from sweep.study import seed_index, spool_path
+    from sweep.study import seed_index
 
     frozen = trial.study._storage.get_trial(trial._trial_id)
     index = seed_index(frozen)
@@ -257,6 +257,21 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
         "sweep.order_seed": seeds.order,
         "sweep.kind": "trial",
     }
+    try:
+        return _train_recorded(trial, ctx, data, params, seeds, tags)
+    except SpoolWriteError as exc:  # the spool folder cannot be written (disk full): say which, on the trial
+        with contextlib.suppress(Exception):
+            trial.set_user_attr("failure_reason", exc.strerror)
+        raise
+
+
+def _train_recorded(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray], params: Any, seeds: Any,
+                    tags: dict[str, Any]) -> float:
+    """Train one trial's run, its events in the trial's spool file (see trial_objective)."""
+    import optuna
+
+    from sweep.study import spool_path
+
     with RunRecorder(spool_path(ctx.spool_dir, trial.number)) as rec:
         # MLflow params as a person writes them (0.85, 6.837e-4); Optuna keeps the exact floats.
         shown = readable_params(params.to_flat(), ctx.space)
@@ -270,12 +285,25 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             result = train(params, data, seeds, recorder=rec, on_epoch=report, keep_best_weights=True)
         except BaseException as exc:  # interrupt or a bug: record it, let Optuna fail the trial
             interrupted = isinstance(exc, KeyboardInterrupt)
-            reason = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("failure_reason", reason)
+            from sweep.study import is_storage_error, short_storage_error
+
             if interrupted:
-                trial.set_user_attr("interrupted", True)
-            rec.end(end_status("FAIL", interrupted=interrupted), {STATE_TAG: "FAIL", "failure_reason": reason,
-                    NOTE_TAG: run_note(shown, "FAIL", {}, failure_reason=reason)})
+                reason = "interrupted"
+            elif isinstance(exc, SpoolWriteError):
+                reason = exc.strerror
+            elif is_storage_error(exc):
+                reason = f"the Optuna storage failed: {short_storage_error(exc)}"
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+            # The spool end first, each step on its own: the storage (database restarting)
+            # or the spool folder (disk full) may be what failed.
+            with contextlib.suppress(OSError, ValueError):
+                rec.end(end_status("FAIL", interrupted=interrupted), {STATE_TAG: "FAIL", "failure_reason": reason,
+                        NOTE_TAG: run_note(shown, "FAIL", {}, failure_reason=reason)})
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("failure_reason", reason)
+                if interrupted:
+                    trial.set_user_attr("interrupted", True)
             raise
         summary = result.summary
         trial.set_user_attr("summary", summary)

@@ -17,6 +17,7 @@ import numpy as np
 from sweep.config import SweepConfig
 from sweep.display import format_number, scale_of
 from sweep.mlflow_store import ui_url
+from sweep.redact import mask_url
 
 
 @dataclass
@@ -142,6 +143,9 @@ class SweepOutcome:
     counted: int
     budget_seconds: float | None = None  # set when the time budget (not the target) ended the sweep
     best_run_id: str | None = None  # the best trial's MLflow run
+    untracked: Any = None  # sweep.outage.Backlog of what MLflow lacks at the end; None: all there
+    tracking_error: str = ""  # the tracker's last failure, if any
+    fault: str = ""  # why the sweep stopped itself before its target (e.g. a full spool folder)
 
 
 def budget_summary(o: SweepOutcome, cfg: SweepConfig) -> str:
@@ -165,11 +169,13 @@ def print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
             f"best trial {o.best_number}: val_acc {o.best_value:.4f}, test_acc {test}\n"
             f"  params: {format_params(cfg.space, o.best_params or {})}\n"
         )
+    if print_tracking_status(o.study_name, o.tracking_uri, o.untracked, o.tracking_error, out):
+        return
     server = o.tracking_uri.startswith(("http://", "https://"))
 
     def link(run_id: str | None = None) -> str:
         if server:
-            return ui_url("", 0, o.experiment_id, run_id=run_id, base=o.tracking_uri)
+            return ui_url("", 0, o.experiment_id, run_id=run_id, base=mask_url(o.tracking_uri))
         return ui_url("127.0.0.1", 5000, o.experiment_id, run_id=run_id)
 
     if server:
@@ -185,7 +191,43 @@ def print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
         if o.best_run_id and o.best_number is not None:
             out.write(f"  the best trial's run, trial-{o.best_number:04d}: {link(o.best_run_id)}\n")
     if not server:
-        out.write(f"  tracking URI: {o.tracking_uri}\n")
+        out.write(f"  tracking URI: {mask_url(o.tracking_uri)}\n")
     out.write(
         f"then answer the dropout question: `sweep ablate --study {o.study_name}` and `sweep report --study {o.study_name}`\n"
     )
+
+
+# -- what is not in MLflow (tracking outages; sweep.outage) -------------------------
+
+# Exit code of run/ablate when the work is done but not all of it is in MLflow yet.
+EXIT_UNTRACKED = 3
+# Exit code of run when a fault (a spool folder it cannot write) stopped it before its target.
+EXIT_FAULT = 4
+
+
+def print_tracking_status(study: str, tracking_uri: str, untracked: Any, error: str, out: TextIO) -> bool:
+    """The last lines when MLflow lacks part of the sweep: what, where it is kept, how to upload it.
+
+    Returns True if it printed them (the caller then points at no curves, which are incomplete).
+    """
+    if untracked is None or untracked.empty:
+        return False
+    shown = mask_url(tracking_uri)
+    why = f" (last error: {error})" if error else ""
+    uri_flag = f" --tracking-uri {shown}" if shown != default_tracking_uri_for(untracked.spool_dir) else ""
+    out.write(
+        f"NOT ALL IN MLFLOW: {untracked.describe()} are not at {shown}{why}.\n"
+        f"  they are kept in {untracked.spool_dir}\n"
+        f"  upload them once MLflow is reachable: sweep sync --study {study}{uri_flag}\n"
+    )
+    return True
+
+
+def default_tracking_uri_for(spool_dir: Any) -> str:
+    """The tracking URI `sweep sync` uses without --tracking-uri, run from the sweep's folder."""
+    from pathlib import Path
+
+    # spool folders are WORKDIR/.sweep/STUDY/spool or WORKDIR/.sweep/STUDY/ABLATION/spool
+    parts = Path(spool_dir).parts
+    workdir = Path(*parts[: parts.index(".sweep")]) if ".sweep" in parts else Path.cwd()
+    return f"sqlite:///{workdir / 'mlflow.db'}"

@@ -239,7 +239,11 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     paths = SweepPaths.for_study(workdir or Path.cwd(), name)
     out_dir = (out_dir or paths.workdir / "reports" / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    from sweep.redact import mask_url
+    from sweep.tracking import limit_http_retries
+
     tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
+    limit_http_retries()  # a server that dies meanwhile: fail in seconds, not minutes (see upload_report)
     client = make_client(tracking_uri)
     exp = client.get_experiment_by_name(name)
     study = None
@@ -248,7 +252,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     except KeyError:  # no sweep for this name (an ablation of explicit params only)
         pass
     if exp is None and study is None:
-        raise ValueError(f"--study: nothing recorded for {name!r} (no MLflow experiment at {tracking_uri}, "
+        raise ValueError(f"--study: nothing recorded for {name!r} (no MLflow experiment at {mask_url(tracking_uri)}, "
                          "no Optuna study); run `sweep run` or `sweep ablate` first")
 
     ablations = load_ablations(client, exp.experiment_id) if exp is not None else []
@@ -277,6 +281,39 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
         study_parent = find_parent_run(client, exp.experiment_id, "study")
         if study_parent:
             parents.append(study_parent)
-        for run_id in parents:
-            client.log_artifacts(run_id, str(out_dir), artifact_path=REPORT_ARTIFACT_PATH)
+        upload_report(client, parents, out_dir, tracking_uri)
     return report
+
+
+class ReportNotUploaded(Exception):
+    """report.md was written but MLflow did not take it within the stated wait."""
+
+
+def upload_report(client: Any, run_ids: list[str], out_dir: Path, tracking_uri: str) -> None:
+    """Log the report folder on each parent run, retrying for SWEEP_TRACKING_WAIT seconds.
+
+    Raises:
+        ReportNotUploaded: MLflow kept failing (the report on disk is complete).
+    """
+    import time
+
+    from sweep.outage import short_reason
+    from sweep.redact import mask_url
+    from sweep.tracking import tracking_wait_seconds
+
+    deadline = time.monotonic() + tracking_wait_seconds()
+    pending = list(run_ids)
+    delay = 1.0
+    while pending:
+        try:
+            client.log_artifacts(pending[0], str(out_dir), artifact_path=REPORT_ARTIFACT_PATH)
+            pending.pop(0)
+        except Exception as exc:
+            if time.monotonic() + delay > deadline:
+                raise ReportNotUploaded(
+                    f"the report is written in {out_dir} but not uploaded to MLflow at {mask_url(tracking_uri)} "
+                    f"({short_reason(exc)}; tried for {tracking_wait_seconds():.0f} s); "
+                    "run `sweep report` again once MLflow is reachable"
+                ) from None
+            time.sleep(delay)
+            delay = min(15.0, delay * 2)

@@ -15,6 +15,7 @@ same command resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -33,6 +34,8 @@ from sweep.display import NOTE_TAG, study_note
 from sweep.mlflow_store import summary_tags
 from sweep.objective import TrialContext, TrialFailed, evaluate, load_weights, num_classes_of, trial_objective
 from sweep.progress import Progress, SweepOutcome, budget_start_line, print_summary
+from sweep.recovery import fail_and_requeue, fault_outcome, journal_path, say_to, stop_tracker
+from sweep.redact import mask_url
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
 
@@ -105,7 +108,10 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     """
     import socket
 
-    from sweep.study import WORKER_ATTR, check_target, reap_stale_trials, spool_path
+    from sweep.study import (
+        WORKER_ATTR, check_target, is_storage_error, reap_stale_trials, short_storage_error, spool_path,
+        with_storage_retry,
+    )
 
     if over_deadline(ctx.deadline):  # first: costs no storage read
         return _budget_skip()
@@ -114,12 +120,13 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     # which reaps): fail that worker's trial here and re-queue it, so this task
     # runs its params instead of leaving it RUNNING. Journal storage has no
     # heartbeat; with RDB this comes before the heartbeat's grace period.
-    reap_stale_trials(study, ctx.spool_dir, "worker process died", requeue_interrupted=False)
+    # Before any trial, the storage must answer: a restarting database is waited for (up to 2 min).
+    with_storage_retry(reap_stale_trials, study, ctx.spool_dir, "worker process died", requeue_interrupted=False)
     if ctx.target_trials is not None:
         # After the reaping, so a dead worker's trial counts as re-queued, not as running.
         # Racy by design: a task that checks while another is between its check and
         # Optuna's ask sees one trial too few (overshoot <= concurrent starters - 1).
-        check = check_target(study, ctx.target_trials)
+        check = with_storage_retry(check_target, study, ctx.target_trials)
         if not check.start:
             return {
                 "skipped": True,
@@ -146,9 +153,23 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         trial.study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, owner)
         return trial_objective(trial, ctx, data)
 
-    study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+    try:
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+    except spool.SpoolWriteError as exc:
+        # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
+        return fault_outcome(done.get("number", -1), exc.strerror, stop=True)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        # The database went away under the trial (restarting?): once it answers again, fail
+        # the trial with the reason and re-queue its params (the objective ended its spool run).
+        reason = f"the Optuna storage failed: {short_storage_error(exc)}"
+        if "number" in done:
+            with_storage_retry(fail_and_requeue, study, done["number"], reason, ctx.spool_dir)
+        return fault_outcome(done.get("number", -1), reason)
     storage = study._storage
-    frozen = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"]))
+    frozen = with_storage_retry(
+        lambda: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"])))
     # The trial's events (a few kB) travel back with the outcome: a Dask worker on
     # another machine writes its spool file on its own disk, which the parent's tracker cannot read.
     events = spool_path(ctx.spool_dir, frozen.number)
@@ -223,7 +244,10 @@ def run_sweep(
 
     from sweep.data import load_dataset
     from sweep.status import mark_sweep_process, record_experiment
-    from sweep.study import check_target, counted_trials, make_storage, open_study, reap_stale_trials
+    from sweep.study import (
+        check_target, counted_trials, make_storage, open_study, reap_stale_trials, repair_journal,
+        with_storage_retry,
+    )
     from sweep.mlflow_store import default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
 
@@ -235,8 +259,19 @@ def run_sweep(
 
     # The parent writes the memory-mapped cache once; workers only open it.
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
+    journal = journal_path(cfg.storage, paths.journal)
+    if journal is not None:
+        repaired = repair_journal(journal)
+        if repaired:
+            out.write(repaired + "\n")
     storage = make_storage(cfg.storage, paths.journal)
-    study = open_study(cfg, storage)
+    try:
+        study = open_study(cfg, storage)
+    except ValueError as exc:  # a record damaged in the middle: Optuna stops reading there
+        if journal is None or "study" in str(exc):
+            raise
+        raise ValueError(f"{journal}: cannot read the Optuna journal ({exc}); it is damaged before its last record. "
+                         f"Move it aside and start again, or restore it from a copy") from None
     mark_sweep_process(study, cfg.trials)
     requeued = reap_stale_trials(study, paths.spool_dir, "worker process died (found on resume)")
     if requeued:
@@ -267,10 +302,10 @@ def run_sweep(
     tracker = Tracker(
         tracking_uri, name, paths.spool_dir,
         [ParentSpec("study", f"study {name}", params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
-                                           "storage": cfg.storage or f"journal:{paths.journal}"},
+                                           "storage": mask_url(cfg.storage) or f"journal:{paths.journal}"},
                     tags={"optuna.study": name, "sweep.kind": "study",
                           NOTE_TAG: study_note(name, cfg.dataset, cfg.trials)})],
-        on_run_created=record_run_id,
+        on_run_created=record_run_id, say=say_to(out),
     ).start()
 
     in_flight = jobs  # trials that run at once, for the progress line's "running"
@@ -283,8 +318,9 @@ def run_sweep(
         where = f"on the Dask cluster at {dask_scheduler} ({limit})"
     else:
         where = f"on {jobs} worker(s) x {threads} BLAS thread(s)"
+    say = say_to(out)
     progress = Progress(cfg.trials, cfg.trials - max(missing, 0), in_flight, cfg.space, out,
-                        count_done=lambda: counted_trials(study), budget=budget)
+                        count_done=lambda: with_storage_retry(counted_trials, study, say=say), budget=budget)
     out.write(
         f"study {name!r}: {cfg.trials - max(missing, 0)}/{cfg.trials} trials done, running {max(missing, 0)} more "
         f"{where}; dataset {cfg.dataset} "
@@ -299,26 +335,41 @@ def run_sweep(
     old_term = signal.signal(signal.SIGTERM, _raise_terminated)
     old_alarm = None
     interrupted = budget_killed = False
+    fault = ""  # why the sweep stopped itself (a spool folder it cannot write)
     try:
         old_alarm = _arm_budget_kill(budget)  # inside the try: a budget already over fires at once
         rounds = 0
-        while missing > 0 and rounds < MAX_ROUNDS and not (budget and budget.over()):
+        while missing > 0 and rounds < MAX_ROUNDS and not fault and not (budget and budget.over()):
             rounds += 1
             skipped_before = progress.skipped
             try:
                 # On Dask, --jobs (when given) caps the trials in flight; 0 = the whole cluster.
-                for res in _parallel_trials(ctx, missing, cfg.jobs if dask_scheduler else jobs, threads, dask_scheduler):
+                trials = _parallel_trials(ctx, missing, cfg.jobs if dask_scheduler else jobs, threads, dask_scheduler)
+                for res in trials:
                     progress.update(res)
+                    if res.get("stop"):
+                        fault = res["reason"]
+                        trials.close()  # no new trials: nothing more could be recorded
+                        break
             except worker_died as exc:
                 spool.wait_writers_gone(paths.spool_dir)
-                requeued = reap_stale_trials(study, paths.spool_dir, "worker process died", min_age_seconds=0)
+                requeued = with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died",
+                                              min_age_seconds=0, say=say)
                 out.write(f"a worker process died{_death_detail(exc)}; re-queued trial(s) {requeued}\n")
-            missing = cfg.trials - counted_trials(study)
+            if fault:
+                out.write(f"stopping the sweep: {fault}. What was recorded before is kept; "
+                          "free space there and run the same command to resume.\n")
+                spool.wait_writers_gone(paths.spool_dir)
+                with contextlib.suppress(OSError):  # its runs cannot be closed there: the next run reaps them
+                    reap_stale_trials(study, paths.spool_dir, "stopped: the spool folder cannot be written",
+                                      min_age_seconds=0)
+                break
+            missing = cfg.trials - with_storage_retry(counted_trials, study, say=say)
             if missing > 0 and progress.skipped > skipped_before:
                 # Tasks found the target reached counting trials RUNNING in another sweep
                 # process: those count when they end, so resubmit only for what is still
                 # open (e.g. trials re-queued meanwhile), not again for them.
-                check = check_target(study, cfg.trials)
+                check = with_storage_retry(check_target, study, cfg.trials, say=say)
                 missing = max(cfg.trials - check.counted - check.running, check.waiting)
                 if missing <= 0:
                     out.write(f"{check.running} trial(s) towards the target of {cfg.trials} are still running "
@@ -337,9 +388,11 @@ def run_sweep(
         _disarm_budget_kill(old_alarm)
         signal.signal(signal.SIGTERM, old_term)
     if not interrupted and not budget_killed:  # close runs of trials Optuna's heartbeat failed in the last round
-        reap_stale_trials(study, paths.spool_dir, "worker process died")
+        with contextlib.suppress(OSError):  # a full spool folder (fault above): the next run reaps
+            with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
 
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
+    outcome.fault = fault
     mark_sweep_process(study, cfg.trials, ended=True)
     return outcome
 
@@ -419,15 +472,16 @@ def _finish(
     if others:
         out.write(f"{others} trial(s) of this study still run in another sweep process; "
                   "it will end the MLflow parent run\n")
-    tracker.stop(parent_status=None if others else "KILLED" if interrupted else "FINISHED")
-    if test_acc is not None:
+    if test_acc is not None:  # queued: sent with the final drain (or kept for `sweep sync`)
         tracker.log_parent("study", tags={"best_trial": best_number, **summary_tags({"best_test_acc": test_acc})})
+    missing = stop_tracker(tracker, None if others else "KILLED" if interrupted else "FINISHED", out)
     outcome = SweepOutcome(
         study_name=study.study_name, experiment_id=tracker.experiment_id,
         parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,
         best_number=best_number, best_value=best_value, best_params=best_params, test_acc=test_acc,
         interrupted=interrupted, counted=counted_trials(study),
         best_run_id=_run_id_of(study, best_number),
+        untracked=None if missing.empty else missing, tracking_error=tracker.health.last_error,
     )
     if budget is not None and budget.over() and not interrupted and outcome.counted < cfg.trials:
         outcome.budget_seconds = budget.seconds  # the budget, not the target, ended this sweep

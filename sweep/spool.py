@@ -20,6 +20,7 @@ tells the parent whether the process that owns a RUNNING trial still exists.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+log = logging.getLogger(__name__)
 # Tag with how a trial or cell ended, in Optuna's words (COMPLETE, PRUNED, FAIL): the
 # MLflow status alone cannot say it, since a pruned trial ends FINISHED (end_status).
 STATE_TAG = "state"
@@ -76,19 +78,44 @@ def is_alive(host: str, pid: int, proc_start: float | None) -> bool | None:
     return start is not None and (proc_start is None or start == proc_start)
 
 
+class SpoolWriteError(OSError):
+    """An event could not be written to its spool file (e.g. the disk is full); names the folder."""
+
+
 class RunRecorder:
     """Append-only event writer for one run (used inside worker processes)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Line-buffered text file: every event reaches the OS at once, so a
-        # SIGKILLed worker loses nothing it reported.
-        self._file = open(self.path, "a", buffering=1, encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One os.write per event, no buffer: every event reaches the OS at once
+            # (a SIGKILLed worker loses nothing it reported), and a failed write
+            # leaves no half line for a later one to glue onto.
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: OSError) -> SpoolWriteError:
+        return SpoolWriteError(exc.errno, f"cannot write the spool folder {self.path.parent}: "
+                                          f"{exc.strerror or exc} (file {self.path.name})")
 
     def _write(self, event: dict[str, Any]) -> None:
         event["time"] = time.time()
-        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        size = os.fstat(self._fd).st_size
+        try:
+            written = os.write(self._fd, line)
+            if written != len(line):  # a short write: the disk filled up mid-line
+                raise OSError(28, os.strerror(28))
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, size)  # drop the partial line: what was recorded stays valid
+            except OSError:
+                pass
+            raise self._error(exc) from None
 
     def start(self, run_name: str, parent: str, params: Mapping[str, Any], tags: Mapping[str, Any]) -> None:
         pid = os.getpid()
@@ -121,7 +148,9 @@ class RunRecorder:
         )
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> RunRecorder:
         return self
@@ -149,7 +178,14 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]
         f.seek(offset)
         data = f.read()
     end = data.rfind(b"\n") + 1
-    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    events = []
+    for line in data[:end].splitlines():
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except ValueError:  # a line damaged by a crash mid-write: skip it, keep the rest
+            log.warning("%s: skipped a damaged event line (%d bytes)", path, len(line))
     return events, offset + end
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,6 +37,52 @@ _RDB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
 
 
 MAX_RETRIES = 3
+# How long the parent keeps retrying a storage that stopped answering (a database restart).
+STORAGE_RETRY_SECONDS = 120.0
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """True for a failure to reach the Optuna storage (database down or restarting)."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError,
+                        sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_storage_error(cause)
+
+
+def short_storage_error(exc: BaseException) -> str:
+    """The database's own words, one line, e.g. 'server closed the connection unexpectedly'."""
+    from sweep.redact import mask_text
+
+    inner = exc
+    while getattr(inner, "orig", None) is None and (inner.__cause__ or inner.__context__) is not None:
+        inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
+    text = str(getattr(inner, "orig", None) or inner).strip().splitlines()
+    return mask_text(text[0] if text else type(exc).__name__)[:200]
+
+
+def with_storage_retry(fn: Any, *args: Any, say: Any = None, seconds: float = STORAGE_RETRY_SECONDS, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs), retried every 2 s while the storage is unreachable, for `seconds`.
+
+    `say` gets one line when the retries start. Other errors, and the last storage error, are raised.
+    """
+    import time
+
+    deadline = time.monotonic() + seconds
+    told = False
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_storage_error(exc) or time.monotonic() > deadline:
+                raise
+            if say is not None and not told:
+                say(f"the Optuna storage is unreachable ({short_storage_error(exc)}); "
+                    f"retrying for up to {seconds:.0f} s")
+                told = True
+            time.sleep(2.0)
 # What a retry must not inherit from the attempt it repeats.
 _OUTCOME_ATTRS = ("failure_reason", "interrupted", "summary", "gap", "pruned_at_epoch", "mlflow_run_id", "timing")
 
@@ -79,6 +126,9 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
                 url,
+                # A database restarted under a sweep leaves every pooled connection dead:
+                # test each before use, so only the statements in flight at the restart fail.
+                engine_kwargs={"pool_pre_ping": True},
                 heartbeat_interval=HEARTBEAT_SECONDS,
                 grace_period=3 * HEARTBEAT_SECONDS,
                 heartbeat_stale_trial_callback=requeue,
@@ -87,6 +137,55 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
         f"--storage: unsupported URL {url!r}; use an RDB URL (postgresql+psycopg2://..., "
         "sqlite:///file.db, mysql://...) or journal:PATH, or leave it unset for the default journal file"
     )
+
+
+def repair_journal(path: Path) -> str | None:
+    """Drop an incomplete last record of a journal file (a process killed while writing it).
+
+    Optuna skips such a line when reading, but the next record appended would be
+    glued to it and make the journal unreadable from there on. The cut record's
+    change is lost (say, a trial's COMPLETE): that trial reads as RUNNING with a dead
+    worker, so `reap_stale_trials` fails and re-queues it, and nothing is lost
+    silently. The bytes dropped are kept in PATH.damaged. Held under Optuna's own
+    journal lock, and only when the file has not grown for a second (not a write
+    under way in another process).
+
+    Returns:
+        What was done, for the user (None: the journal was whole).
+    """
+    import time
+
+    def partial() -> tuple[int, int] | None:
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        with open(path, "rb") as f:
+            data = f.read()
+        if data.endswith(b"\n"):
+            return None
+        return len(data), data.rfind(b"\n") + 1
+
+    first = partial()
+    if first is None:
+        return None
+    time.sleep(1.0)
+    lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_SECONDS)
+    if not lock.acquire():
+        return None
+    try:
+        again = partial()
+        if again != first:
+            return None
+        size, keep = again
+        with open(path, "rb") as f:
+            f.seek(keep)
+            cut = f.read()
+        with open(path.with_name(path.name + ".damaged"), "ab") as f:
+            f.write(cut + b"\n")
+        os.truncate(path, keep)
+    finally:
+        lock.release()
+    return (f"{path}: dropped its incomplete last record ({size - keep} bytes, a process killed while writing it; "
+            f"kept in {path.name}.damaged); a trial it belonged to is re-run")
 
 
 class TrialSeededTPESampler(TPESampler):
@@ -321,15 +420,18 @@ def reap_stale_trials(
         # FAILED for a dead worker, KILLED only for a trial an interrupt cut off.
         status = spool.end_status("FAIL", interrupted=bool(t.user_attrs.get("interrupted")) or reason == "interrupted")
         lost = {spool.STATE_TAG: "FAIL", "failure_reason": reason}
-        if state is None or state.start is None:
-            # Died between taking the trial and its first record: still give the
-            # trial its MLflow run, so every trial has one (with the reason).
-            with spool.RunRecorder(path) as rec:
-                rec.start(f"trial-{t.number:04d}", "study", t.params,
-                          {"optuna.trial_number": t.number, "optuna.study": study.study_name, "sweep.kind": "trial"})
-                rec.end(status, lost)
-        elif state.end is None:
-            spool.append_end(path, status, lost)
+        try:  # a spool folder that cannot be written (disk full) must not stop the re-queue
+            if state is None or state.start is None:
+                # Died between taking the trial and its first record: still give the
+                # trial its MLflow run, so every trial has one (with the reason).
+                with spool.RunRecorder(path) as rec:
+                    rec.start(f"trial-{t.number:04d}", "study", t.params,
+                              {"optuna.trial_number": t.number, "optuna.study": study.study_name, "sweep.kind": "trial"})
+                    rec.end(status, lost)
+            elif state.end is None:
+                spool.append_end(path, status, lost)
+        except OSError:
+            pass
         requeue(study, t)
         requeued.append(t.number)
     return requeued

@@ -35,7 +35,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep import spool
-from sweep.mlflow_store import PARENT_KEY_TAG, find_parent_run, get_or_create_experiment, make_client
+from sweep.mlflow_store import PARENT_KEY_TAG, find_parent_run, get_or_create_experiment, log_batch, make_client
+from sweep.outage import (  # noqa: F401  (tracking_wait_seconds, limit_http_retries: re-exported)
+    RETRY_MAX_SECONDS,
+    RETRY_MIN_SECONDS,
+    Backlog,
+    Health,
+    ParentBook,
+    backlog,
+    limit_http_retries,
+    tracking_wait_seconds,
+)
+from sweep.redact import mask_url
 
 if TYPE_CHECKING:  # importing mlflow costs ~1.8 s: only the tracker thread does it
     from mlflow.tracking import MlflowClient
@@ -44,10 +55,9 @@ log = logging.getLogger(__name__)
 
 # Lock file in a spool folder, held by the tracker syncing it (not a *.jsonl: never read as events).
 LOCK_NAME = ".tracker.lock"
-# MLflow's per-request limits for log_batch.
-_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
-
-
+# Tag naming the spool file a child run mirrors: finds the run again when a
+# .state side file was lost after the run was created, so no run is made twice.
+SPOOL_FILE_TAG = "sweep.spool_file"
 @dataclass
 class ParentSpec:
     """A parent run to find (by key) or create."""
@@ -78,12 +88,18 @@ class Tracker:
             once per run, by the tracker that creates it (when several mirror
             one folder, maybe another process's).
         poll_seconds: how often to look for new events.
+        say: prints one line to the person running the sweep (the outage and
+            catch-up lines, see sweep.outage.Health); default: a log warning.
 
     Trackers in other processes (or threads) may mirror the same spool folder:
     they take turns through the folder's lock file, and a poll that finds the
     lock taken sends nothing and waits for the next one (the holder is
     mirroring the same files meanwhile). The final drain in `stop()` waits for
     the lock.
+
+    MLflow unreachable (at start or later): nothing is lost, the events wait in
+    the spool folder; the thread retries with backoff (RETRY_MIN..MAX_SECONDS)
+    and says so once when the outage starts and once when it has caught up.
     """
 
     def __init__(
@@ -94,6 +110,7 @@ class Tracker:
         parents: list[ParentSpec],
         on_run_created: Callable[[dict[str, Any], str], None] | None = None,
         poll_seconds: float = 0.5,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -107,57 +124,84 @@ class Tracker:
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._deadline: float | None = None  # monotonic end of the final drain's retries
         # Only closed states are trusted from memory (closed is final); every
         # other state is re-read from its side file under the lock.
         self._states: dict[Path, _FileState] = {}
         self._lock_warned = False
         self._client: MlflowClient | None = None
+        self.health = Health(mask_url(tracking_uri) or "", self.spool_dir, say or (lambda line: log.warning("%s", line)))
+        self.runs_created = self.runs_ended = self.events_sent = 0
+        self.drained = False  # the final drain sent everything (parents included)
+        self._reopen = True  # False in sync_now: complete what a sweep left, re-open nothing
+        self._end_status: str | None = None  # the parents' end, once stop() gave it
         self._thread = threading.Thread(target=self._main, name="mlflow-tracker", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> Tracker:
+        # An end left by an earlier sweep that could not send it: this sweep re-opens
+        # the parent run and writes its own end when it stops. (Lock busy: another
+        # sweep of this folder is running, and the end is its business.)
+        with contextlib.suppress(OSError), self._locked(block=False) as locked:
+            book = ParentBook(self.spool_dir)
+            entries = book.read()
+            if locked and any(entries.get(k, {}).pop("end", None) is not None for k in list(self.parents)):
+                book.write(entries)
         self._thread.start()
         return self
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         self.ready.wait(timeout)
         if self.error is not None:
-            raise RuntimeError(f"MLflow tracking at {self.tracking_uri} failed: {self.error}") from self.error
+            raise RuntimeError(f"MLflow tracking at {mask_url(self.tracking_uri)} failed: {self.error}") from self.error
         return self.ready.is_set()
 
-    def stop(self, parent_status: str | None = None, timeout: float = 120.0) -> None:
-        """Drain every spool file, then end the parent runs with `parent_status`."""
+    def stop(self, parent_status: str | None = None, timeout: float | None = None) -> Backlog:
+        """Drain every spool file and end the parent runs with `parent_status`, retrying
+        for at most `timeout` seconds (default `tracking_wait_seconds()`) while MLflow is
+        unreachable; returns what is still not in MLflow (empty when all was sent).
+
+        What could not be sent stays in the spool folder (parent ends and summary
+        included, in its `.parents.json`) for `sweep sync`.
+        """
+        timeout = tracking_wait_seconds() if timeout is None else timeout
+        if parent_status is not None:
+            self._end_status = parent_status  # sent by the final drain even if the book cannot be written
+            try:
+                with self._locked(block=True):
+                    for key in self.parents:
+                        ParentBook(self.spool_dir).update(key, end=parent_status)
+            except OSError as exc:  # disk full: `sweep sync` will not know the end, the drain still sends it
+                log.warning("could not record the parent runs' end in %s: %s", self.spool_dir, exc)
+        self._deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
-        if self._client is not None and parent_status is not None:
-            for run_id in self.parent_run_ids.values():
-                self._client.set_terminated(run_id, parent_status)
+        # One HTTP call may still be under way when the deadline passes: it ends within
+        # MLflow's (limited) timeout and retries.
+        self._thread.join(timeout + 2 * float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")) + 5)
+        return backlog(self.spool_dir)
 
     def log_parent(
         self, key: str, metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None
     ) -> bool:
-        """Log summary metrics and tags on the parent run `key`, in one batch; False if that failed.
+        """Queue summary metrics and tags for the parent run `key`; sent in one batch by the
+        tracker's next sync (and kept for `sweep sync` if MLflow is down). False if `key` is unknown.
 
         Held under the spool folder's lock: another sweep process of this study
         may write the same parent run at the same moment, and MLflow's SQLite
-        tag write is read-then-insert (two at once: IntegrityError). A failure
-        is logged as a warning, not raised: it happens after every trial and
-        run is already recorded, and loses none of that.
+        tag write is read-then-insert (two at once: IntegrityError).
         """
-        from mlflow.entities import Metric
-
-        run_id = self.parent_run_ids.get(key)
-        if self.error is not None or self._client is None or run_id is None:
+        if key not in self.parents:
             return False
-        now = int(time.time() * 1000)
         try:
             with self._locked(block=True):
-                self._log_batch(self._client, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-                                tags=tags)
-        except Exception as exc:
-            log.warning("could not log %s on the parent run %s: %s", {**(metrics or {}), **(tags or {})}, run_id, exc)
+                ParentBook(self.spool_dir).update(key, metrics={k: float(v) for k, v in (metrics or {}).items()},
+                                                  tags={k: str(v) for k, v in (tags or {}).items()})
+        except OSError as exc:  # the spool folder's disk is full: the summary is not essential
+            log.warning("could not queue %s for the parent run in %s: %s", {**(metrics or {}), **(tags or {})},
+                        self.spool_dir, exc)
             return False
+        self.poke()
         return True
 
     def poke(self) -> None:
@@ -170,29 +214,73 @@ class Tracker:
         assert self._client is not None
         return self._client
 
+    def sync_now(self) -> Backlog:
+        """Connect, send everything, end the parents as recorded, in this thread (`sweep sync`).
+
+        Raises whatever MLflow raises; returns what is still missing (normally nothing).
+        """
+        limit_http_retries()
+        self._reopen = False
+        self._record_parent_specs()
+        self._connect()
+        self.ready.set()
+        self.sync_once(block=True)
+        self._flush_parents()
+        return backlog(self.spool_dir)
+
     # -- thread body -------------------------------------------------------
     def _main(self) -> None:
-        try:
-            self._connect()
-        except BaseException as exc:  # surfaced by wait_ready(); the sweep itself goes on
-            self.error = exc
-            self.ready.set()
-            log.error("MLflow tracking unavailable (%s); events stay in %s", exc, self.spool_dir)
-            return
-        self.ready.set()
+        limit_http_retries()
+        delay = RETRY_MIN_SECONDS
         while True:
             stopping = self._stop.is_set()
             try:
+                if self._client is None:
+                    self._record_parent_specs(block=False)  # also in _connect, under its lock
+                    self._connect()
+                    self.ready.set()
                 # Regular polls skip a busy lock; the final drain waits for it.
-                self.sync_once(block=stopping)
-            except Exception as exc:  # a flaky server must not kill the sweep: retry next poll
-                log.warning("MLflow sync failed, will retry: %s", exc)
+                block = stopping or self.health.down
+                sent = self.sync_once(block=block)
+                self._flush_parents(block=block)
+                self.health.succeeded(sent)
+                delay = RETRY_MIN_SECONDS
                 if stopping:
+                    self.drained = True
                     return
-            if stopping:
-                return
-            self._wake.wait(self.poll_seconds)
+                wait = self.poll_seconds
+            except Exception as exc:  # a flaky or dead server must not kill the sweep: retry later
+                self.health.failed(exc)
+                log.debug("MLflow sync failed, will retry in %.0f s: %s", delay, exc)
+                if stopping and (self._deadline is None or time.monotonic() + delay > self._deadline):
+                    return
+                wait, delay = delay, min(RETRY_MAX_SECONDS, delay * 2)
+                if self._deadline is not None:
+                    wait = min(wait, max(0.0, self._deadline - time.monotonic()))
+            self._wake.wait(wait)
             self._wake.clear()
+
+    def _record_parent_specs(self, block: bool = True) -> None:
+        """Write the parent specs into the spool folder's `.parents.json` (for `sweep sync`);
+        with `block` False, not if another tracker holds the lock."""
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        with self._locked(block=block) as locked:
+            if locked:
+                self._write_parent_specs()
+
+    def _write_parent_specs(self) -> None:
+        if True:
+            book = ParentBook(self.spool_dir)
+            entries = book.read()
+            changed = False
+            for spec in self.parents.values():
+                want = {"run_name": spec.run_name, "params": {k: str(v) for k, v in spec.params.items()},
+                        "tags": dict(spec.tags), "experiment": self.experiment_name}
+                if entries.get(spec.key, {}).get("spec") != want:
+                    entries.setdefault(spec.key, {})["spec"] = want
+                    changed = True
+            if changed:
+                book.write(entries)
 
     def _connect(self) -> None:
         client = make_client(self.tracking_uri)
@@ -201,18 +289,49 @@ class Tracker:
         # Under the lock: another tracker of this folder would otherwise find no
         # parent run either, and both would create one.
         with self._locked(block=True):
+            self._write_parent_specs()
             for spec in self.parents.values():
                 run_id = find_parent_run(client, self.experiment_id, spec.key)
                 tags = {PARENT_KEY_TAG: spec.key, **spec.tags}
                 if run_id is None:
                     run = client.create_run(self.experiment_id, run_name=spec.run_name, tags=tags)
                     run_id = run.info.run_id
+                    # Params only on a new run: an existing run keeps its own (MLflow params are immutable).
                     self._log_batch(client, run_id, params=spec.params)
                 else:
-                    client.update_run(run_id, status="RUNNING")
+                    if self._reopen:  # a sweep runs under it again (`sweep sync` only completes it)
+                        client.update_run(run_id, status="RUNNING")
                     self._log_batch(client, run_id, tags=tags)
                 self.parent_run_ids[spec.key] = run_id
         self._client = client
+
+    def _flush_parents(self, block: bool = True) -> None:
+        """Send queued parent summaries and ends (from `.parents.json`), then clear them there
+        (a regular poll skips a busy lock, as `sync_once` does)."""
+        from mlflow.entities import Metric
+
+        client = self._client
+        assert client is not None
+        with self._locked(block=block) as locked:
+            if not locked:
+                return
+            book = ParentBook(self.spool_dir)
+            entries = book.read()
+            if self._end_status is not None and self._stop.is_set():
+                for key in self.parents:
+                    entries.setdefault(key, {}).setdefault("end", self._end_status)
+            for key, entry in entries.items():
+                run_id = self.parent_run_ids.get(key)
+                if run_id is None or not (entry.get("metrics") or entry.get("tags") or entry.get("end")):
+                    continue
+                now = int(time.time() * 1000)
+                self._log_batch(client, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in entry.get("metrics", {}).items()],
+                                tags=entry.get("tags"))
+                if entry.get("end"):
+                    client.set_terminated(run_id, entry["end"])
+                entry.pop("metrics", None), entry.pop("tags", None), entry.pop("end", None)
+                with contextlib.suppress(OSError):  # sent; a stale entry would only be sent again
+                    book.write(entries)
 
     @contextlib.contextmanager
     def _locked(self, block: bool) -> Iterator[bool]:
@@ -289,6 +408,7 @@ class Tracker:
                 st.offset = offset
                 self._save_state(path, st)
                 sent += len(events)
+        self.events_sent += sent
         return sent
 
     def _apply(self, path: Path, st: _FileState, events: list[dict[str, Any]]) -> None:
@@ -305,14 +425,20 @@ class Tracker:
             if kind == "start":
                 if st.run_id is None:
                     parent = self.parent_run_ids.get(ev.get("parent", ""))
-                    run_tags = dict(ev.get("tags", {}))
+                    run_tags = {**ev.get("tags", {}), SPOOL_FILE_TAG: path.name}
                     if parent:
                         run_tags["mlflow.parentRunId"] = parent
-                    run = client.create_run(
-                        self.experiment_id, run_name=ev["run_name"], tags=run_tags,
-                        start_time=int(ev["time"] * 1000),
-                    )
-                    st.run_id = run.info.run_id
+                    # Created before, and its side file lost (a crash between the two)?
+                    existing = self._find_child(client, parent, path.name)
+                    if existing is not None:
+                        st.run_id = existing
+                    else:
+                        run = client.create_run(
+                            self.experiment_id, run_name=ev["run_name"], tags=run_tags,
+                            start_time=int(ev["time"] * 1000),
+                        )
+                        st.run_id = run.info.run_id
+                        self.runs_created += 1
                     # Saved at once (offset still before these events): if logging
                     # them fails, the retry, ours or another tracker's, finds this
                     # run instead of creating a second one.
@@ -342,27 +468,14 @@ class Tracker:
         if end is not None:
             client.set_terminated(st.run_id, end["status"], end_time=int(end["time"] * 1000))
             st.closed = True
+            self.runs_ended += 1
 
-    @staticmethod
-    def _log_batch(
-        client: MlflowClient,
-        run_id: str,
-        metrics: list[Any] | None = None,
-        params: Mapping[str, Any] | None = None,
-        tags: Mapping[str, Any] | None = None,
-    ) -> None:
-        """log_batch within MLflow's per-request limits (one commit per chunk)."""
-        from mlflow.entities import Param, RunTag
+    def _find_child(self, client: MlflowClient, parent: str | None, file_name: str) -> str | None:
+        """Run id of the child run already mirroring `file_name` under `parent`, if any."""
+        flt = f"tags.`{SPOOL_FILE_TAG}` = '{file_name}'"
+        if parent:
+            flt += f" and tags.`mlflow.parentRunId` = '{parent}'"
+        runs = client.search_runs([self.experiment_id], filter_string=flt, max_results=1)
+        return runs[0].info.run_id if runs else None
 
-        metrics = list(metrics or [])
-        plist = [Param(k, str(v)) for k, v in (params or {}).items()]
-        tlist = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        while metrics or plist or tlist:
-            client.log_batch(
-                run_id,
-                metrics=metrics[:_MAX_METRICS],
-                params=plist[:_MAX_PARAMS],
-                tags=tlist[:_MAX_TAGS],
-            )
-            metrics, plist, tlist = metrics[_MAX_METRICS:], plist[_MAX_PARAMS:], tlist[_MAX_TAGS:]
-
+    _log_batch = staticmethod(log_batch)

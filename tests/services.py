@@ -306,6 +306,7 @@ class PostgresServer:
     password: str = "postgres"
     role_passwords: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    options: str = ""  # the postgres command-line options it was started with (for `restart`)
 
     @property
     def data_dir(self) -> Path:
@@ -372,6 +373,16 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         """Drop a database, disconnecting its sessions (PostgreSQL >= 13)."""
         self.query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def pg_ctl(self, *args: str) -> None:
+        _run([*_as_postgres(), str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args], f"pg_ctl {args[-1]}",
+             log=self.log_file)
+
+    def restart(self, down_seconds: float) -> None:
+        """Stop the server (fast: open sessions are cut), keep it down `down_seconds`, start it again."""
+        self.pg_ctl("-m", "fast", "-w", "-t", "30", "stop")
+        time.sleep(down_seconds)
+        self.pg_ctl("-l", str(self.log_file), "-w", "-t", "60", "-o", self.options, "start")
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and delete its folder."""
@@ -462,6 +473,7 @@ def start_postgres(
             f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
+        server.options = options
         _run(
             [*as_pg, str(bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l", str(server.log_file),
              "-w", "-t", "60", "-o", options, "start"],

@@ -1,0 +1,75 @@
+"""What a sweep does when one of its parts fails: the storage, the spool folder, the tracker.
+
+Kept apart from the runner (which schedules the work): the worker's answer to a
+database that went away under its trial, the outcome of a trial a fault ended,
+and the parent's bounded end of tracking (sweep.outage says what is missing).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TextIO
+
+from sweep import spool
+
+
+def fail_and_requeue(study: Any, number: int, reason: str, spool_dir: Path) -> None:
+    """Fail trial `number` (if still RUNNING) with `reason` and re-queue it, unless already re-queued;
+    a trial cut before its first spool record still gets its (FAILED) MLflow run."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweep.study import requeue, retried_numbers, spool_path
+
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    path = spool_path(spool_dir, number)
+    if not path.exists() or spool.read_state(path).start is None:
+        with spool.RunRecorder(path) as rec:
+            rec.start(f"trial-{number:04d}", "study", storage.get_trial(trial_id).params,
+                      {"optuna.trial_number": number, "optuna.study": study.study_name, "sweep.kind": "trial"})
+            rec.end("FAILED", {"state": "FAIL", "failure_reason": reason})
+    if storage.get_trial(trial_id).state == TrialState.RUNNING:
+        try:
+            storage.set_trial_user_attr(trial_id, "failure_reason", reason)
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)  # the claim (a row lock on RDB)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return  # failed meanwhile by Optuna's heartbeat, which re-queues it
+    trial = storage.get_trial(trial_id)
+    if trial.state == TrialState.FAIL and number not in retried_numbers(study.get_trials(deepcopy=False)):
+        requeue(study, trial)
+
+
+def fault_outcome(number: int, reason: str, *, stop: bool = False) -> dict[str, Any]:
+    """Outcome of a trial a fault ended (no spool text: the parent reads the shared disk or nothing)."""
+    return {"number": number, "state": "FAIL", "value": None, "params": {}, "reason": reason,
+            "pid": os.getpid(), "spool": "", "stop": stop}
+
+
+def journal_path(storage: str | None, default: Path) -> Path | None:
+    if storage is None:
+        return default
+    return Path(storage.removeprefix("journal:")) if storage.startswith("journal:") else None
+
+
+def say_to(out: TextIO) -> Any:
+    """A line printer for the tracker thread (its outage and catch-up lines)."""
+
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    return say
+
+
+def stop_tracker(tracker: Any, parent_status: str | None, out: TextIO) -> Any:
+    """End tracking within the stated wait (SWEEP_TRACKING_WAIT); returns what is not in MLflow."""
+    from sweep.tracking import tracking_wait_seconds
+
+    wait = tracking_wait_seconds()
+    if tracker.health.down:
+        out.write(f"waiting up to {wait:.0f} s for MLflow at {tracker.health.where} to come back "
+                  "(SWEEP_TRACKING_WAIT=SECONDS changes this)\n")
+        out.flush()
+    return tracker.stop(parent_status=parent_status, timeout=wait)

@@ -1,0 +1,87 @@
+"""`sweep sync`: upload what the spool folders hold and MLflow lacks (the `wandb sync` convention).
+
+A sweep whose tracking server was down at its end leaves its events in
+`.sweep/<study>/spool` (and `.sweep/<study>/<ablation>/spool`), with the
+`.state` side files saying how much MLflow has and `.parents.json` holding
+the parent runs' specs, summaries and end statuses. Sync runs the same
+Tracker code once, in this thread, under the same spool lock as a live
+tracker: running it twice sends nothing the second time, and a run whose
+side file was lost is found again by its `sweep.spool_file` tag, never
+created twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from sweep import spool
+from sweep.outage import ParentBook, backlog, short_reason
+from sweep.redact import mask_url
+from sweep.space import ConfigError
+from sweep.tracking import ParentSpec, Tracker
+
+# Exit code when something could not be uploaded (MLflow failed meanwhile).
+EXIT_SYNC_FAILED = 3
+
+
+def spool_dirs(study_dir: Path) -> list[Path]:
+    """The study's spool folder and its ablations' ones, those holding event files."""
+    found = [study_dir / "spool", *sorted(p / "spool" for p in study_dir.iterdir() if p.is_dir())]
+    return [d for d in found if d.is_dir() and any(spool.spool_files(d))]
+
+
+def _parents(spool_dir: Path, study: str) -> tuple[str, list[ParentSpec]]:
+    """(experiment name, parent specs) from the folder's `.parents.json`, else from its place."""
+    book = ParentBook(spool_dir).read()
+    specs = [ParentSpec(key, e["spec"]["run_name"], params=e["spec"].get("params", {}), tags=e["spec"].get("tags", {}))
+             for key, e in sorted(book.items()) if "spec" in e]
+    experiment = next((e["spec"].get("experiment") for e in book.values() if "spec" in e), None) or study
+    if not specs:  # written by a sweep from before .parents.json
+        if spool_dir.parent.name == study:
+            specs = [ParentSpec("study", study, tags={"optuna.study": study, "sweep.kind": "study"})]
+        else:
+            name = spool_dir.parent.name
+            specs = [ParentSpec(f"ablation:{name}", name, tags={"sweep.kind": "ablation", "optuna.study": study})]
+    return experiment, specs
+
+
+def sync_all(workdir: Path, tracking_uri: str, *, study: str | None = None, out: TextIO) -> int:
+    """Sync every study under WORKDIR/.sweep (or only `study`); print what was done; exit code."""
+    root = Path(workdir).resolve() / ".sweep"
+    studies = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if study is not None:
+        if not (root / study).is_dir():
+            known = ", ".join(p.name for p in studies) or "none"
+            raise ConfigError(f"no spool folder for study {study!r} in {root} (studies there: {known})", key="--study")
+        studies = [root / study]
+    shown = mask_url(tracking_uri)
+    failed = False
+    total = 0
+    for study_dir in studies:
+        for spool_dir in spool_dirs(study_dir):
+            before = backlog(spool_dir)
+            where = spool_dir.relative_to(root.parent)
+            if before.empty:
+                out.write(f"{where}: nothing to do (MLflow has everything)\n")
+                continue
+            experiment, specs = _parents(spool_dir, study_dir.name)
+            tracker = Tracker(tracking_uri, experiment, spool_dir, specs)
+            try:
+                after = tracker.sync_now()
+            except Exception as exc:
+                failed = True
+                out.write(f"{where}: could not sync to {shown} ({short_reason(exc)}); "
+                          f"{backlog(spool_dir).describe()} still waiting there\n")
+                continue
+            total += tracker.events_sent
+            line = (f"{where}: created {tracker.runs_created} run(s), completed {tracker.runs_ended} run(s), "
+                    f"sent {tracker.events_sent} event(s) to {shown}")
+            if not after.empty:
+                failed = True
+                line += f"; still missing: {after.describe()}"
+            out.write(line + "\n")
+    if not studies:
+        out.write(f"nothing to do: no spool folders under {root}\n")
+    out.flush()
+    return EXIT_SYNC_FAILED if failed else 0
