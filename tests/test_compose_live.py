@@ -324,3 +324,51 @@ def test_basic_auth_override_asks_for_credentials_and_a_sweep_logs_with_them(
     # The password is not in what MLflow recorded.
     for run in [*parents.values(), *children]:
         assert admin[1] not in json.dumps({**run.data.params, **run.data.tags})
+
+
+# --------------------------------------------------------------------------
+# the dask profile
+
+
+@pytest.mark.filterwarnings("ignore:Mismatched versions found")
+def test_dask_profile_runs_the_trials_in_both_worker_containers(stack: ComposeStack, tmp_path: Path) -> None:
+    import distributed
+    import optuna
+
+    from sweep import spool
+    from sweep.study import WORKER_ATTR
+    from test_sweep_team import _assert_study_mirrored
+
+    # Back to the main file only (the previous test left basic auth on), with the cluster.
+    stack.compose("--profile", "dask", "up", "-d", "--build", "--scale", "dask-worker=2", "--wait",
+                  "--wait-timeout", str(UP_TIMEOUT_S), timeout=UP_TIMEOUT_S + 900)
+    _assert_healthy(stack, SERVERS | {"dask-scheduler"})
+    workers = stack.containers("dask-worker")
+    assert [c["State"]["Health"]["Status"] for c in workers] == ["healthy", "healthy"]
+    hostnames = {c["Config"]["Hostname"] for c in workers}
+    assert len(hostnames) == 2
+    scheduler = f"tcp://127.0.0.1:{stack.ports['DASK_SCHEDULER_PORT']}"
+    with distributed.Client(scheduler, timeout=30) as client:
+        # Trials travel as pickles: the image runs the host's versions of what unpickles them.
+        # (Python itself is Debian's 3.11.2 in the stand-in; Dask only warns about a patch level.)
+        versions = client.get_versions()
+        mine = versions["client"]["packages"]
+        for worker in versions["workers"].values():
+            theirs = worker["packages"]
+            for pkg in ("dask", "distributed", "cloudpickle", "msgpack", "toolz", "tornado", "numpy"):
+                assert theirs[pkg] == mine[pkg], (pkg, theirs[pkg], mine[pkg])
+            assert theirs["python"].split(".")[:2] == mine["python"].split(".")[:2]
+        assert sorted(client.nthreads().values()) == [1, 1]
+
+    name, storage, tracking = "compose-dask", stack.storage_url(), stack.url("MLFLOW_PORT")
+    out = _sweep(tmp_path, "run", "--study", name, "--storage", storage, "--tracking-uri", tracking,
+                 "--dask-scheduler", scheduler, "--trials", "6", "--epochs", "2")
+    assert "6/6" in out and "best trial" in out, out
+    _assert_study_mirrored(storage, tracking, name, 6)  # every trial's curve is in MLflow
+    # Each trial records the host that ran it (sweep.study.WORKER_ATTR): both containers did.
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    ran_on = [t.system_attrs[WORKER_ATTR]["host"] for t in trials]
+    assert set(ran_on) == hostnames, ran_on
+    # The events came back with the results (no shared folder), naming the same hosts.
+    spool_hosts = [spool.read_state(p).start["host"] for p in spool.spool_files(tmp_path / ".sweep" / name / "spool")]
+    assert sorted(spool_hosts) == sorted(ran_on)
