@@ -142,6 +142,16 @@ def test_image_requirements_are_the_versions_tested_here(image_dir: str) -> None
         assert installed == version, f"docker/{image_dir}: {name}=={version} but the tests run {installed}"
 
 
+def test_project_image_pins_every_dependency_of_the_project_and_its_team_extra() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["team"]]
+    names = {re.match(r"[A-Za-z0-9_.-]+", req).group().lower() for req in wanted}
+    names = {"distributed" if n == "dask" else n for n in names} | {"dask"}  # dask[distributed]
+    assert names <= set(_pins("sweep")), names - set(_pins("sweep"))
+
+
 @pytest.mark.parametrize("image_dir", ["mlflow", "optuna-dashboard"])
 def test_dockerfiles_install_their_requirements(compose: dict[str, Any], image_dir: str) -> None:
     dockerfile = (REPO_ROOT / "docker" / image_dir / "Dockerfile").read_text()
