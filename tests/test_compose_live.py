@@ -64,7 +64,9 @@ def engine() -> Iterator[DockerEngine]:
 def stack(engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
     """The stack built and started with `up -d --build --wait`; `down -v` at the end."""
     folder = tmp_path_factory.mktemp("compose")
+    started = time.monotonic()
     wheels = serve_wheels(wheel_folder(), folder)
+    print(f"\ncompose: wheels {time.monotonic() - started:.0f} s", end="")
     empty_env = folder / "empty.env"  # hermetic: a developer's .env in the checkout is not read
     empty_env.write_text("")
     st = ComposeStack(engine, "dsdtest", wheel_url=wheels.url + "/", env_file=empty_env)
