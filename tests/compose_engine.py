@@ -162,7 +162,9 @@ class DockerEngine:
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
         for mount in sorted((m for m in mounts if m.startswith(str(self.root) + "/")), key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
-        shutil.rmtree(self.root, ignore_errors=True)
+        # rm is several times faster than shutil.rmtree on the image layers (GBs of small
+        # files), and --one-file-system never follows a mount left behind into the host.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.root)], check=False, capture_output=True)
 
 
 # --------------------------------------------------------------------------

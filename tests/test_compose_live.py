@@ -14,7 +14,6 @@ the `dask` profile.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import urllib.error
