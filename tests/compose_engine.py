@@ -3,7 +3,8 @@
 Nothing here is mocked: `dockerd` (Debian's docker.io, engine 20.10) runs with
 its own data root, exec root, pid file and unix socket under a fresh folder in
 /tmp, so it never touches (or collides with) another engine or containerd on
-the machine: it starts a containerd of its own under its exec root, and it
+the machine: it starts a containerd of its own under its exec root (or, when
+a system containerd is running, uses it in namespaces of its own), and it
 creates no `docker0` bridge (`--bridge none`; Compose makes its own network).
 Only the docker/compose subprocesses get ``DOCKER_HOST`` pointing at it.
 
@@ -105,6 +106,7 @@ class DockerEngine:
     def __init__(self) -> None:
         # Short path: containerd's sockets live under the exec root (108-byte limit).
         self.root = Path(tempfile.mkdtemp(prefix="dsd-", dir="/tmp"))
+        self.tag = re.sub(r"[^a-z0-9]", "", self.root.name.lower())  # valid in containerd names
         self.socket = self.root / "docker.sock"
         self.pidfile = self.root / "dockerd.pid"
         self.log_path = self.root / "dockerd.log"
@@ -123,6 +125,11 @@ class DockerEngine:
             "--pidfile", str(self.pidfile),
             # No default bridge: another engine on this machine may own docker0.
             "--bridge", "none",
+            # dockerd 20.10 starts a containerd of its own under the exec root, unless a
+            # system containerd answers on /run/containerd/containerd.sock: then it uses
+            # that one, and these namespaces keep our containers apart from its others.
+            "--containerd-namespace", f"dropout-sweep-{self.tag}",
+            "--containerd-plugins-namespace", f"dropout-sweep-{self.tag}-plugins",
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
