@@ -33,6 +33,7 @@ from services import (
 )
 
 SERVICES = {"postgres", "mlflow", "optuna-schema", "optuna-dashboard"}
+DASK_SERVICES = {"dask-scheduler", "dask-worker"}  # profile `dask` only
 # What the basic-auth override needs set (it refuses to start without them).
 AUTH_ENV = {"MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32, "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-password"}
 
@@ -70,7 +71,31 @@ def test_interpolate_follows_compose_rules() -> None:
 
 
 def test_stack_has_postgres_mlflow_and_the_dashboard(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == SERVICES
+    assert set(compose["services"]) == SERVICES | DASK_SERVICES
+    # `docker compose up` starts the tracking stack; the Dask cluster only with --profile dask.
+    profiles = {name: s.get("profiles") for name, s in compose["services"].items()}
+    assert {name for name, p in profiles.items() if p is None} == SERVICES
+    assert all(profiles[name] == ["dask"] for name in DASK_SERVICES)
+
+
+def test_dask_services_run_the_project_image_single_threaded(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["dask-scheduler"]["build"] == services["dask-worker"]["build"] == {
+        "context": ".", "dockerfile": "docker/sweep/Dockerfile"}
+    assert services["dask-scheduler"]["image"] == services["dask-worker"]["image"]
+    assert services["dask-scheduler"]["image"].rpartition(":")[2] == importlib.metadata.version("dropout-sweep")
+    worker = service_command(compose, "dask-worker")
+    dask = worker[worker.index("--") + 1:]
+    assert dask[:3] == ["dask", "worker", "tcp://dask-scheduler:8786"]
+    assert dask[dask.index("--nworkers") + 1] == "1" and dask[dask.index("--nthreads") + 1] == "1"
+    # The storage URL `sweep run` hands its workers (the host's published port) is relayed to postgres.
+    assert worker[:3] == ["python", "/usr/local/lib/sweep/loopback_forward.py", "5432=postgres:5432"]
+    assert load_compose(COMPOSE_FILE, {"POSTGRES_PORT": "6543"})["services"]["dask-worker"]["command"][2] == \
+        "6543=postgres:5432"
+    assert "sweep-data:/data" in services["dask-worker"]["volumes"]
+    dockerfile = (REPO_ROOT / "docker" / "sweep" / "Dockerfile").read_text()
+    assert "ENV SWEEP_DATA_DIR=/data" in dockerfile
+    assert "pip install --no-cache-dir -r /tmp/requirements.txt" in dockerfile
 
 
 def test_images_are_pinned_to_a_version(compose: dict[str, Any]) -> None:
@@ -108,13 +133,23 @@ def _pins(image_dir: str) -> dict[str, str]:
     return pins
 
 
-@pytest.mark.parametrize("image_dir", ["mlflow", "optuna-dashboard"])
+@pytest.mark.parametrize("image_dir", ["mlflow", "optuna-dashboard", "sweep"])
 def test_image_requirements_are_the_versions_tested_here(image_dir: str) -> None:
     pins = _pins(image_dir)
     assert pins
     for name, version in pins.items():
         installed = importlib.metadata.version(name)
         assert installed == version, f"docker/{image_dir}: {name}=={version} but the tests run {installed}"
+
+
+def test_project_image_pins_every_dependency_of_the_project_and_its_team_extra() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["team"]]
+    names = {re.match(r"[A-Za-z0-9_.-]+", req).group().lower() for req in wanted}
+    names = {"distributed" if n == "dask" else n for n in names} | {"dask"}  # dask[distributed]
+    assert names <= set(_pins("sweep")), names - set(_pins("sweep"))
 
 
 @pytest.mark.parametrize("image_dir", ["mlflow", "optuna-dashboard"])
@@ -191,7 +226,8 @@ def test_one_password_variable_feeds_both_the_role_and_its_url() -> None:
 
 
 def test_published_ports_bind_to_localhost_unless_told_otherwise() -> None:
-    expected = {"postgres": "5432:5432", "mlflow": "5000:5000", "optuna-dashboard": "8080:8080"}
+    expected = {"postgres": "5432:5432", "mlflow": "5000:5000", "optuna-dashboard": "8080:8080",
+                "dask-scheduler": "8786:8786"}
     for address in ("127.0.0.1", "0.0.0.0"):
         env = {} if address == "127.0.0.1" else {"SWEEP_BIND_ADDRESS": address}
         compose = load_compose(COMPOSE_FILE, env)
