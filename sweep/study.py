@@ -84,7 +84,11 @@ def with_storage_retry(fn: Any, *args: Any, say: Any = None, seconds: float = ST
                 told = True
             time.sleep(2.0)
 # What a retry must not inherit from the attempt it repeats.
-_OUTCOME_ATTRS = ("failure_reason", "interrupted", "summary", "gap", "pruned_at_epoch", "mlflow_run_id", "timing")
+_OUTCOME_ATTRS = ("failure_reason", "interrupted", "summary", "gap", "pruned_at_epoch", "mlflow_run_id", "timing",
+                  "reaped")
+# User attr set by a reaper before it fails a dead worker's trial: a FAIL trial with it
+# and no retry was claimed by a process that died before re-queueing it (reap_stale_trials).
+REAPED_ATTR = "reaped"
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -361,9 +365,11 @@ def reap_stale_trials(
 ) -> list[int]:
     """Fail RUNNING trials whose worker is gone on this host, and re-queue them.
 
-    Also re-queues trials a worker failed itself on an interrupt (user attr
-    `interrupted`) unless `requeue_interrupted` is False (workers leave those
-    to the parent). A RUNNING trial with no liveness record yet is left alone
+    Also re-queues, unless `requeue_interrupted` is False (workers leave those
+    to the parent): trials a worker failed itself on an interrupt (user attr
+    `interrupted`), and trials a reaper failed but did not live to re-queue
+    (user attr REAPED_ATTR, no retry: loky kills every worker when one dies,
+    so a worker reaping at that moment can be cut between the two steps). A RUNNING trial with no liveness record yet is left alone
     for `min_age_seconds` (its worker may be between ask and first write).
     Which worker owns a trial comes from its spool start record or, for a
     worker on another machine, from the trial's WORKER_ATTR.
@@ -398,7 +404,8 @@ def reap_stale_trials(
                     spool.append_end(path, spool.end_status("FAIL"), lost)
             continue
         state = None
-        if t.state == TrialState.RUNNING:
+        was_running = t.state == TrialState.RUNNING
+        if was_running:
             state = read(path)
             owner = state.start if state is not None and state.start is not None else t.system_attrs.get(WORKER_ATTR)
             if owner is not None:
@@ -408,18 +415,22 @@ def reap_stale_trials(
                 continue
             try:
                 storage.set_trial_user_attr(t._trial_id, "failure_reason", reason)
+                storage.set_trial_user_attr(t._trial_id, REAPED_ATTR, True)
                 # The RUNNING -> FAIL move is the claim (a row lock on RDB): only its winner re-queues.
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # failed meanwhile by another process, which re-queues it
             t = storage.get_trial(t._trial_id)
-        elif requeue_interrupted and t.state == TrialState.FAIL and t.user_attrs.get("interrupted"):
+        elif requeue_interrupted and t.state == TrialState.FAIL and (
+                t.user_attrs.get("interrupted") or t.user_attrs.get(REAPED_ATTR)):
             state = read(path)
         else:
             continue
         # FAILED for a dead worker, KILLED only for a trial an interrupt cut off.
-        status = spool.end_status("FAIL", interrupted=bool(t.user_attrs.get("interrupted")) or reason == "interrupted")
-        lost = {spool.STATE_TAG: "FAIL", "failure_reason": reason}
+        orphan = t.state == TrialState.FAIL and bool(t.user_attrs.get(REAPED_ATTR)) and not was_running
+        why = t.user_attrs.get("failure_reason", reason) if orphan else reason
+        status = spool.end_status("FAIL", interrupted=bool(t.user_attrs.get("interrupted")) or why == "interrupted")
+        lost = {spool.STATE_TAG: "FAIL", "failure_reason": why}
         try:  # a spool folder that cannot be written (disk full) must not stop the re-queue
             if state is None or state.start is None:
                 # Died between taking the trial and its first record: still give the

@@ -146,6 +146,30 @@ def _retries_of(study: optuna.Study, number: int) -> list[optuna.trial.FrozenTri
     return [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == number]
 
 
+def test_a_trial_whose_reaper_died_before_requeueing_it_is_requeued_once_by_the_parent(
+    tmp_path: Path, postgres_db: str
+) -> None:
+    """loky kills every worker when one dies: a worker reaping the dead one's trial at that
+    moment can be cut after failing it and before re-queueing it. The parent's reaping
+    (after TerminatedWorkerError) re-queues such a trial, once; workers leave it to the parent."""
+    study, number = _dead_running_trial(postgres_db, "reaper-died", tmp_path)
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    # What the cut reaper did (sweep.study.reap_stale_trials' claim), and no more.
+    storage.set_trial_user_attr(trial_id, "failure_reason", "worker process died")
+    storage.set_trial_user_attr(trial_id, sweep_study.REAPED_ATTR, True)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+    assert reap_stale_trials(study, tmp_path, "worker process died", requeue_interrupted=False) == []
+    assert reap_stale_trials(study, tmp_path, "worker process died", min_age_seconds=0) == [number]
+    assert reap_stale_trials(study, tmp_path, "worker process died", min_age_seconds=0) == []
+    [retry] = _retries_of(study, number)
+    assert retry.state == TrialState.WAITING and retry.params == study.trials[number].params
+    assert sweep_study.REAPED_ATTR not in retry.user_attrs  # the retry starts clean
+    end = spool.read_state(spool_path(tmp_path, number)).end
+    assert end["status"] == "FAILED" and end["tags"]["failure_reason"] == "worker process died"
+
+
 def test_parent_reaping_and_optuna_heartbeat_retry_a_dead_trial_once(
     tmp_path: Path, postgres_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
