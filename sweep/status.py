@@ -20,22 +20,12 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
+
+from sweep.redact import mask_url
 
 TARGET_ATTR = "target_trials"
 PROCESS_PREFIX = "sweep.process:"
 MLFLOW_ATTR = "mlflow"
-
-
-def mask_password(uri: str) -> str:
-    """`uri` with the password of its user-info replaced by '***' (no secret in attrs or output)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def mark_sweep_process(study: Any, target: int, *, ended: bool = False) -> None:
@@ -59,7 +49,7 @@ def mark_sweep_process(study: Any, target: int, *, ended: bool = False) -> None:
 def record_experiment(study: Any, experiment_id: str | None, tracking_uri: str) -> str | None:
     """Keep the study's MLflow experiment id and tracking URI (masked) on the study."""
     if experiment_id is not None:
-        study.set_user_attr(MLFLOW_ATTR, {"experiment_id": experiment_id, "tracking_uri": mask_password(tracking_uri)})
+        study.set_user_attr(MLFLOW_ATTR, {"experiment_id": experiment_id, "tracking_uri": mask_url(tracking_uri)})
     return experiment_id
 
 
@@ -111,7 +101,7 @@ def open_storage_readonly(url: str | None, journal: Path) -> Any:
     try:
         return RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
     except Exception as exc:  # a bad URL, a refused connection, a database without Optuna's tables
-        raise ValueError(f"--storage: no Optuna studies readable at {mask_password(url)} "
+        raise ValueError(f"--storage: no Optuna studies readable at {mask_url(url)} "
                          f"({type(exc).__name__}; tables are made by `sweep run`, never here)") from None
 
 
@@ -143,10 +133,10 @@ def _mlflow_line(name: str, user_attrs: dict[str, Any], tracking_uri: str | None
 
         exp = make_client(uri).get_experiment_by_name(name)
         if exp is None:
-            return f"no MLflow experiment {name!r} at {mask_password(uri)}"
+            return f"no MLflow experiment {name!r} at {mask_url(uri)}"
         experiment_id = exp.experiment_id
     if uri.startswith(("http://", "https://")):
-        return ui_url("", 0, experiment_id, base=mask_password(uri))
+        return ui_url("", 0, experiment_id, base=mask_url(uri))
     return f"{ui_url('127.0.0.1', 5000, experiment_id)} (after `sweep ui --study {name}`; store {uri})"
 
 
@@ -224,7 +214,7 @@ def print_status(name: str | None, storage_url: str | None, tracking_uri: str | 
         studies = storage.get_all_studies()
     except Exception as exc:  # e.g. a PostgreSQL database without Optuna's tables
         raise ValueError(f"--storage: no Optuna studies readable at "
-                         f"{mask_password(storage_url or str(workdir / 'optuna.journal'))} "
+                         f"{mask_url(storage_url or str(workdir / 'optuna.journal'))} "
                          f"({type(exc).__name__}; tables are made by `sweep run`, never here)") from None
     if name is not None:
         chosen = [s for s in studies if s.study_name == name]
@@ -232,7 +222,7 @@ def print_status(name: str | None, storage_url: str | None, tracking_uri: str | 
             known = ", ".join(repr(s.study_name) for s in studies) or "none"
             raise ValueError(f"--study: no study {name!r} in this storage (studies: {known})")
         studies = chosen
-    where = mask_password(storage_url) if storage_url else f"journal {workdir / 'optuna.journal'}"
+    where = mask_url(storage_url) if storage_url else f"journal {workdir / 'optuna.journal'}"
     out.write(f"storage: {where}\n")
     if not studies:
         out.write("no studies in this storage yet\n")

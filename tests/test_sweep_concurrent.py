@@ -141,7 +141,7 @@ def test_a_task_starts_no_trial_at_the_target_but_runs_a_dead_workers_requeued_o
 ) -> None:
     from sweep.config import load_config
     from sweep.progress import Progress
-    from sweep.runner import run_one_trial
+    from sweep.worker import run_one_trial
     from sweep.study import open_study
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))

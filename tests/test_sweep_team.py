@@ -333,7 +333,7 @@ def test_a_task_rerun_after_its_worker_died_trains_that_workers_trial(
     The re-run task must fail the dead worker's trial and train its params (journal
     storage: no heartbeat would ever do it)."""
     from sweep.config import load_config
-    from sweep.runner import run_one_trial
+    from sweep.worker import run_one_trial
     from sweep.study import open_study
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
