@@ -20,16 +20,14 @@ def fail_and_requeue(study: Any, number: int, reason: str, spool_dir: Path) -> N
     import optuna
     from optuna.trial import TrialState
 
-    from sweep.study import requeue, retried_numbers, spool_path
+    from sweep.study import record_lost_trial, requeue, retried_numbers, spool_path
 
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     path = spool_path(spool_dir, number)
     if not path.exists() or spool.read_state(path).start is None:
-        with spool.RunRecorder(path) as rec:
-            rec.start(f"trial-{number:04d}", "study", storage.get_trial(trial_id).params,
-                      {"optuna.trial_number": number, "optuna.study": study.study_name, "sweep.kind": "trial"})
-            rec.end("FAILED", {"state": "FAIL", "failure_reason": reason})
+        record_lost_trial(path, study.study_name, number, storage.get_trial(trial_id).params,
+                          spool.end_status("FAIL"), {spool.STATE_TAG: "FAIL", "failure_reason": reason})
     if storage.get_trial(trial_id).state == TrialState.RUNNING:
         try:
             storage.set_trial_user_attr(trial_id, "failure_reason", reason)

@@ -355,6 +355,16 @@ def spool_path(spool_dir: Path, number: int) -> Path:
 WORKER_ATTR = "sweep.worker"
 
 
+def record_lost_trial(path: Path, study_name: str, number: int, params: dict[str, Any], status: str,
+                      tags: dict[str, Any]) -> None:
+    """Give a trial that ended before its first spool record its MLflow run: a start and an end
+    (`status`, `tags`) in its spool file, so every trial has one run, with the reason."""
+    with spool.RunRecorder(path) as rec:
+        rec.start(f"trial-{number:04d}", "study", params,
+                  {"optuna.trial_number": number, "optuna.study": study_name, "sweep.kind": "trial"})
+        rec.end(status, tags)
+
+
 def reap_stale_trials(
     study: optuna.Study,
     spool_dir: Path,
@@ -435,10 +445,7 @@ def reap_stale_trials(
             if state is None or state.start is None:
                 # Died between taking the trial and its first record: still give the
                 # trial its MLflow run, so every trial has one (with the reason).
-                with spool.RunRecorder(path) as rec:
-                    rec.start(f"trial-{t.number:04d}", "study", t.params,
-                              {"optuna.trial_number": t.number, "optuna.study": study.study_name, "sweep.kind": "trial"})
-                    rec.end(status, lost)
+                record_lost_trial(path, study.study_name, t.number, t.params, status, lost)
             elif state.end is None:
                 spool.append_end(path, status, lost)
         except OSError:
