@@ -16,7 +16,7 @@ import errno
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,11 +83,18 @@ def read_side_state(path: Path) -> dict[str, Any]:
         return {}
 
 
-def backlog(spool_dir: Path) -> Backlog:
-    """Count what `spool_dir` holds beyond its `.state` offsets (no lock needed: read-only)."""
+def backlog(spool_dir: Path, known: Mapping[Path, Mapping[str, Any]] | None = None,
+            parents_queued: Collection[str] = ()) -> Backlog:
+    """Count what `spool_dir` holds beyond its `.state` offsets (no lock needed: read-only).
+
+    known: side states a tracker holds in memory because it could not save them
+    (a full disk), used instead of the files; parents_queued: keys of parent runs with updates
+    it holds in memory for the same reason.
+    """
     out = Backlog(Path(spool_dir))
+    known = known or {}
     for path in spool.spool_files(spool_dir):
-        st = read_side_state(path)
+        st = known.get(path) or read_side_state(path)
         if st.get("closed"):
             continue
         try:
@@ -99,7 +106,8 @@ def backlog(spool_dir: Path) -> Backlog:
         out.runs_open += 1
         out.runs_missing += 0 if st.get("run_id") else 1
         out.events += len(events)
-    out.parents = sum(1 for entry in ParentBook(spool_dir).read().values() if _parent_pending(entry))
+    book = ParentBook(spool_dir).read()
+    out.parents = len({key for key, entry in book.items() if _parent_pending(entry)} | set(parents_queued))
     return out
 
 

@@ -44,6 +44,7 @@ from sweep.outage import (  # noqa: F401  (tracking_wait_seconds, limit_http_ret
     ParentBook,
     backlog,
     limit_http_retries,
+    short_reason,
     tracking_wait_seconds,
 )
 from sweep.redact import mask_url
@@ -128,7 +129,13 @@ class Tracker:
         # Only closed states are trusted from memory (closed is final); every
         # other state is re-read from its side file under the lock.
         self._states: dict[Path, _FileState] = {}
+        # Files whose side file could not be written (disk full): their state in
+        # memory is the truth for this tracker, and mirroring goes on from it.
+        self._unsaved: set[Path] = set()
+        # Parent summaries that could not be queued in `.parents.json` (disk full).
+        self._parent_queue: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock_warned = False
+        self._save_warned = False
         self._client: MlflowClient | None = None
         self.health = Health(mask_url(tracking_uri) or "", self.spool_dir, say or (lambda line: log.warning("%s", line)))
         self.runs_created = self.runs_ended = self.events_sent = 0
@@ -179,7 +186,13 @@ class Tracker:
         # One HTTP call may still be under way when the deadline passes: it ends within
         # MLflow's (limited) timeout and retries.
         self._thread.join(timeout + 2 * float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")) + 5)
-        return backlog(self.spool_dir)
+        return self.backlog()
+
+    def backlog(self) -> Backlog:
+        """What is not in MLflow yet: the spool folder as its side files say, corrected
+        by what this tracker knows but could not save there."""
+        return backlog(self.spool_dir, known={p: vars(self._states[p]) for p in self._unsaved},
+                       parents_queued=set(self._parent_queue))
 
     def log_parent(
         self, key: str, metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None
@@ -197,10 +210,12 @@ class Tracker:
             with self._locked(block=True):
                 ParentBook(self.spool_dir).update(key, metrics={k: float(v) for k, v in (metrics or {}).items()},
                                                   tags={k: str(v) for k, v in (tags or {}).items()})
-        except OSError as exc:  # the spool folder's disk is full: the summary is not essential
-            log.warning("could not queue %s for the parent run in %s: %s", {**(metrics or {}), **(tags or {})},
-                        self.spool_dir, exc)
-            return False
+        except OSError as exc:  # the spool folder's disk is full: this tracker sends it from memory
+            log.warning("could not queue %s for the parent run in %s (%s): sending it from memory",
+                        {**(metrics or {}), **(tags or {})}, self.spool_dir, exc)
+            queued = self._parent_queue.setdefault(key, {"metrics": {}, "tags": {}})
+            queued["metrics"].update({k: float(v) for k, v in (metrics or {}).items()})
+            queued["tags"].update({k: str(v) for k, v in (tags or {}).items()})
         self.poke()
         return True
 
@@ -226,7 +241,7 @@ class Tracker:
         self.ready.set()
         self.sync_once(block=True)
         self._flush_parents()
-        return backlog(self.spool_dir)
+        return self.backlog()
 
     # -- thread body -------------------------------------------------------
     def _main(self) -> None:
@@ -317,6 +332,11 @@ class Tracker:
                 return
             book = ParentBook(self.spool_dir)
             entries = book.read()
+            queued, self._parent_queue = self._parent_queue, {}
+            for key, q in queued.items():
+                entry = entries.setdefault(key, {})
+                entry["metrics"] = {**entry.get("metrics", {}), **q["metrics"]}
+                entry["tags"] = {**entry.get("tags", {}), **q["tags"]}
             if self._end_status is not None and self._stop.is_set():
                 for key in self.parents:
                     entries.setdefault(key, {}).setdefault("end", self._end_status)
@@ -367,7 +387,7 @@ class Tracker:
         """What has been sent of `path`: as its side file says (another tracker may
         have advanced it), except a closed file, which no tracker touches again."""
         st = self._states.get(path)
-        if st is not None and st.closed:
+        if st is not None and (st.closed or path in self._unsaved):
             return st
         try:
             text = path.with_suffix(".state").read_text()
@@ -381,8 +401,23 @@ class Tracker:
     def _save_state(self, path: Path, st: _FileState) -> None:
         side = path.with_suffix(".state")
         tmp = side.with_suffix(".state.tmp")
-        tmp.write_text(json.dumps(st.__dict__))
-        os.replace(tmp, side)
+        try:
+            tmp.write_text(json.dumps(st.__dict__))
+            os.replace(tmp, side)
+        except OSError as exc:
+            # The side file only tells a later tracker or `sweep sync` where to resume:
+            # mirroring goes on from memory. A later sync resends from the saved
+            # position, and that is harmless: it finds the run by its spool-file tag
+            # (no second run) and MLflow drops metrics identical to ones it has.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            self._unsaved.add(path)
+            if not self._save_warned:
+                self._save_warned = True
+                self.health.say(f"tracking: cannot save its progress in {self.spool_dir} ({short_reason(exc)}); "
+                                "sending to MLflow from memory")
+        else:
+            self._unsaved.discard(path)
 
     def sync_once(self, block: bool = True) -> int:
         """Mirror every new event into MLflow; returns how many events were sent.

@@ -356,6 +356,77 @@ def test_spool_folder_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         subprocess.run(["umount", "-l", str(spool_dir)], check=False)
 
 
+def _fill(folder: Path) -> Path:
+    """Fill the filesystem under `folder` to the last page; returns the filler file."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_tracker_that_cannot_save_its_progress_mirrors_from_memory(tmp_path: Path) -> None:
+    """The disk under the spool folder is full after the workers wrote their runs: the
+    tracker cannot write a single side file, and every run, epoch and parent summary
+    still reaches MLflow, once; `sweep sync` after space is back duplicates nothing."""
+    from sweep import spool
+    from sweep.mlflow_store import child_runs
+    from sweep.tracking import ParentSpec, Tracker
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parents = [ParentSpec("study", "exp")]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(spool_dir)], check=True)
+    try:
+        first = Tracker(uri, "exp", spool_dir, parents, poll_seconds=0.05).start()  # the sweep's start
+        assert first.wait_ready(60)
+        first.stop()
+        for n in range(3):
+            with spool.RunRecorder(spool_dir / f"trial-000{n}.jsonl") as rec:
+                rec.start(f"trial-000{n}", "study", {"keep_prob": 0.5}, {"optuna.trial_number": str(n)})
+                for e in range(1, 4):
+                    rec.epoch(e, {"val_acc": 0.1 * e + n})
+                rec.end("FINISHED", {"state": "COMPLETE"}, {"summary/best_val_acc": 0.3 + n})
+        filler = _fill(spool_dir)
+        said: list[str] = []
+        tracker = Tracker(uri, "exp", spool_dir, parents, poll_seconds=0.05, say=said.append).start()
+        assert tracker.wait_ready(60)
+        assert tracker.log_parent("study", tags={"summary/best_test_acc": "0.97"})
+        left = tracker.stop(parent_status="FINISHED", timeout=10)
+        assert not list(spool_dir.glob("*.state")), "the disk was meant to be full"
+        assert (left.runs_open, left.events, left.parents) == (0, 0, 0), left.describe()
+        assert len([line for line in said if "cannot save its progress" in line]) == 1, said
+
+        def snapshot() -> dict[str, tuple[str, list[int], str]]:
+            client = tracker.client
+            parent = tracker.parent_run_ids["study"]
+            return {r.info.run_name: (r.info.status,
+                                      [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")],
+                                      r.data.tags.get("state", ""))
+                    for r in child_runs(client, tracker.experiment_id, parent)}
+
+        expected = {f"trial-000{n}": ("FINISHED", [1, 2, 3], "COMPLETE") for n in range(3)}
+        assert snapshot() == expected
+        parent_run = tracker.client.get_run(tracker.parent_run_ids["study"])
+        assert parent_run.info.status == "FINISHED"
+        assert parent_run.data.tags["summary/best_test_acc"] == "0.97"
+
+        # Space is back; the side files still say nothing was sent: `sweep sync` resends,
+        # and MLflow ends with the same runs and points.
+        filler.unlink()
+        again = Tracker(uri, "exp", spool_dir, parents).sync_now()
+        assert (again.runs_open, again.events) == (0, 0)
+        assert snapshot() == expected
+    finally:
+        subprocess.run(["umount", "-l", str(spool_dir)], check=False)
+
+
 # -- bad input at every entry point ----------------------------------------------------
 # One row per case: (id, argv, sweep file text or None, text the one-line error must contain).
 # The sweep file, when given, is written as sweep.toml and passed as the config argument.
