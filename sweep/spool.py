@@ -189,6 +189,16 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]
     return events, offset + end
 
 
+def first_event(path: Path) -> dict[str, Any] | None:
+    """The first event of `path` (its start record), or None when it has no whole first line."""
+    try:
+        with open(path, "rb") as f:
+            line = f.readline()
+        return json.loads(line) if line.endswith(b"\n") else None
+    except (OSError, ValueError):
+        return None
+
+
 def read_state(path: Path) -> SpoolState:
     """Whole-file view of one run's events."""
     state = SpoolState(Path(path))

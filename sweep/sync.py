@@ -62,19 +62,26 @@ def sync_all(workdir: Path, tracking_uri: str, *, study: str | None = None, out:
         for spool_dir in spool_dirs(study_dir):
             before = backlog(spool_dir)
             where = spool_dir.relative_to(root.parent)
-            if before.empty:
-                out.write(f"{where}: nothing to do (MLflow has everything)\n")
-                continue
+            # Connected even when the side files say everything was sent: the store
+            # may be a new one (mlflow.db deleted, another --tracking-uri), and the
+            # tracker then sends every run again.
             experiment, specs = _parents(spool_dir, study_dir.name)
-            tracker = Tracker(tracking_uri, experiment, spool_dir, specs)
+            tracker = Tracker(tracking_uri, experiment, spool_dir, specs, say=lambda line: out.write(line + "\n"))
             try:
                 after = tracker.sync_now()
             except Exception as exc:
+                if before.empty:
+                    out.write(f"{where}: nothing waiting; could not check that {shown} has these runs "
+                              f"({short_reason(exc)})\n")
+                    continue
                 failed = True
                 out.write(f"{where}: could not sync to {shown} ({short_reason(exc)}); "
                           f"{backlog(spool_dir).describe()} still waiting there\n")
                 continue
             total += tracker.events_sent
+            if before.empty and after.empty and not (tracker.runs_created or tracker.events_sent):
+                out.write(f"{where}: nothing to do (MLflow has everything)\n")
+                continue
             line = (f"{where}: created {tracker.runs_created} run(s), completed {tracker.runs_ended} run(s), "
                     f"sent {tracker.events_sent} event(s) to {shown}")
             if not after.empty:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import threading
@@ -34,8 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep import spool
-from sweep.mlflow_store import PARENT_KEY_TAG, find_parent_run, get_or_create_experiment, log_batch, make_client
+from sweep.mirror import SpoolMirror
+from sweep.mlflow_store import (
+    PARENT_KEY_TAG,
+    find_parent_run,
+    get_or_create_experiment,
+    log_batch,
+    make_client,
+)
 from sweep.outage import (  # noqa: F401  (tracking_wait_seconds, limit_http_retries: re-exported)
     RETRY_MAX_SECONDS,
     RETRY_MIN_SECONDS,
@@ -44,7 +49,6 @@ from sweep.outage import (  # noqa: F401  (tracking_wait_seconds, limit_http_ret
     ParentBook,
     backlog,
     limit_http_retries,
-    short_reason,
     tracking_wait_seconds,
 )
 from sweep.redact import mask_url
@@ -58,7 +62,6 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".tracker.lock"
 # Tag naming the spool file a child run mirrors: finds the run again when a
 # .state side file was lost after the run was created, so no run is made twice.
-SPOOL_FILE_TAG = "sweep.spool_file"
 @dataclass
 class ParentSpec:
     """A parent run to find (by key) or create."""
@@ -67,13 +70,6 @@ class ParentSpec:
     run_name: str
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _FileState:
-    run_id: str | None = None
-    offset: int = 0
-    closed: bool = False
 
 
 class Tracker:
@@ -126,19 +122,12 @@ class Tracker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._deadline: float | None = None  # monotonic end of the final drain's retries
-        # Only closed states are trusted from memory (closed is final); every
-        # other state is re-read from its side file under the lock.
-        self._states: dict[Path, _FileState] = {}
-        # Files whose side file could not be written (disk full): their state in
-        # memory is the truth for this tracker, and mirroring goes on from it.
-        self._unsaved: set[Path] = set()
         # Parent summaries that could not be queued in `.parents.json` (disk full).
         self._parent_queue: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock_warned = False
-        self._save_warned = False
         self._client: MlflowClient | None = None
         self.health = Health(mask_url(tracking_uri) or "", self.spool_dir, say or (lambda line: log.warning("%s", line)))
-        self.runs_created = self.runs_ended = self.events_sent = 0
+        self.mirror = SpoolMirror(self.spool_dir, self.health, on_run_created)
         self.drained = False  # the final drain sent everything (parents included)
         self._reopen = True  # False in sync_now: complete what a sweep left, re-open nothing
         self._end_status: str | None = None  # the parents' end, once stop() gave it
@@ -191,7 +180,7 @@ class Tracker:
     def backlog(self) -> Backlog:
         """What is not in MLflow yet: the spool folder as its side files say, corrected
         by what this tracker knows but could not save there."""
-        return backlog(self.spool_dir, known={p: vars(self._states[p]) for p in self._unsaved},
+        return backlog(self.spool_dir, known=self.mirror.known(),
                        parents_queued=set(self._parent_queue))
 
     def log_parent(
@@ -305,12 +294,17 @@ class Tracker:
         # parent run either, and both would create one.
         with self._locked(block=True):
             self._write_parent_specs()
+            book = ParentBook(self.spool_dir)
+            recorded = {k: e["run_id"] for k, e in book.read().items() if e.get("run_id")}
+            created: set[str] = set()
+            stale: set[str] = set()  # parents whose runs' side files describe another store
             for spec in self.parents.values():
                 run_id = find_parent_run(client, self.experiment_id, spec.key)
                 tags = {PARENT_KEY_TAG: spec.key, **spec.tags}
                 if run_id is None:
                     run = client.create_run(self.experiment_id, run_name=spec.run_name, tags=tags)
                     run_id = run.info.run_id
+                    created.add(run_id)
                     # Params only on a new run: an existing run keeps its own (MLflow params are immutable).
                     self._log_batch(client, run_id, params=spec.params)
                 else:
@@ -318,7 +312,45 @@ class Tracker:
                         client.update_run(run_id, status="RUNNING")
                     self._log_batch(client, run_id, tags=tags)
                 self.parent_run_ids[spec.key] = run_id
+                if run_id in created or recorded.get(spec.key, run_id) != run_id:
+                    stale.add(spec.key)
+            self._forget_sent(stale)
+            self._record_parent_ids(book, recorded)
         self._client = client
+
+    def _forget_sent(self, parent_keys: set[str]) -> None:
+        """The side files of runs under these parents describe another MLflow store (the
+        parent run was not in this one, or is not the one they were sent under: the store
+        was deleted, replaced, or the tracking URI changed): drop them, so that every run
+        kept in the spool folder is sent here. Runs this store has are found again by
+        their spool-file tag, and the points it has are dropped by MLflow."""
+        if not parent_keys:
+            return
+        book = ParentBook(self.spool_dir)
+        entries = book.read()
+        for key in parent_keys & set(entries):
+            entry, sent = entries[key], entries[key].pop("sent", {})
+            for part in ("metrics", "tags"):
+                entry[part] = {**sent.get(part, {}), **entry.get(part, {})}
+            if sent.get("end") and not self._reopen:  # a sweep that runs now writes its own end
+                entry.setdefault("end", sent["end"])
+        with contextlib.suppress(OSError):
+            book.write(entries)
+        forgotten = self.mirror.forget(parent_keys)
+        if forgotten:
+            self.health.say(f"tracking: MLflow at {self.health.where} does not have the runs this folder sent "
+                            f"before (a new or another store); sending the {forgotten} run(s) kept in "
+                            f"{self.spool_dir} again")
+
+    def _record_parent_ids(self, book: ParentBook, recorded: dict[str, str]) -> None:
+        """Note in `.parents.json` which parent runs the side files now refer to."""
+        if all(recorded.get(k) == rid for k, rid in self.parent_run_ids.items()):
+            return
+        entries = book.read()
+        for key, run_id in self.parent_run_ids.items():
+            entries.setdefault(key, {})["run_id"] = run_id
+        with contextlib.suppress(OSError):  # a full disk: the next tracker checks again
+            book.write(entries)
 
     def _flush_parents(self, block: bool = True) -> None:
         """Send queued parent summaries and ends (from `.parents.json`), then clear them there
@@ -349,7 +381,12 @@ class Tracker:
                                 tags=entry.get("tags"))
                 if entry.get("end"):
                     client.set_terminated(run_id, entry["end"])
-                entry.pop("metrics", None), entry.pop("tags", None), entry.pop("end", None)
+                # Kept as sent: a store that turns out not to have this parent gets it again.
+                sent = entry.setdefault("sent", {})
+                for part in ("metrics", "tags"):
+                    sent[part] = {**sent.get(part, {}), **entry.pop(part, {})}
+                if entry.get("end"):
+                    sent["end"] = entry.pop("end")
                 with contextlib.suppress(OSError):  # sent; a stale entry would only be sent again
                     book.write(entries)
 
@@ -383,134 +420,30 @@ class Tracker:
                         self.spool_dir / LOCK_NAME, exc)
 
     # -- syncing -----------------------------------------------------------
-    def _state(self, path: Path) -> _FileState:
-        """What has been sent of `path`: as its side file says (another tracker may
-        have advanced it), except a closed file, which no tracker touches again."""
-        st = self._states.get(path)
-        if st is not None and (st.closed or path in self._unsaved):
-            return st
-        try:
-            text = path.with_suffix(".state").read_text()
-        except FileNotFoundError:
-            st = _FileState()
-        else:
-            st = _FileState(**json.loads(text))
-        self._states[path] = st
-        return st
-
-    def _save_state(self, path: Path, st: _FileState) -> None:
-        side = path.with_suffix(".state")
-        tmp = side.with_suffix(".state.tmp")
-        try:
-            tmp.write_text(json.dumps(st.__dict__))
-            os.replace(tmp, side)
-        except OSError as exc:
-            # The side file only tells a later tracker or `sweep sync` where to resume:
-            # mirroring goes on from memory. A later sync resends from the saved
-            # position, and that is harmless: it finds the run by its spool-file tag
-            # (no second run) and MLflow drops metrics identical to ones it has.
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            self._unsaved.add(path)
-            if not self._save_warned:
-                self._save_warned = True
-                self.health.say(f"tracking: cannot save its progress in {self.spool_dir} ({short_reason(exc)}); "
-                                "sending to MLflow from memory")
-        else:
-            self._unsaved.discard(path)
-
     def sync_once(self, block: bool = True) -> int:
         """Mirror every new event into MLflow; returns how many events were sent.
 
         Holds the spool folder's lock meanwhile. With `block=False` a lock held by
         another tracker makes this return 0 at once.
         """
-        assert self._client is not None
+        assert self._client is not None and self.experiment_id is not None
         if not self.spool_dir.is_dir():
             return 0
-        sent = 0
         with self._locked(block) as locked:
             if not locked:
                 return 0
-            for path in spool.spool_files(self.spool_dir):
-                st = self._state(path)
-                if st.closed:
-                    continue
-                events, offset = spool.read_events(path, st.offset)
-                if not events:
-                    continue
-                self._apply(path, st, events)
-                st.offset = offset
-                self._save_state(path, st)
-                sent += len(events)
-        self.events_sent += sent
-        return sent
+            return self.mirror.sync(self._client, self.experiment_id, self.parent_run_ids)
 
-    def _apply(self, path: Path, st: _FileState, events: list[dict[str, Any]]) -> None:
-        from mlflow.entities import Metric
+    @property
+    def runs_created(self) -> int:
+        return self.mirror.runs_created
 
-        client = self._client
-        assert client is not None
-        metrics: list[Metric] = []
-        params: dict[str, Any] = {}
-        tags: dict[str, str] = {}
-        end: dict[str, Any] | None = None
-        for ev in events:
-            kind = ev.get("event")
-            if kind == "start":
-                if st.run_id is None:
-                    parent = self.parent_run_ids.get(ev.get("parent", ""))
-                    run_tags = {**ev.get("tags", {}), SPOOL_FILE_TAG: path.name}
-                    if parent:
-                        run_tags["mlflow.parentRunId"] = parent
-                    # Created before, and its side file lost (a crash between the two)?
-                    existing = self._find_child(client, parent, path.name)
-                    if existing is not None:
-                        st.run_id = existing
-                    else:
-                        run = client.create_run(
-                            self.experiment_id, run_name=ev["run_name"], tags=run_tags,
-                            start_time=int(ev["time"] * 1000),
-                        )
-                        st.run_id = run.info.run_id
-                        self.runs_created += 1
-                    # Saved at once (offset still before these events): if logging
-                    # them fails, the retry, ours or another tracker's, finds this
-                    # run instead of creating a second one.
-                    self._save_state(path, st)
-                    if self.on_run_created is not None:
-                        try:
-                            self.on_run_created(ev, st.run_id)
-                        except Exception as exc:
-                            log.warning("could not record run id %s: %s", st.run_id, exc)
-                # Also on such a retry (the same values again: accepted by MLflow).
-                params.update(ev.get("params", {}))
-            elif kind == "epoch":
-                ts = int(ev["time"] * 1000)
-                metrics += [Metric(k, v, ts, ev["step"]) for k, v in ev["metrics"].items()]
-            elif kind == "end":
-                end = ev
-        if st.run_id is None:  # events without a start record: nothing to attach them to
-            log.warning("spool file %s has no start record; skipped", path)
-            st.closed = True
-            return
-        if end is not None:
-            tags.update(end.get("tags", {}))
-            ts = int(end["time"] * 1000)
-            last_step = max((m.step for m in metrics), default=0)
-            metrics += [Metric(k, v, ts, last_step) for k, v in end.get("metrics", {}).items()]
-        self._log_batch(client, st.run_id, metrics=metrics, params=params, tags=tags)
-        if end is not None:
-            client.set_terminated(st.run_id, end["status"], end_time=int(end["time"] * 1000))
-            st.closed = True
-            self.runs_ended += 1
+    @property
+    def runs_ended(self) -> int:
+        return self.mirror.runs_ended
 
-    def _find_child(self, client: MlflowClient, parent: str | None, file_name: str) -> str | None:
-        """Run id of the child run already mirroring `file_name` under `parent`, if any."""
-        flt = f"tags.`{SPOOL_FILE_TAG}` = '{file_name}'"
-        if parent:
-            flt += f" and tags.`mlflow.parentRunId` = '{parent}'"
-        runs = client.search_runs([self.experiment_id], filter_string=flt, max_results=1)
-        return runs[0].info.run_id if runs else None
+    @property
+    def events_sent(self) -> int:
+        return self.mirror.events_sent
 
     _log_batch = staticmethod(log_batch)

@@ -172,6 +172,30 @@ def test_mlflow_server_down_for_good_then_sweep_sync(mlflow_server_factory: Any,
     _assert_all_in_mlflow(tmp_path, server.url, 6)
 
 
+def test_mlflow_db_deleted_then_sweep_sync_and_the_next_sweep_send_everything_again(tmp_path: Path) -> None:
+    """`rm mlflow.db` with .sweep/ kept (a fresh start of the tracking store): its side files
+    say every run was sent, but not to this store. `sweep sync` sends them all again, the
+    parent with its summary; the next sweep does the same and adds its own trials."""
+    url = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_cli(tmp_path, "run", *FAST)
+    _assert_all_in_mlflow(tmp_path, url, 6)
+
+    (tmp_path / "mlflow.db").unlink()
+    synced = run_cli(tmp_path, "sync")
+    print(synced.stdout, synced.stderr)
+    assert "sending the 6 run(s)" in synced.stdout + synced.stderr
+    assert re.search(r"created 6 run\(s\), completed 6 run\(s\)", synced.stdout), synced.stdout
+    _assert_all_in_mlflow(tmp_path, url, 6)
+    again = run_cli(tmp_path, "sync")
+    assert "nothing to do" in again.stdout, again.stdout
+
+    (tmp_path / "mlflow.db").unlink()
+    more = run_cli(tmp_path, "run", *FAST[2:], "--trials", "8")
+    print(more.stdout)
+    assert "sending the 6 run(s)" in more.stdout, more.stdout
+    _assert_all_in_mlflow(tmp_path, url, 8)
+
+
 def test_sweep_run_sigkilled_mid_sweep_then_the_same_command(tmp_path: Path) -> None:
     """SIGKILL of `sweep run` and its workers (test_sweep_run covers a killed worker and SIGTERM)."""
     cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE.replace("epochs = 12", "epochs = 6"), sweep='pruner = "none"')

@@ -214,3 +214,54 @@ def test_sqlite_store_from_template_is_a_working_store(tmp_path: Path, monkeypat
     client.log_metric(run.info.run_id, "val_acc", 0.5, step=1)
     assert client.get_metric_history(run.info.run_id, "val_acc")[0].value == 0.5
     assert not prepare_sqlite_store("http://127.0.0.1:5000", templates)
+
+
+def test_a_new_or_other_store_gets_every_run_again(tmp_path: Path) -> None:
+    """A new store, or the tracking URI changed and changed back: the side files
+    say "sent", but not to this store; every run kept in the spool folder is sent to it,
+    once, with the parent's summary, and a store that has them gets nothing twice."""
+    spool_dir = tmp_path / "spool"
+    store_a, store_b = tmp_path / "a.db", tmp_path / "b.db"
+
+    def track(db: Path, *, status: str | None = "FINISHED", summary: str | None = None) -> tuple[Tracker, list[str]]:
+        said: list[str] = []
+        tracker = Tracker(f"sqlite:///{db}", "exp", spool_dir, [ParentSpec("study", "exp")],
+                          poll_seconds=0.05, say=said.append).start()
+        assert tracker.wait_ready(60)
+        if summary is not None:
+            tracker.log_parent("study", tags={"summary/best_test_acc": summary})
+        assert tracker.stop(parent_status=status).empty
+        return tracker, said
+
+    def runs(tracker: Tracker) -> dict[str, list[int]]:
+        client, parent = tracker.client, tracker.parent_run_ids["study"]
+        return {r.info.run_name: [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")]
+                for r in child_runs(client, tracker.experiment_id, parent)}
+
+    _write_run(spool_dir, "trial-0000", 3, "FINISHED", state="COMPLETE")
+    _write_run(spool_dir, "trial-0001", 2, "FINISHED", state="PRUNED")
+    a1, said = track(store_a, summary="0.9")
+    assert runs(a1) == {"trial-0000": [1, 2, 3], "trial-0001": [1, 2]}
+    assert not [line for line in said if "again" in line]
+
+    # A fresh store, the spool folder kept (as `rm mlflow.db`, which one process cannot do
+    # here: MLflow keeps its SQLite engine per URI; test_faults deletes it between commands).
+    store_a = tmp_path / "fresh.db"
+    a2, said = track(store_a)
+    assert runs(a2) == {"trial-0000": [1, 2, 3], "trial-0001": [1, 2]}
+    assert any("sending the 2 run(s)" in line for line in said), said
+    parent = a2.client.get_run(a2.parent_run_ids["study"])
+    assert parent.data.tags["summary/best_test_acc"] == "0.9" and parent.info.status == "FINISHED"
+
+    b, _ = track(store_b)  # another server for a while: it gets everything, and one more run
+    _write_run(spool_dir, "trial-0002", 1, "FINISHED", state="COMPLETE")
+    b, _ = track(store_b)
+    assert sorted(runs(b)) == ["trial-0000", "trial-0001", "trial-0002"]
+
+    back, said = track(store_a)  # back to the first: it lacked trial-0002 only, and has each run once
+    assert runs(back) == {"trial-0000": [1, 2, 3], "trial-0001": [1, 2], "trial-0002": [1]}
+    assert len(child_runs(back.client, back.experiment_id, back.parent_run_ids["study"])) == 3
+
+    again, said = track(store_a)  # the same store again: nothing to resend
+    assert not [line for line in said if "again" in line], said
+    assert again.events_sent == 0
