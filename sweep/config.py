@@ -14,7 +14,8 @@ Layout (every section and key optional; examples/digits.toml lists them all)::
 
 Errors are `ConfigError` (a ValueError) naming the file, the key path
 (``space.keep_prob.low``) and what is allowed; an unknown key gets the closest
-known one. The hyperparameter types live in `sweep.space` and are re-exported here.
+known one. The hyperparameter types live in `sweep.space` (domains and the error
+type in `sweep.domains`) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -29,21 +30,23 @@ from pathlib import Path
 from typing import Any
 
 from sweep.budget import parse_duration
-from sweep.factors import Factors, check_vary, level_text, parse_vary_args
-from sweep.space import (
+from sweep.domains import (
     DOMAINS,
     MAX_DEPTH,
     NORMALIZATIONS,
     UPDATE_RULES,
-    Choice,
     ConfigError,
     Domain,
+    check_keys,
+)
+from sweep.factors import Factors, check_vary, level_text, parse_vary_args
+from sweep.space import (
+    Choice,
     Fixed,
     Param,
     Range,
     SearchSpace,
     TrainParams,
-    check_keys,
     params_from_mapping,
 )
 

@@ -47,7 +47,8 @@ def scale_of(name: str, space: Any = None) -> dict[str, Any]:
     Log-scale: its domain's nature (learning_rate, weight_scale, width) or a log
     range in `space`; the step of a float range in `space` (sweep.space.SearchSpace).
     """
-    from sweep.space import DOMAINS, Range
+    from sweep.domains import DOMAINS
+    from sweep.space import Range
 
     base = "width" if name.startswith("hidden_") else name
     dom = DOMAINS.get(base)

@@ -18,7 +18,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sweep.space import DOMAINS, KEEP_PROB_HELP, ConfigError, _check_hidden_dims, _from_text, check_keys, is_dropout_key
+from sweep.domains import (
+    DOMAINS,
+    KEEP_PROB_HELP,
+    ConfigError,
+    check_keys,
+    is_dropout_key,
+)
+from sweep.space import _check_hidden_dims, _from_text
 
 __all__ = [
     "FACTOR_TAG_PREFIX",

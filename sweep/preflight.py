@@ -17,8 +17,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweep.domains import ConfigError
 from sweep.redact import mask_url
-from sweep.space import ConfigError
 
 # How long a tracking server or database may take to answer at start (stated in the error).
 START_RETRY_SECONDS = 5.0

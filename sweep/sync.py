@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TextIO
 
 from sweep import spool
+from sweep.domains import ConfigError
 from sweep.outage import ParentBook, backlog, short_reason
 from sweep.redact import mask_url
-from sweep.space import ConfigError
 from sweep.tracking import ParentSpec, Tracker
 
 # Exit code when something could not be uploaded (MLflow failed meanwhile).
