@@ -78,11 +78,11 @@ class Sweep:
         return next((t for t, line in self.lines if text in line), None)
 
 
-def _wait_for_created_run(spool_dir: Path, timeout: float = 120) -> Path:
-    """The spool file of the first run MLflow has (its .state holds a run id)."""
+def _wait_for_created_run(spool_dir: Path, timeout: float = 120, pattern: str = "trial-*.state") -> Path:
+    """The side file of the first run MLflow has (it holds a run id); `spool_dir` may be a glob."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for side in sorted(spool_dir.glob("trial-*.state")):
+        for side in sorted(Path(spool_dir.anchor).glob(str(spool_dir.relative_to(spool_dir.anchor) / pattern))):
             try:
                 if json.loads(side.read_text()).get("run_id"):
                     return side
@@ -172,20 +172,86 @@ def test_mlflow_server_down_for_good_then_sweep_sync(mlflow_server_factory: Any,
     _assert_all_in_mlflow(tmp_path, server.url, 6)
 
 
+def test_mlflow_server_killed_mid_ablation_and_back(mlflow_server_factory: Any, tmp_path: Path) -> None:
+    """`sweep ablate` meets the same outage as `sweep run`: said once, trained on, caught up."""
+    server = mlflow_server_factory(f"sqlite:///{tmp_path / 'server.db'}")
+    run_cli(tmp_path, "run", "--trials", "2", "--epochs", "2", "--jobs", "1", "--tracking-uri", server.url)  # its best trial
+    args = ["ablate", "--keep-probs", "1,0.5", "--sizes", "200", "--seeds", "3", "--epochs", "3", "--jobs", "1",
+            "--tracking-uri", server.url, "--yes"]
+    ablate = Sweep(tmp_path, args, env={"SWEEP_TRACKING_WAIT": "120"})
+    _wait_for_created_run(tmp_path / ".sweep" / STUDY / "*" / "spool", pattern="cell-*.state")
+    _sigkill(server)
+    time.sleep(15)
+    server.start()
+    code, out = ablate.wait()
+    print(out)
+    assert code == 0, out
+    assert out.count("is unreachable since") == 1 and out.count("is back after") == 1, out
+    assert "NOT ALL IN MLFLOW" not in out and "Traceback" not in out
+    client, parents, children = mlflow_runs(None, tracking_uri=server.url)
+    (key, parent), = ((k, p) for k, p in parents.items() if k.startswith("ablation:"))
+    assert parent.info.status == "FINISHED"
+    cells = [r for r in children if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+    names = sorted(r.info.run_name for r in cells)
+    assert len(names) == 6 == len(set(names)), names  # 2 keep_probs x 1 size x 3 seeds, each once
+    for run in cells:
+        assert run.info.status == "FINISHED", run.info.run_name
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2, 3]
+
+
+def test_sweep_report_not_uploaded_to_a_full_artifact_store_then_again(
+    mlflow_server_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's artifact folder is full: the report is written on disk, one line says it
+    is not in MLflow and what to do, exit 3; the same command uploads it once there is room."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(artifacts)], check=True)
+    try:
+        server = mlflow_server_factory(f"sqlite:///{tmp_path / 'server.db'}", artifacts_destination=artifacts)
+        run_cli(tmp_path, "run", *FAST, "--tracking-uri", server.url)
+        filler = _fill(artifacts)
+        monkeypatch.setenv("SWEEP_TRACKING_WAIT", "3")
+        failed = run_cli(tmp_path, "report", "--tracking-uri", server.url, check=False)
+        print(failed.stdout, failed.stderr)
+        assert failed.returncode == 3, failed.stdout + failed.stderr
+        assert "Traceback" not in failed.stdout + failed.stderr
+        lines = [line for line in failed.stderr.splitlines() if line.startswith("sweep report:")]
+        assert len(lines) == 1 and "not uploaded to MLflow at" in lines[0] and "tried for 3 s" in lines[0], failed.stderr
+        assert "run `sweep report` again" in lines[0]
+        report = tmp_path / "reports" / STUDY / "report.md"
+        assert report.is_file() and "Report for `dropout-digits`" in report.read_text()
+
+        filler.unlink()
+        done = run_cli(tmp_path, "report", "--tracking-uri", server.url)
+        assert "report written to" in done.stdout
+        client, parents, _ = mlflow_runs(None, tracking_uri=server.url)
+        uploaded = {a.path for a in client.list_artifacts(parents["study"].info.run_id, "report")}
+        assert "report/report.md" in uploaded, uploaded
+    finally:
+        subprocess.run(["umount", "-l", str(artifacts)], check=False)
+
+
 def test_mlflow_db_deleted_then_sweep_sync_and_the_next_sweep_send_everything_again(tmp_path: Path) -> None:
     """`rm mlflow.db` with .sweep/ kept (a fresh start of the tracking store): its side files
     say every run was sent, but not to this store. `sweep sync` sends them all again, the
     parent with its summary; the next sweep does the same and adds its own trials."""
-    url = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # This process keeps an SQLAlchemy engine per tracking URI, still on the deleted file
+    # afterwards: each new mlflow.db is read through a URI spelled differently.
+    def url(generation: int) -> str:
+        return f"sqlite:///{tmp_path}/{'./' * generation}mlflow.db"
+
     run_cli(tmp_path, "run", *FAST)
-    _assert_all_in_mlflow(tmp_path, url, 6)
+    _assert_all_in_mlflow(tmp_path, url(0), 6)
 
     (tmp_path / "mlflow.db").unlink()
     synced = run_cli(tmp_path, "sync")
     print(synced.stdout, synced.stderr)
     assert "sending the 6 run(s)" in synced.stdout + synced.stderr
     assert re.search(r"created 6 run\(s\), completed 6 run\(s\)", synced.stdout), synced.stdout
-    _assert_all_in_mlflow(tmp_path, url, 6)
+    _assert_all_in_mlflow(tmp_path, url(1), 6)
     again = run_cli(tmp_path, "sync")
     assert "nothing to do" in again.stdout, again.stdout
 
@@ -193,7 +259,7 @@ def test_mlflow_db_deleted_then_sweep_sync_and_the_next_sweep_send_everything_ag
     more = run_cli(tmp_path, "run", *FAST[2:], "--trials", "8")
     print(more.stdout)
     assert "sending the 6 run(s)" in more.stdout, more.stdout
-    _assert_all_in_mlflow(tmp_path, url, 8)
+    _assert_all_in_mlflow(tmp_path, url(2), 8)
 
 
 def test_sweep_run_sigkilled_mid_sweep_then_the_same_command(tmp_path: Path) -> None:
