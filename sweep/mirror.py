@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Tag naming the spool file a child run mirrors: finds the run again when a
+# .state side file was lost after the run was created, so no run is made twice.
 SPOOL_FILE_TAG = "sweep.spool_file"
 
 

@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 
 # Lock file in a spool folder, held by the tracker syncing it (not a *.jsonl: never read as events).
 LOCK_NAME = ".tracker.lock"
-# Tag naming the spool file a child run mirrors: finds the run again when a
-# .state side file was lost after the run was created, so no run is made twice.
+
+
 @dataclass
 class ParentSpec:
     """A parent run to find (by key) or create."""
