@@ -84,11 +84,11 @@ def with_storage_retry(fn: Any, *args: Any, say: Any = None, seconds: float = ST
                 told = True
             time.sleep(2.0)
 # What a retry must not inherit from the attempt it repeats.
-_OUTCOME_ATTRS = ("failure_reason", "interrupted", "summary", "gap", "pruned_at_epoch", "mlflow_run_id", "timing",
-                  "reaped")
 # User attr set by a reaper before it fails a dead worker's trial: a FAIL trial with it
 # and no retry was claimed by a process that died before re-queueing it (reap_stale_trials).
 REAPED_ATTR = "reaped"
+_OUTCOME_ATTRS = ("failure_reason", "interrupted", "summary", "gap", "pruned_at_epoch", "mlflow_run_id", "timing",
+                  REAPED_ATTR)
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:

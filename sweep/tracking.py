@@ -295,7 +295,8 @@ class Tracker:
         with self._locked(block=True):
             self._write_parent_specs()
             book = ParentBook(self.spool_dir)
-            recorded = {k: e["run_id"] for k, e in book.read().items() if e.get("run_id")}
+            entries = book.read()  # written back once, below (this lock keeps it ours meanwhile)
+            recorded = {k: e["run_id"] for k, e in entries.items() if e.get("run_id")}
             created: set[str] = set()
             stale: set[str] = set()  # parents whose runs' side files describe another store
             for spec in self.parents.values():
@@ -314,43 +315,41 @@ class Tracker:
                 self.parent_run_ids[spec.key] = run_id
                 if run_id in created or recorded.get(spec.key, run_id) != run_id:
                     stale.add(spec.key)
-            self._forget_sent(stale)
-            self._record_parent_ids(book, recorded)
+            self._reconcile_book(book, entries, recorded, stale)
         self._client = client
 
-    def _forget_sent(self, parent_keys: set[str]) -> None:
-        """The side files of runs under these parents describe another MLflow store (the
-        parent run was not in this one, or is not the one they were sent under: the store
-        was deleted, replaced, or the tracking URI changed): drop them, so that every run
-        kept in the spool folder is sent here. Runs this store has are found again by
-        their spool-file tag, and the points it has are dropped by MLflow."""
-        if not parent_keys:
-            return
-        book = ParentBook(self.spool_dir)
-        entries = book.read()
-        for key in parent_keys & set(entries):
-            entry, sent = entries[key], entries[key].pop("sent", {})
+    def _reconcile_book(self, book: ParentBook, entries: dict[str, dict[str, Any]], recorded: dict[str, str],
+                        stale: set[str]) -> None:
+        """After connecting: note in `.parents.json` which parent runs the side files refer
+        to, and forget what was sent under the `stale` parents.
+
+        A parent is stale when this store did not have it, or it is not the one the side
+        files were sent under (the store was deleted or replaced, or the tracking URI
+        changed): the side files of its runs are dropped so every run the spool folder kept
+        is sent here, and its summary (and, for `sweep sync`, its end) is queued again.
+        Runs this store has are found again by their spool-file tag, and the points it has
+        are dropped by MLflow.
+        """
+        changed = any(recorded.get(k) != rid for k, rid in self.parent_run_ids.items())
+        for key, run_id in self.parent_run_ids.items():
+            entry = entries.setdefault(key, {})
+            entry["run_id"] = run_id
+            if key not in stale:
+                continue
+            sent = entry.pop("sent", {})
             for part in ("metrics", "tags"):
                 entry[part] = {**sent.get(part, {}), **entry.get(part, {})}
             if sent.get("end") and not self._reopen:  # a sweep that runs now writes its own end
                 entry.setdefault("end", sent["end"])
-        with contextlib.suppress(OSError):
-            book.write(entries)
-        forgotten = self.mirror.forget(parent_keys)
+            changed = True
+        if changed:
+            with contextlib.suppress(OSError):  # a full disk: the next tracker checks again
+                book.write(entries)
+        forgotten = self.mirror.forget(stale) if stale else 0
         if forgotten:
             self.health.say(f"tracking: MLflow at {self.health.where} does not have the runs this folder sent "
                             f"before (a new or another store); sending the {forgotten} run(s) kept in "
                             f"{self.spool_dir} again")
-
-    def _record_parent_ids(self, book: ParentBook, recorded: dict[str, str]) -> None:
-        """Note in `.parents.json` which parent runs the side files now refer to."""
-        if all(recorded.get(k) == rid for k, rid in self.parent_run_ids.items()):
-            return
-        entries = book.read()
-        for key, run_id in self.parent_run_ids.items():
-            entries.setdefault(key, {})["run_id"] = run_id
-        with contextlib.suppress(OSError):  # a full disk: the next tracker checks again
-            book.write(entries)
 
     def _flush_parents(self, block: bool = True) -> None:
         """Send queued parent summaries and ends (from `.parents.json`), then clear them there
