@@ -112,9 +112,9 @@ def run_sweep(
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     from sweep.data import load_dataset
-    from sweep.status import mark_sweep_process, record_experiment
+    from sweep.status import mark_sweep_process, other_sweep_processes, record_experiment
     from sweep.study import (
-        check_target, counted_trials, make_storage, open_study, reap_stale_trials, repair_journal,
+        OWNERLESS_GRACE_SECONDS, check_target, counted_trials, make_storage, open_study, reap_stale_trials, repair_journal,
         with_storage_retry,
     )
     from sweep.mlflow_store import default_tracking_uri
@@ -142,7 +142,12 @@ def run_sweep(
         raise ValueError(f"{journal}: cannot read the Optuna journal ({exc}); it is damaged before its last record. "
                          f"Move it aside and start again, or restore it from a copy") from None
     mark_sweep_process(study, cfg.trials)
-    requeued = reap_stale_trials(study, paths.spool_dir, "worker process died (found on resume)")
+    # A RUNNING trial with no owner yet was asked by a worker killed before it could say
+    # so (or one that is between ask and that write now); with no other sweep process
+    # of this study alive or on another host, it cannot be the latter, whatever its age.
+    alone = not other_sweep_processes(study.user_attrs)
+    requeued = reap_stale_trials(study, paths.spool_dir, "worker process died (found on resume)",
+                                 min_age_seconds=0.0 if alone else OWNERLESS_GRACE_SECONDS)
     if requeued:
         out.write(f"re-queued trials left running by a stopped sweep: {requeued}\n")
     missing = cfg.trials - counted_trials(study)

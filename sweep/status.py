@@ -105,16 +105,29 @@ def open_storage_readonly(url: str | None, journal: Path) -> Any:
                          f"({type(exc).__name__}; tables are made by `sweep run`, never here)") from None
 
 
-def _process_lines(user_attrs: dict[str, Any]) -> list[str]:
+def other_sweep_processes(user_attrs: dict[str, Any]) -> list[tuple[dict[str, Any], bool | None]]:
+    """The study's `sweep run` processes that may still run, other than this one, as
+    (record, alive): alive True on this host, None on another host (cannot be checked here).
+
+    A process killed without recording its end (dead pid on this host) is not listed.
+    """
     from sweep import spool
 
     out = []
     for key, rec in sorted(user_attrs.items()):
         if not key.startswith(PROCESS_PREFIX) or not isinstance(rec, dict) or rec.get("ended"):
             continue
-        alive = spool.is_alive(rec["host"], rec["pid"], rec.get("proc_start"))
-        if alive is False:  # killed without recording its end
+        if rec.get("host") == socket.gethostname() and rec.get("pid") == os.getpid():
             continue
+        alive = spool.is_alive(rec["host"], rec["pid"], rec.get("proc_start"))
+        if alive is not False:
+            out.append((rec, alive))
+    return out
+
+
+def _process_lines(user_attrs: dict[str, Any]) -> list[str]:
+    out = []
+    for rec, alive in other_sweep_processes(user_attrs):
         where = f"host {rec['host']}, pid {rec['pid']}, started {rec['started']}"
         out.append(f"alive on {where}" if alive else f"on {where} (another host: cannot check it from here)")
     return out

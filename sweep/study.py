@@ -355,6 +355,11 @@ def spool_path(spool_dir: Path, number: int) -> Path:
 WORKER_ATTR = "sweep.worker"
 
 
+# How long a RUNNING trial with no owner recorded yet is taken to be a worker between
+# Optuna's ask and its first write, rather than one killed in that gap.
+OWNERLESS_GRACE_SECONDS = 60.0
+
+
 def record_lost_trial(path: Path, study_name: str, number: int, params: dict[str, Any], status: str,
                       tags: dict[str, Any]) -> None:
     """Give a trial that ended before its first spool record its MLflow run: a start and an end
@@ -370,7 +375,7 @@ def reap_stale_trials(
     spool_dir: Path,
     reason: str,
     *,
-    min_age_seconds: float = 60.0,
+    min_age_seconds: float = OWNERLESS_GRACE_SECONDS,
     requeue_interrupted: bool = True,
 ) -> list[int]:
     """Fail RUNNING trials whose worker is gone on this host, and re-queue them.

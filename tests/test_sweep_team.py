@@ -385,6 +385,42 @@ def test_a_trial_running_on_another_machine_is_left_alone(tmp_path: Path) -> Non
     assert len(retry) == 1 and WORKER_ATTR not in retry[0].system_attrs
 
 
+def test_a_trial_a_killed_sweep_had_just_asked_is_requeued_at_once_unless_another_sweep_may_own_it(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL can land between Optuna's ask and the worker's owner record: a young RUNNING
+    trial with no owner. Waiting out the grace period would leave it counted as running
+    elsewhere; `sweep run` re-queues it at once when no other sweep of the study can run,
+    and leaves it alone while one may (here: one recorded on another machine)."""
+    from sweep.status import PROCESS_PREFIX
+    from sweep.study import counted_trials
+    from sweep_helpers import load_study
+
+    fast = ["run", "--epochs", "2", "--jobs", "1", "--pruner", "none"]
+    run_cli(tmp_path, *fast, "--trials", "2")
+    study = load_study(tmp_path)
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    killed = {"host": host, "pid": int(exited.stdout), "proc_start": None, "started": "2026-12-02T00:00:00+00:00",
+              "ended": None}
+    study.set_user_attr(f"{PROCESS_PREFIX}{host}:{killed['pid']}", killed)
+    orphan = study.ask().number  # no owner record: its worker died right after ask
+
+    out = run_cli(tmp_path, *fast, "--trials", "3").stdout
+    assert f"re-queued trials left running by a stopped sweep: [{orphan}]" in out, out
+    study = load_study(tmp_path)
+    assert counted_trials(study) == 3
+    assert not [t.number for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+    elsewhere = {**killed, "host": "another-machine", "pid": 1}
+    study.set_user_attr(f"{PROCESS_PREFIX}another-machine:1", elsewhere)
+    young = study.ask().number  # may be that machine's worker between ask and its owner record
+    out = run_cli(tmp_path, *fast, "--trials", "4").stdout
+    assert "re-queued" not in out, out
+    assert "still running in another sweep process" in out, out
+    assert load_study(tmp_path).trials[young].state == TrialState.RUNNING
+
+
 def test_jobs_caps_the_trials_in_flight_on_a_dask_cluster(
     tmp_path: Path, postgres_db: str, dask_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
