@@ -235,6 +235,12 @@ class TrialContext:
     # End of the time budget (`--timeout`), wall-clock `time.time()`: a task starts
     # no trial after it (sweep.budget). None: no budget.
     deadline: float | None = None
+    # The `sweep run` process ("host:pid:start") that runs these tasks on loky workers: it
+    # reaps its own workers' trials (it sees every death, and stops them on an interrupt),
+    # so a worker leaves a sibling's trial alone; seen dead mid-way through the parent's
+    # stop, it would be called "worker process died" instead of "interrupted". None on
+    # Dask, where the task re-run after its worker died must reap that worker's trial.
+    sweep_process: str | None = None
 
 
 def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray]) -> float:

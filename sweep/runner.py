@@ -157,6 +157,7 @@ def run_sweep(
         dataset=cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val,
         pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
         target_trials=cfg.trials, deadline=budget.deadline if budget else None,
+        sweep_process=None if dask_scheduler else spool.this_process(),
     )
 
     recorded: list[Any] = []

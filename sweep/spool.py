@@ -67,6 +67,11 @@ def process_start_time(pid: int) -> float | None:
     return float(fields[19])
 
 
+def this_process() -> str:
+    """This process as "host:pid:start", unique on a host across pid reuse."""
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start_time(os.getpid())}"
+
+
 def is_alive(host: str, pid: int, proc_start: float | None) -> bool | None:
     """Whether the process that wrote a start record still runs.
 

@@ -377,6 +377,7 @@ def reap_stale_trials(
     *,
     min_age_seconds: float = OWNERLESS_GRACE_SECONDS,
     requeue_interrupted: bool = True,
+    leave_sweep: str | None = None,
 ) -> list[int]:
     """Fail RUNNING trials whose worker is gone on this host, and re-queue them.
 
@@ -387,7 +388,9 @@ def reap_stale_trials(
     so a worker reaping at that moment can be cut between the two steps). A RUNNING trial with no liveness record yet is left alone
     for `min_age_seconds` (its worker may be between ask and first write).
     Which worker owns a trial comes from its spool start record or, for a
-    worker on another machine, from the trial's WORKER_ATTR.
+    worker on another machine, from the trial's WORKER_ATTR. A trial whose
+    WORKER_ATTR names `leave_sweep` as its sweep process is left to that
+    process (a loky worker's sibling: the parent reaps its own workers).
 
     With an RDB storage, Optuna's heartbeat check (in any worker) may fail the
     same trial; whoever moves it RUNNING -> FAIL first re-queues it, the other
@@ -421,6 +424,8 @@ def reap_stale_trials(
         state = None
         was_running = t.state == TrialState.RUNNING
         if was_running:
+            if leave_sweep is not None and (t.system_attrs.get(WORKER_ATTR) or {}).get("sweep") == leave_sweep:
+                continue
             state = read(path)
             owner = state.start if state is not None and state.start is not None else t.system_attrs.get(WORKER_ATTR)
             if owner is not None:

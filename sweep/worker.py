@@ -74,7 +74,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     # runs its params instead of leaving it RUNNING. Journal storage has no
     # heartbeat; with RDB this comes before the heartbeat's grace period.
     # Before any trial, the storage must answer: a restarting database is waited for (up to 2 min).
-    with_storage_retry(reap_stale_trials, study, ctx.spool_dir, "worker process died", requeue_interrupted=False)
+    with_storage_retry(reap_stale_trials, study, ctx.spool_dir, "worker process died", requeue_interrupted=False,
+                       leave_sweep=ctx.sweep_process)
     if ctx.target_trials is not None:
         # After the reaping, so a dead worker's trial counts as re-queued, not as running.
         # Racy by design: a task that checks while another is between its check and
@@ -102,7 +103,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         done["number"] = trial.number
         # Liveness record every machine can read (the spool file is on this one's disk).
         pid = os.getpid()
-        owner = {"host": socket.gethostname(), "pid": pid, "proc_start": spool.process_start_time(pid)}
+        owner = {"host": socket.gethostname(), "pid": pid, "proc_start": spool.process_start_time(pid),
+                 "sweep": ctx.sweep_process}
         trial.study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, owner)
         return trial_objective(trial, ctx, data)
 

@@ -385,6 +385,28 @@ def test_a_trial_running_on_another_machine_is_left_alone(tmp_path: Path) -> Non
     assert len(retry) == 1 and WORKER_ATTR not in retry[0].system_attrs
 
 
+def test_a_loky_worker_leaves_a_dead_siblings_trial_to_their_sweep_process(tmp_path: Path) -> None:
+    """On an interrupt the parent SIGKILLs its loky workers one by one: a worker starting a
+    task can see a sibling already dead. Its trial is the parent's to reap ("interrupted");
+    a worker reaping it would call it "worker process died" (seen in CI). Another sweep's
+    dead worker, or one with no sweep named (Dask), is still reaped by the worker."""
+    study = optuna.create_study(storage=make_storage(None, tmp_path / "optuna.journal"), direction="maximize")
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {"host": socket.gethostname(), "pid": int(exited.stdout), "proc_start": None}
+    numbers = {}
+    for key, sweep in (("sibling", "vm:100:5.0"), ("other sweep", "vm:200:7.0"), ("dask", None)):
+        trial = study.ask()
+        study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, {**dead, "sweep": sweep})
+        numbers[key] = trial.number
+
+    by_worker = reap_stale_trials(study, tmp_path / "spool", "worker process died", requeue_interrupted=False,
+                                  leave_sweep="vm:100:5.0")
+    assert sorted(by_worker) == [numbers["other sweep"], numbers["dask"]]
+    assert study.trials[numbers["sibling"]].state == TrialState.RUNNING
+    assert reap_stale_trials(study, tmp_path / "spool", "interrupted", min_age_seconds=0) == [numbers["sibling"]]
+    assert study.trials[numbers["sibling"]].user_attrs["failure_reason"] == "interrupted"
+
+
 def test_a_trial_a_killed_sweep_had_just_asked_is_requeued_at_once_unless_another_sweep_may_own_it(
     tmp_path: Path,
 ) -> None:
