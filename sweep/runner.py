@@ -114,8 +114,8 @@ def run_sweep(
     from sweep.data import load_dataset
     from sweep.status import mark_sweep_process, other_sweep_processes, record_experiment
     from sweep.study import (
-        OWNERLESS_GRACE_SECONDS, check_target, counted_trials, make_storage, open_study, reap_stale_trials, repair_journal,
-        with_storage_retry,
+        OWNERLESS_GRACE_SECONDS, check_target, counted_trials, make_storage, open_study, reap_stale_trials,
+        repair_journal, with_storage_retry,
     )
     from sweep.mlflow_store import default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
