@@ -268,7 +268,7 @@ def run_sweep(
 
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
     outcome.fault = fault
-    mark_sweep_process(study, cfg.trials, ended=True)
+    with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)
     return outcome
 
 
@@ -330,20 +330,22 @@ def _finish(
     cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Any,
     tracking_uri: str, interrupted: bool, out: TextIO, *, budget: Budget | None = None,
 ) -> SweepOutcome:
-    from sweep.study import check_target, counted_trials
+    from sweep.study import check_target, counted_trials, with_storage_retry
 
     best_number = best_value = best_params = test_acc = None
-    completed = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    # Every storage call here waits for a restarting database, as the sweep's own calls do.
+    trials = with_storage_retry(study.get_trials, deepcopy=False)
+    completed = [t for t in trials if t.state.name == "COMPLETE"]
     if completed:
         best = max(completed, key=lambda t: t.value)
         best_number, best_value, best_params = best.number, best.value, dict(best.params)
-        test_acc = _test_accuracy(study, best, data, paths, cfg.space)
+        test_acc = with_storage_retry(_test_accuracy, study, best, data, paths, cfg.space)
     # After a full run every trial of this process has ended, so a trial still
     # RUNNING belongs to another `sweep run` of the study, which ends the shared
     # parent run when it finishes (the last one to finish sees none running).
     # After an interrupt a RUNNING trial may be this process's own, its worker
     # not gone yet: the parent is marked KILLED as before.
-    others = 0 if interrupted else check_target(study, cfg.trials).running
+    others = 0 if interrupted else with_storage_retry(check_target, study, cfg.trials).running
     if others:
         out.write(f"{others} trial(s) of this study still run in another sweep process; "
                   "it will end the MLflow parent run\n")
@@ -354,8 +356,8 @@ def _finish(
         study_name=study.study_name, experiment_id=tracker.experiment_id,
         parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,
         best_number=best_number, best_value=best_value, best_params=best_params, test_acc=test_acc,
-        interrupted=interrupted, counted=counted_trials(study),
-        best_run_id=_run_id_of(study, best_number),
+        interrupted=interrupted, counted=with_storage_retry(counted_trials, study),
+        best_run_id=with_storage_retry(_run_id_of, study, best_number),
         untracked=None if missing.empty else missing, tracking_error=tracker.health.last_error,
     )
     if budget is not None and budget.over() and not interrupted and outcome.counted < cfg.trials:

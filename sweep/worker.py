@@ -68,7 +68,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
 
     if over_deadline(ctx.deadline):  # first: costs no storage read
         return _budget_skip()
-    study = _worker_study(ctx)
+    # A new worker's first storage connection may meet a restarting database too.
+    study = with_storage_retry(_worker_study, ctx)
     # Dask re-runs the task of a worker that died (loky instead tells the parent,
     # which reaps): fail that worker's trial here and re-queue it, so this task
     # runs its params instead of leaving it RUNNING. Journal storage has no

@@ -380,8 +380,15 @@ class PostgresServer:
 
     def restart(self, down_seconds: float) -> None:
         """Stop the server (fast: open sessions are cut), keep it down `down_seconds`, start it again."""
-        self.pg_ctl("-m", "fast", "-w", "-t", "30", "stop")
+        self.down()
         time.sleep(down_seconds)
+        self.up()
+
+    def down(self) -> None:
+        """Stop the server (fast: open sessions are cut), keeping its data; `up` starts it again."""
+        self.pg_ctl("-m", "fast", "-w", "-t", "30", "stop")
+
+    def up(self) -> None:
         self.pg_ctl("-l", str(self.log_file), "-w", "-t", "60", "-o", self.options, "start")
 
     def stop(self) -> None:

@@ -385,6 +385,35 @@ def test_postgres_restarted_mid_sweep(postgres_server: Any, postgres_db: str, tm
     assert failed_runs and all("storage" in r.data.tags.get("failure_reason", "") for r in failed_runs)
 
 
+def test_a_worker_whose_first_task_meets_a_restarting_database_waits_for_it(
+    postgres_server: Any, postgres_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loky worker that starts (or a new one that joins) while PostgreSQL restarts connects
+    for the first time then: it waits for the database instead of crashing the sweep with
+    a traceback (a CI failure of test_postgres_restarted_mid_sweep: Optuna's RDBStorage
+    connects in its constructor)."""
+    import optuna
+    from sweep_helpers import trial_context
+
+    from sweep.config import load_config
+    from sweep.study import make_storage, open_study
+    from sweep.worker import run_one_trial
+
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = load_config(None, {"study": "late-worker", "trials": 1, "epochs": 1, "storage": postgres_db})
+    ctx = trial_context(cfg, tmp_path)
+    open_study(cfg, make_storage(postgres_db, ctx.journal_path))
+    postgres_server.down()
+    back = threading.Timer(4.0, postgres_server.up)
+    back.start()
+    try:
+        res = run_one_trial(ctx)
+    finally:
+        back.join()
+    [trial] = optuna.load_study(study_name="late-worker", storage=postgres_db).get_trials()
+    assert res["number"] == trial.number == 0 and res["state"] == trial.state.name == "COMPLETE", res
+
+
 def test_journal_cut_in_its_last_record_resumes_or_says_what_to_do(tmp_path: Path) -> None:
     run_cli(tmp_path, "run", "--trials", "3", "--epochs", "2", "--jobs", "1", "--pruner", "none")
     journal = tmp_path / "optuna.journal"
