@@ -34,6 +34,12 @@ def run_cli(workdir: Path, *args: str, timeout: float = 300, check: bool = True)
     return proc
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (a worker killed without a trace, for liveness checks)."""
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(exited.stdout)
+
+
 def load_study(workdir: Path, name: str = "dropout-digits") -> optuna.Study:
     storage = JournalStorage(JournalFileBackend(str(workdir / "optuna.journal")))
     return optuna.load_study(study_name=name, storage=storage)

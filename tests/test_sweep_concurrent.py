@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -23,7 +22,8 @@ from optuna.trial import TrialState
 from sweep import spool
 from sweep.study import WORKER_ATTR, check_target, counted_trials, make_storage, requeue, spool_path
 from sweep_helpers import (
-    SLOW_SPACE, SWEEP, load_study, mlflow_runs, run_cli, running_worker, sweep_env, trial_context, write_config,
+    SLOW_SPACE, SWEEP, dead_pid, load_study, mlflow_runs, run_cli, running_worker, sweep_env, trial_context,
+    write_config,
 )
 
 TARGET = 6
@@ -168,8 +168,7 @@ def test_a_task_starts_no_trial_at_the_target_but_runs_a_dead_workers_requeued_o
     assert not TRIAL_LINE.search(out.getvalue())  # no "[ n/N] trial k ..." line for it
 
     # That worker dies: this task reaps its trial and trains the re-queued params.
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    study._storage.set_trial_system_attr(other._trial_id, WORKER_ATTR, {**me, "pid": int(exited.stdout)})
+    study._storage.set_trial_system_attr(other._trial_id, WORKER_ATTR, {**me, "pid": dead_pid()})
     res = run_one_trial(ctx)
     assert not res.get("skipped") and res["state"] in ("COMPLETE", "PRUNED"), res
     trials = study.get_trials()

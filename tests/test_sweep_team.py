@@ -28,7 +28,9 @@ from optuna.trial import TrialState
 from sweep import spool
 from sweep import study as sweep_study
 from sweep.study import WORKER_ATTR, make_storage, reap_stale_trials, spool_path
-from sweep_helpers import SLOW_SPACE, mlflow_runs, run_cli, run_cli_interrupted, trial_context, write_config
+from sweep_helpers import (
+    SLOW_SPACE, dead_pid, load_study, mlflow_runs, run_cli, run_cli_interrupted, trial_context, write_config,
+)
 
 STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
 
@@ -365,10 +367,9 @@ def test_a_trial_running_on_another_machine_is_left_alone(tmp_path: Path) -> Non
     A worker elsewhere is left to the heartbeat however old its trial; a dead one here is
     reaped, and so is a trial with no record at all (its worker died right after ask)."""
     study = optuna.create_study(storage=make_storage(None, tmp_path / "optuna.journal"), direction="maximize")
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     owners = {
         "elsewhere": {"host": "another-machine", "pid": os.getpid(), "proc_start": None},
-        "dead": {"host": socket.gethostname(), "pid": int(exited.stdout), "proc_start": None},
+        "dead": {"host": socket.gethostname(), "pid": dead_pid(), "proc_start": None},
     }
     numbers = {}
     for key, owner in owners.items():
@@ -391,8 +392,7 @@ def test_a_loky_worker_leaves_a_dead_siblings_trial_to_their_sweep_process(tmp_p
     a worker reaping it would call it "worker process died" (seen in CI). Another sweep's
     dead worker, or one with no sweep named (Dask), is still reaped by the worker."""
     study = optuna.create_study(storage=make_storage(None, tmp_path / "optuna.journal"), direction="maximize")
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = {"host": socket.gethostname(), "pid": int(exited.stdout), "proc_start": None}
+    dead = {"host": socket.gethostname(), "pid": dead_pid(), "proc_start": None}
     numbers = {}
     for key, sweep in (("sibling", "vm:100:5.0"), ("other sweep", "vm:200:7.0"), ("dask", None)):
         trial = study.ask()
@@ -416,14 +416,12 @@ def test_a_trial_a_killed_sweep_had_just_asked_is_requeued_at_once_unless_anothe
     and leaves it alone while one may (here: one recorded on another machine)."""
     from sweep.status import PROCESS_PREFIX
     from sweep.study import counted_trials
-    from sweep_helpers import load_study
 
     fast = ["run", "--epochs", "2", "--jobs", "1", "--pruner", "none"]
     run_cli(tmp_path, *fast, "--trials", "2")
     study = load_study(tmp_path)
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = socket.gethostname()
-    killed = {"host": host, "pid": int(exited.stdout), "proc_start": None, "started": "2026-12-02T00:00:00+00:00",
+    killed = {"host": host, "pid": dead_pid(), "proc_start": None, "started": "2026-12-02T00:00:00+00:00",
               "ended": None}
     study.set_user_attr(f"{PROCESS_PREFIX}{host}:{killed['pid']}", killed)
     orphan = study.ask().number  # no owner record: its worker died right after ask
