@@ -25,7 +25,7 @@ Assumptions: paired differences i.i.d. normal with unknown mean and variance
 were run. Why not a bounded-data CS (differences of accuracies lie in
 [-1, 1]): with a 2-point effect and 20 seeds no level-5 % procedure valid for
 every distribution on [-1, 1] can exclude 0 (docs/results.md, "Deciding with
-fewer seeds"), and the widths at n = 3..20 are compared there.
+fewer seeds"); bench/confseq_widths.py compares the widths at n = 3..20.
 
 Multiple comparisons: Bonferroni, each comparison's CS at level alpha/m; see
 :func:`decide`. The classical t-intervals returned alongside come from
@@ -57,8 +57,8 @@ __all__ = [
 # Prior N(0, 1/c2) on the standardized effect theta = mu/sigma, i.e. prior SD
 # sqrt(10) = 3.2. Chosen before any data from the project's own effect sizes:
 # best-val-acc d_z of 1.4-4.1 in docs/results.md. Of c2 in {0.01, 0.03, 0.1,
-# 0.3, 1, 3} it gives the narrowest or nearly narrowest CS over n = 4..12 at
-# alpha 0.05 and 0.05/9 (table in docs/results.md).
+# 0.3, 1, 3} its CS is within 12 % of the narrowest at every n = 5..20, at
+# alpha 0.05 and 0.05/9 (bench/confseq_widths.py).
 DEFAULT_PRIOR_PRECISION = 0.1
 
 STATUSES = ("decided", "precise", "capped", "open")
@@ -99,6 +99,10 @@ class Decision:
     width <= precision), 'capped' (n >= max_seeds, neither), 'open' (add seeds).
     ``t_interval`` is the classical t-interval at 1 - alpha (unadjusted, as the
     reports print it): not valid under peeking, shown for comparison only.
+    ``p_anytime`` = min(1, 1 / max_k G_k(0)) is an anytime-valid p-value of "no
+    effect": P(it ever falls to p) <= p. It is <= ``alpha_each`` exactly when
+    the anytime interval excludes 0 (to rounding), so compare it with
+    ``alpha_each``, not with alpha.
     """
 
     name: str
@@ -107,6 +111,7 @@ class Decision:
     reason: str
     anytime: AnytimeInterval
     t_interval: Interval
+    p_anytime: float
     alpha_each: float
     n_comparisons: int
 
@@ -131,8 +136,8 @@ def log_e_value(values: Sequence[float] | np.ndarray, null_mean: float = 0.0,
         prior_precision: c2 > 0.
 
     Returns:
-        Shape (N,): log G_1 = 0, then log G_n; +inf when all y_i are equal and
-        non-zero (sample variance 0 around m: infinite evidence), 0 when all y_i = 0.
+        Shape (N,): log G_1 = 0, then log G_n. Equal non-zero y_i give the largest
+        value, ((n + c2)/c2)^((n-1)/2); all y_i = 0 give 0 (no evidence).
     """
     _check_prior(prior_precision)
     y = np.asarray(values, dtype=float) - null_mean
@@ -205,8 +210,7 @@ def t_cs_sequences(x: np.ndarray, alpha: float,
     # Sum of squares around the running mean, from centred data for accuracy.
     centred = x - x[..., :1]
     ss = np.cumsum(centred * centred, axis=-1) - n * (mean - x[..., :1]) ** 2
-    sd = np.sqrt(np.maximum(ss, 0.0) / np.maximum(n - 1.0, 1.0))
-    sd = np.where(ss <= 1e-24 * np.maximum(np.cumsum(x * x, axis=-1), 1e-300), 0.0, sd)
+    sd = np.sqrt(np.maximum(ss, 0.0) / np.maximum(n - 1.0, 1.0))  # equal values: exactly 0
     radius = t_cs_radius(n, sd, alpha, prior_precision)
     with np.errstate(invalid="ignore"):
         low, high = mean - radius, mean + radius
@@ -297,7 +301,7 @@ def decide(diffs: Mapping[str, Sequence[float] | np.ndarray], alpha: float = 0.0
         name -> :class:`Decision`, in the order of ``diffs``.
     """
     _check_alpha(alpha)
-    m = len(diffs) if n_comparisons is None else n_comparisons
+    m = max(1, len(diffs)) if n_comparisons is None else n_comparisons
     if isinstance(m, bool) or not isinstance(m, int) or m < max(1, len(diffs)):
         raise ValueError(f"n_comparisons must be an integer >= the number of comparisons "
                          f"({len(diffs)}) and >= 1, got {n_comparisons!r}")
@@ -309,8 +313,15 @@ def decide(diffs: Mapping[str, Sequence[float] | np.ndarray], alpha: float = 0.0
     alpha_each = alpha / m
     out: dict[str, Decision] = {}
     for name, values in diffs.items():
+        if np.ndim(values) != 1:
+            raise ValueError(f"diffs[{name!r}] must be a 1-D sequence of paired differences, "
+                             f"got shape {np.shape(values)}")
         cs = t_confidence_sequence(values, alpha_each, prior_precision)
         t_int = mean_ci(values, 1.0 - alpha)
+        finite = np.asarray(values, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        log_e = float(np.max(log_e_value(finite, 0.0, prior_precision))) if finite.size else 0.0
+        p_anytime = min(1.0, math.exp(-log_e))
         level = f"anytime {100 * (1 - alpha_each):.4g} % interval [{_fmt(cs.low)}, {_fmt(cs.high)}]"
         if cs.n >= 1 and cs.excludes(0.0):
             side = "above" if cs.low > 0 else "below"
@@ -327,5 +338,5 @@ def decide(diffs: Mapping[str, Sequence[float] | np.ndarray], alpha: float = 0.0
             status, reason = "open", f"{level} after {cs.n} seeds does not yet {need}"
         if cs.note:
             reason = f"{reason} ({cs.note})"
-        out[name] = Decision(name, cs.n, status, reason, cs, t_int, alpha_each, m)
+        out[name] = Decision(name, cs.n, status, reason, cs, t_int, p_anytime, alpha_each, m)
     return out

@@ -198,6 +198,15 @@ def test_decide_statuses_reasons_and_bonferroni() -> None:
     assert wide.width > alone.width and wide.alpha == pytest.approx(0.05 / 36)
 
 
+def test_anytime_p_value_agrees_with_the_interval() -> None:
+    rng = np.random.default_rng(12)
+    for effect in (0.0, 0.5, 1.0, 2.0):
+        for n in (2, 3, 5, 8, 13):
+            d = decide({"a": effect + rng.normal(0, SD_POINTS, n)}, n_comparisons=3)["a"]
+            assert (d.p_anytime <= d.alpha_each) == (d.status == "decided"), (effect, n, d)
+    assert decide({"a": [0.0, 0.0, 0.0]})["a"].p_anytime == 1.0
+
+
 def test_decided_wins_over_precise_and_units_do_not_matter() -> None:
     points = 2.0 + np.random.default_rng(4).normal(0, SD_POINTS, 12)
     in_points = decide({"a": points}, precision=100.0)["a"]
@@ -237,6 +246,11 @@ def test_edge_cases_n1_zero_variance_nonfinite() -> None:
 def test_bad_arguments_say_which_and_what_is_allowed(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         decide({"a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0]}, **kwargs)
+
+
+def test_a_comparison_with_a_table_instead_of_a_row_is_named() -> None:
+    with pytest.raises(ValueError, match=r"diffs\['keep 0.5'\] must be a 1-D"):
+        decide({"keep 0.5": [[1.0, 2.0], [3.0, 4.0]]})
 
 
 if __name__ == "__main__":  # the figures quoted in docs/results.md
