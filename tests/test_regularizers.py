@@ -102,7 +102,7 @@ def test_max_norm_holds_after_every_step(normalization):
     hidden = constrained[1:, :2]  # W1, W2 after each of the 18 steps
     assert hidden.max() <= c + 1e-6
     assert (hidden > c - 1e-6).sum() > len(hidden)  # the bound is reached, i.e. it binds
-    assert constrained[1:, 2].max() > c  # the output layer is not constrained
+    assert constrained[1:, 2].max() > c + 0.1  # the output layer is not constrained
 
 
 def test_one_step_with_max_norm_is_the_step_then_the_reference_projection():
