@@ -2,10 +2,10 @@
 
 Imports nothing but numpy. Public surface: :class:`FullyConnectedNet`,
 :class:`Solver`, :class:`TrainingDiverged` and the modules ``layers``,
-``optim``, ``gradcheck``, ``net``, ``solver``.
+``optim``, ``gradcheck``, ``net``, ``solver``, ``augment``.
 """
 
-from model import gradcheck, layers, net, optim, solver
+from model import augment, gradcheck, layers, net, optim, solver
 from model.net import FullyConnectedNet
 from model.solver import Solver, TrainingDiverged
 
@@ -13,6 +13,7 @@ __all__ = [
     "FullyConnectedNet",
     "Solver",
     "TrainingDiverged",
+    "augment",
     "gradcheck",
     "layers",
     "net",

@@ -1,4 +1,4 @@
-"""FullyConnectedNet: ``{affine - [norm] - relu - [dropout]} x (L-1) - affine - softmax``."""
+"""FullyConnectedNet: ``[input dropout] - {affine - [norm] - relu - [dropout]} x (L-1) - affine - softmax``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from model import layers
 
-__all__ = ["FullyConnectedNet", "NORMALIZATIONS"]
+__all__ = ["FullyConnectedNet", "NORMALIZATIONS", "project_max_norm"]
 
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 
@@ -22,20 +22,75 @@ def _check_seed(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be None or a non-negative int, got {value!r}")
 
 
+# Rows per float32 partial sum of squares in project_max_norm (see there).
+_NORM_BLOCK = 64
+
+
+def _column_sq_norms(w: np.ndarray) -> np.ndarray:
+    """Squared L2 norm of every column of w (D, M), as float64 (M,).
+
+    float32 columns are summed in blocks of ``_NORM_BLOCK`` rows whose sums
+    are added in float64: one plain float32 sum down 3072 rows is off by
+    ~3e-6 relative (too much for a bound checked to 1e-6), the blocked one
+    by ~7e-8, at the same speed (a float64 pass costs 10x more).
+    """
+    d, m = w.shape
+    if w.dtype == np.float64 or d <= _NORM_BLOCK:
+        return np.einsum("ij,ij->j", w, w).astype(np.float64)
+    full = d - d % _NORM_BLOCK
+    blocks = w[:full].reshape(-1, _NORM_BLOCK, m)
+    sq = np.einsum("bij,bij->bj", blocks, blocks).sum(axis=0, dtype=np.float64)
+    if full < d:
+        sq += np.einsum("ij,ij->j", w[full:], w[full:])
+    return sq
+
+
+def project_max_norm(w: np.ndarray, max_norm: float) -> np.ndarray:
+    """Scale every column of ``w`` whose L2 norm exceeds ``max_norm`` down to it, in place.
+
+    A column of W (shape (D, M)) is the incoming weight vector of one unit,
+    so this is the projection onto Srivastava et al.'s max-norm ball
+    ``||w_j|| <= c`` for every unit j. Columns inside the ball are untouched
+    (bit for bit); a projected column's norm is c to ~1e-7 relative in
+    float32 (rounding of the scaled elements), ~1e-15 in float64.
+
+    Returns:
+        w itself.
+    """
+    sq = _column_sq_norms(w)
+    over = sq > max_norm * max_norm
+    if over.any():
+        factor = np.ones_like(sq)
+        factor[over] = max_norm / np.sqrt(sq[over])
+        w *= factor.astype(w.dtype)
+    return w
+
+
 class FullyConnectedNet:
-    """A fully-connected net with optional batch/layer norm and inverted dropout.
+    """A fully-connected net with optional input dropout, batch/layer norm, dropout and max-norm.
 
     Parameters live in ``self.params`` as ``W1, b1, ..., WL, bL`` and, with a
     normalization, ``gamma1, beta1, ..., gamma{L-1}, beta{L-1}``. The loss is
     softmax cross-entropy plus ``0.5 * reg * sum(W**2)`` over the weights only.
 
     Randomness: ``seed`` is split (``SeedSequence.spawn``) into independent
-    streams, one for weight init and one per dropout layer. So two nets with
-    the same ``seed`` start from identical parameters whatever their
-    ``keep_prob`` or ``normalization`` (the paired ablation relies on it),
-    and ``keep_prob=1.0`` draws no masks at all. Training masks advance from
-    call to call; ``dropout_seed`` instead fixes every layer's mask (a
-    different one per layer) on every call, for gradient checks.
+    streams, one for weight init, one per hidden dropout layer and one for
+    input dropout (spawned last, so it shifts none of the others). So two
+    nets with the same ``seed`` start from identical parameters and draw
+    identical hidden masks whatever their ``keep_prob``, ``input_keep_prob``,
+    ``max_norm`` or ``normalization`` (the paired ablation relies on it),
+    and a keep probability of 1.0 draws no masks at all. Training masks
+    advance from call to call; ``dropout_seed`` instead fixes every layer's
+    mask (a different one per layer) on every call, for gradient checks.
+
+    Max-norm: with ``max_norm=c`` the incoming weight vector of every HIDDEN
+    unit (each column of W1..W{L-1}) is kept at L2 norm <= c by
+    :meth:`apply_constraints`, which the Solver calls after every update
+    (Srivastava et al. 2014, section 5.1: "constraining the norm of the
+    incoming weight vector at each hidden unit"). The output layer W{L},
+    biases, gammas and betas are not constrained; with batch/layernorm the
+    constraint still applies to the W feeding the normalization. The initial
+    weights are not projected, so arms with and without max-norm start equal.
 
     Example:
         >>> net = FullyConnectedNet([64, 32], input_dim=20, keep_prob=0.5, seed=0)
@@ -56,6 +111,8 @@ class FullyConnectedNet:
         dtype: Any = np.float32,
         seed: int | None = None,
         dropout_seed: int | None = None,
+        input_keep_prob: float = 1.0,
+        max_norm: float | None = None,
     ) -> None:
         """Build the net and draw its initial weights.
 
@@ -73,6 +130,10 @@ class FullyConnectedNet:
                 speed, float64 for gradient checks).
             seed: Seeds init and the training masks (None: fresh entropy).
             dropout_seed: When set, every dropout mask is fixed per layer.
+            input_keep_prob: Probability of KEEPING an input feature, in (0, 1]
+                (inverted dropout on X, train mode only); 1.0 means none.
+            max_norm: Bound c > 0 on the L2 norm of each hidden unit's
+                incoming weights, enforced after every update; None: no bound.
 
         Raises:
             ValueError: an argument outside the ranges above.
@@ -102,6 +163,20 @@ class FullyConnectedNet:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         _check_seed("seed", seed)
         _check_seed("dropout_seed", dropout_seed)
+        if (
+            isinstance(input_keep_prob, bool)
+            or not isinstance(input_keep_prob, (int, float, np.floating))
+            or not 0.0 < input_keep_prob <= 1.0
+        ):
+            raise ValueError(
+                f"input_keep_prob must be in (0, 1] (probability of keeping an input feature), got {input_keep_prob!r}"
+            )
+        if max_norm is not None and (
+            isinstance(max_norm, bool)
+            or not isinstance(max_norm, (int, float, np.floating))
+            or not (math.isfinite(max_norm) and max_norm > 0)
+        ):
+            raise ValueError(f"max_norm must be None or a finite number > 0, got {max_norm!r}")
 
         self.hidden_dims = tuple(int(h) for h in hidden_dims)
         self.input_dim = int(input_dim)
@@ -112,8 +187,13 @@ class FullyConnectedNet:
         self.dtype = dtype
         self.num_layers = len(self.hidden_dims) + 1
         self.use_dropout = self.keep_prob != 1.0
+        self.input_keep_prob = float(input_keep_prob)
+        self.max_norm = None if max_norm is None else float(max_norm)
 
-        init_seq, mask_seq = np.random.SeedSequence(seed).spawn(2)
+        root_seq = np.random.SeedSequence(seed)
+        init_seq, mask_seq = root_seq.spawn(2)
+        # Spawned after the two above (spawn_key (2,)), so it changes neither.
+        (input_mask_seq,) = root_seq.spawn(1)
         init_rng = np.random.default_rng(init_seq)
         dims = [self.input_dim, *self.hidden_dims, self.num_classes]
         self.params: dict[str, np.ndarray] = {}
@@ -138,6 +218,15 @@ class FullyConnectedNet:
                 else:
                     param["rng"] = np.random.default_rng(child)
                 self.dropout_params.append(param)
+        # Input dropout: None when input_keep_prob is 1 (no mask drawn, X used as is).
+        self.input_dropout_param: dict[str, Any] | None = None
+        if self.input_keep_prob != 1.0:
+            self.input_dropout_param = {"mode": "train", "keep_prob": self.input_keep_prob}
+            if dropout_seed is not None:
+                # Hidden layers use [dropout_seed, 0..n_hidden-1]; the input comes after them.
+                self.input_dropout_param["seed"] = [int(dropout_seed), n_hidden]
+            else:
+                self.input_dropout_param["rng"] = np.random.default_rng(input_mask_seq)
         # Running statistics (batchnorm) or just eps (layernorm), one dict per hidden layer.
         self.bn_params: list[dict[str, Any]] = []
         if normalization is not None:
@@ -169,6 +258,17 @@ class FullyConnectedNet:
             )
         return X, y
 
+    # ------------------------------------------------------------------ constraints
+    def apply_constraints(self) -> None:
+        """Project W1..W{L-1} onto the max-norm ball in place (no-op without ``max_norm``).
+
+        The Solver calls this after every update; see the class docstring.
+        """
+        if self.max_norm is None:
+            return
+        for i in range(1, self.num_layers):
+            project_max_norm(self.params[f"W{i}"], self.max_norm)
+
     # ------------------------------------------------------------------ loss
     def loss(
         self, X: np.ndarray, y: np.ndarray | None = None
@@ -197,6 +297,9 @@ class FullyConnectedNet:
         norm = self.normalization
 
         h = X
+        if mode == "train" and self.input_dropout_param is not None:
+            # No backward needed: the input gradient is never used.
+            h, _ = layers.dropout_forward(X, self.input_dropout_param)
         caches = []
         for i in range(1, self.num_layers):
             h, aff_cache = layers.affine_forward(h, params[f"W{i}"], params[f"b{i}"])

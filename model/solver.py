@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from model import optim
+from model import augment, optim
 from model.layers import softmax_loss
 
 __all__ = ["Solver", "TrainingDiverged", "METRIC_KEYS"]
@@ -103,6 +103,17 @@ class Solver:
     - ``lr``: learning rate used during the epoch (decayed by ``lr_decay``
       after it); ``epoch_seconds``: wall time of training plus evaluation.
 
+    Augmentation (training minibatches only; evaluation never sees it): with
+    ``augment_flip`` and/or ``augment_shift`` every minibatch is replaced by
+    randomly mirrored / translated copies (:mod:`model.augment`; rows are
+    ``image_shape`` images in C x H x W order). Epoch e draws from
+    ``augment.epoch_rng(seed, e)``, a Generator of its own, so the batch order
+    and the model's masks are the same with or without augmentation, and an
+    epoch's transforms depend on (seed, epoch) only.
+
+    Constraints: after every update the Solver calls the model's
+    ``apply_constraints()`` when it has one (the net's max-norm).
+
     Divergence: if a minibatch loss (or a gradient) is NaN/inf, no update is
     made with it, ``diverged_epoch`` is set and :class:`TrainingDiverged`
     (an ``ArithmeticError`` with ``epoch``, ``iteration``, ``loss``) is raised
@@ -139,6 +150,9 @@ class Solver:
         seed: int | None = None,
         on_epoch: Callable[[int, dict[str, float]], Any] | None = None,
         verbose: bool = False,
+        augment_flip: bool = False,
+        augment_shift: int = 0,
+        image_shape: tuple[int, int, int] = augment.CIFAR10_IMAGE_SHAPE,
     ) -> None:
         """Validate the set-up; the data is checked once here, not per iteration.
 
@@ -154,9 +168,16 @@ class Solver:
             num_epochs: Epochs to train (>= 1).
             num_train_samples: Training rows for train accuracy (None: all).
             num_val_samples: Validation rows for val metrics (None: all).
-            seed: Seeds the batch order and the train-accuracy subsample.
+            seed: Seeds the batch order, the train-accuracy subsample and
+                (with the epoch) the augmentation.
             on_epoch: Called as ``on_epoch(epoch, metrics)``; returning False stops.
             verbose: Print one line per epoch.
+            augment_flip: Mirror each training image left-right with probability 1/2.
+            augment_shift: Translate each training image by up to this many
+                pixels vertically and horizontally (pad-and-crop with zeros);
+                0 (default) disables it. In 0..min(H, W) - 1.
+            image_shape: (C, H, W) of one row, used only when augmenting;
+                C*H*W must equal the rows' feature count.
 
         Raises:
             ValueError: bad argument, missing data key, mismatched shapes,
@@ -191,6 +212,12 @@ class Solver:
                 f"data['X_{split}']", f"data['y_{split}']", data[f"X_{split}"], data[f"y_{split}"], input_dim, num_classes
             )
 
+        self.image_shape = augment.check_augmentation(
+            math.prod(data["X_train"].shape[1:]), image_shape, augment_flip, augment_shift
+        )
+        self.augment_flip = bool(augment_flip)
+        self.augment_shift = int(augment_shift)
+
         self.model = model
         self.X_train, self.y_train = data["X_train"], data["y_train"]
         self.X_val, self.y_val = data["X_val"], data["y_val"]
@@ -203,6 +230,8 @@ class Solver:
         self.on_epoch = on_epoch
         self.verbose = verbose
         self._rng = np.random.default_rng(seed)
+        # With seed None the augmentation still comes from one explicit (random) seed.
+        self._augment_seed = seed if seed is not None else np.random.SeedSequence().entropy
         # One fixed validation subset (drawn once), so val metrics compare across epochs.
         self._val_rows: np.ndarray | None = None
         n_val = self.X_val.shape[0]
@@ -254,6 +283,9 @@ class Solver:
             next_w, self.optim_configs[name] = self.update_rule(w, grads[name], self.optim_configs[name])
             if next_w is not w:  # a rule that is not in place
                 params[name] = next_w
+        constrain = getattr(self.model, "apply_constraints", None)
+        if constrain is not None:
+            constrain()
         return loss
 
     def _batches(self) -> list[np.ndarray]:
@@ -276,8 +308,16 @@ class Solver:
             t0 = time.perf_counter()
             losses = 0.0
             batches = self._batches()
+            augmenting = self.augment_flip or self.augment_shift > 0
+            aug_rng = augment.epoch_rng(self._augment_seed, epoch) if augmenting else None
             for idx in batches:
-                loss = self.train_step(self.X_train[idx], self.y_train[idx])
+                X_batch = self.X_train[idx]
+                if aug_rng is not None:
+                    flips, dy, dx = augment.draw_augmentation(
+                        len(idx), aug_rng, flip=self.augment_flip, max_shift=self.augment_shift
+                    )
+                    X_batch = augment.apply_augmentation(X_batch, self.image_shape, flips, dy, dx)
+                loss = self.train_step(X_batch, self.y_train[idx])
                 self.loss_history.append(loss)
                 losses += loss
             train_loss = losses / len(batches)
