@@ -25,6 +25,10 @@ GRAD_TOL = 1e-6  # relative error of an analytic gradient against the numeric on
 RESOLUTION = 5e-5
 
 
+class BadInput(ValueError):
+    """The target cannot be checked at all (not a net, not layers): a one-line error, exit 2."""
+
+
 @dataclass(frozen=True)
 class Finding:
     """One line of the report: ``ok`` says whether the property holds."""
@@ -126,12 +130,17 @@ def grad_findings(
 
 def one_line(exc: BaseException) -> str:
     """An exception as ``Type: message`` on one line, with where in the student's code it was raised."""
+    import sysconfig
     import traceback
+    from pathlib import Path
 
     text = " ".join(str(exc).split()) or "(no message)"
     where = ""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
+    # The innermost frame of the code under test: not importlib, numpy or this checker, which say nothing to its author.
+    ours = (str(Path(__file__).parent), sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
+            sysconfig.get_paths()["platlib"], "<frozen")
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(ours)]
+    if frames and not isinstance(exc, SyntaxError):  # a SyntaxError's message already names file and line
         last = frames[-1]
         where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
     return f"{type(exc).__name__}: {text}{where}"
@@ -141,5 +150,7 @@ def guarded(name: str, checks: Checks) -> Checks:
     """The findings of ``checks``; an exception in the code under test becomes one failing line."""
     try:
         yield from checks
+    except BadInput:
+        raise
     except Exception as exc:  # the student's code raised: that is a finding, not a crash
         yield Finding(False, f"{name}: raised {one_line(exc)}")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from model import layers as ref
-from sweep.check_common import Caller, Checks, Finding, grad_error
+from sweep.check_common import BadInput, Caller, Checks, Finding, grad_error
 
 DIMS = {"hidden_dims": [6, 5], "input_dim": 7, "num_classes": 4}
 N = 9
@@ -24,7 +24,7 @@ REG = 0.3
 NORMS = ("batchnorm", "layernorm")
 
 
-class NotANet(ValueError):
+class NotANet(BadInput):
     """The class cannot be driven as a cs231n FullyConnectedNet (bad input, exit 2)."""
 
 
@@ -105,7 +105,8 @@ def check_net(cls: type, call: Caller, rng: np.random.Generator) -> Checks:
         yield Finding(False, f"{name}: params for hidden_dims={DIMS['hidden_dims']}, input_dim={DIMS['input_dim']}, "
                              f"num_classes={DIMS['num_classes']} are {shapes}; expected {want}")
         return
-    yield Finding(True, f"{name}: params W1..W3, b1..b3 with the shapes the constructor's dims give")
+    last = len(dims) - 1
+    yield Finding(True, f"{name}: params W1..W{last}, b1..b{last} with the shapes the constructor's dims give")
 
     # The architecture without dropout: test-mode scores and the train-mode loss.
     if d.keep_kw == "dropout":  # which value of the old 'dropout' keyword means "off" (1: 2018, 0: 2017)?
@@ -134,7 +135,7 @@ def check_net(cls: type, call: Caller, rng: np.random.Generator) -> Checks:
 
     # Dropout is applied in train mode only, where the keyword says.
     if d.keep_kw:
-        on = 0.5 if d.off == 1.0 else 0.5
+        on = 0.5  # a keep ratio, or the 2017 drop strength: dropout either way
         net = d.build(keep=on)
         losses = [float(d.loss(net, x, y)[0]) for _ in range(2)]
         ref_on = _reference(net.params, x, y, None)
