@@ -72,7 +72,9 @@ def close(a: Any, b: Any, tol: float = VALUE_TOL) -> bool:
     return max_rel(a, b) < tol
 
 
-def _numeric(f: Callable[[np.ndarray], Any], x: np.ndarray, dout: np.ndarray | None, h: float) -> tuple[np.ndarray, float]:
+def _numeric(
+    f: Callable[[np.ndarray], Any], x: np.ndarray, dout: np.ndarray | None, h: float
+) -> tuple[np.ndarray, float]:
     """Numeric gradient of f at x (a vector-Jacobian product with dout; f scalar when dout is None), and its floor."""
     if dout is None:
         num = eval_numerical_gradient(lambda a: float(f(a)), x, h=h, order=4)

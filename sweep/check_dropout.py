@@ -167,8 +167,9 @@ def check_dropout(mod: Any, call: Caller, rng: np.random.Generator, fwd_name: st
     if close(out_t, x):
         yield Finding(True, f"{fwd_name}: test mode returns x unchanged")
     elif np.count_nonzero(out_t) < out_t.size:
-        yield Finding(False, f"{fwd_name}: in test mode it still drops units ({100 * (1 - np.count_nonzero(out_t) / out_t.size):.1f} % "
-                             f"zeroed at {key}={p0}): with dropout_param['mode']='test' it must return x unchanged")
+        zeroed = 1 - np.count_nonzero(out_t) / out_t.size
+        yield Finding(False, f"{fwd_name}: in test mode it still drops units ({100 * zeroed:.1f} % zeroed at "
+                             f"{key}={p0}): with dropout_param['mode']='test' it must return x unchanged")
     else:
         yield Finding(False, f"{fwd_name}: in test mode it multiplies x by {float(np.median(out_t / x)):.3f} at "
                              f"{key}={p0}: inverted dropout's test mode is the identity (train mode already divides "

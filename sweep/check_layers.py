@@ -64,7 +64,8 @@ def check_relu(mod: ModuleType, call: Caller, rng: np.random.Generator) -> Check
     if close(out, np.maximum(x, 0)):
         yield Finding(True, "relu_forward: max(x, 0)")
     else:
-        yield Finding(False, f"relu_forward: output differs from max(x, 0) (max rel. error {max_rel(out, np.maximum(x, 0)):.1e})")
+        yield Finding(False, f"relu_forward: output differs from max(x, 0) "
+                             f"(max rel. error {max_rel(out, np.maximum(x, 0)):.1e})")
     if hasattr(mod, "relu_backward"):
         yield _backward_grads(call, "relu_backward", "relu_forward", mod.relu_forward, mod.relu_backward,
                               {"x": x}, rng.standard_normal(x.shape), cache, ("dx",))
@@ -80,7 +81,8 @@ def check_affine_relu(mod: ModuleType, call: Caller, rng: np.random.Generator) -
     if close(out, expected):
         yield Finding(True, "affine_relu_forward: relu(affine(x))")
     else:
-        yield Finding(False, f"affine_relu_forward: output differs from max(x @ w + b, 0) (max rel. error {max_rel(out, expected):.1e})")
+        yield Finding(False, f"affine_relu_forward: output differs from max(x @ w + b, 0) "
+                             f"(max rel. error {max_rel(out, expected):.1e})")
     if hasattr(mod, "affine_relu_backward"):
         yield _backward_grads(call, "affine_relu_backward", "affine_relu_forward", mod.affine_relu_forward,
                               mod.affine_relu_backward, {"x": x, "w": w, "b": b}, rng.standard_normal((4, 5)),

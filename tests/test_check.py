@@ -123,7 +123,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
         ("no_such_layers",): r"cannot import no_such_layers: ModuleNotFoundError: No module named 'no_such_layers'",
         (str(broken),): r"cannot import .*broken_layers\.py: SyntaxError: .*line 2\)",
         ("json",): r"json defines none of the cs231n layer functions",
-        ("cs231n_net:Net", "--model-path", str(FIXTURES)): r"cs231n_net has no class 'Net' \(it defines: FullyConnectedNet\)",
+        ("cs231n_net:Net", "--model-path", str(FIXTURES)):
+            r"cs231n_net has no class 'Net' \(it defines: FullyConnectedNet\)",
         ("model.solver:Solver",): r"Solver is not a cs231n FullyConnectedNet: its constructor takes no hidden_dims",
         ("cs231n_layers", "--model-path", str(tmp_path / "nope")): r"--model-path .*nope: not a folder",
     }
