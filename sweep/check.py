@@ -75,7 +75,7 @@ def _import(target: str, model_path: str | None) -> ModuleType:
             sys.modules[path.stem] = module
             spec.loader.exec_module(module)  # type: ignore[union-attr]
             return module
-        return importlib.import_module(target)
+        module = importlib.import_module(target)
     except ValueError as exc:
         if str(exc).startswith(target):
             raise
@@ -84,6 +84,13 @@ def _import(target: str, model_path: str | None) -> ModuleType:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise ValueError(f"cannot import {target}{where}: {one_line(exc)}") from None
+    file = getattr(module, "__file__", None)
+    home = Path(model_path).expanduser().resolve() if model_path is not None else None
+    if home is not None and file and not Path(file).resolve().is_relative_to(home):
+        # Never check someone else's code silently: e.g. a package named like one of this project's.
+        raise ValueError(f"{target} is imported from {file}, not from --model-path {model_path}: another module of "
+                         "that name comes first; rename yours or check it as a file path")
+    return module
 
 
 def layer_findings(module: ModuleType) -> list[Finding]:

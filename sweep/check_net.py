@@ -64,6 +64,8 @@ class NetDriver:
         kw: dict[str, Any] = {**DIMS, "reg": reg, "weight_scale": 0.3, "dtype": np.float64}
         if "seed" in self.kwargs:
             kw["seed"] = seed
+        if "dropout_seed" in self.kwargs:  # this project's net: fixed masks, for the gradient check
+            kw["dropout_seed"] = seed
         if norm is not None:
             kw["normalization"] = norm
         if keep is not None and self.keep_kw:
@@ -184,16 +186,25 @@ def check_net(cls: type, call: Caller, rng: np.random.Generator) -> Checks:
         yield Finding(False, f"{name}: reg={REG} adds {extra:.4g} to the loss; cs231n adds 0.5 * reg * sum(W**2) = "
                              f"{want_extra:.4g} (weights only)")
 
-    # Gradients of the whole loss, with and without each normalization.
-    for norm in (None, *(NORMS if "normalization" in d.kwargs else ())):
-        net = d.build(keep=d.off, norm=norm, reg=REG)
-        _, grads = d.loss(net, x, y)
+    # Gradients of the whole loss, with and without each normalization, and with dropout when its mask is fixed.
+    configs = [(None, d.off), *((None, 0.5) for _ in [d.keep_kw] if d.keep_kw),
+               *((norm, d.off) for norm in (NORMS if "normalization" in d.kwargs else ()))]
+    for norm, keep in configs:
+        net = d.build(keep=keep, norm=norm, reg=REG)
+        label = f"normalization={norm!r}, reg={REG}" + (f", {d.keep_kw}={keep}" if keep != d.off else "")
+        for k, v in net.params.items():  # biases off zero: a unit whose inputs are all dropped sits on the kink
+            if not k.startswith("W"):
+                v += 0.1 * rng.standard_normal(np.shape(v))
+        first, grads = d.loss(net, x, y)
+        if keep != d.off and not _same(first, d.loss(net, x, y)[0], 0.0):
+            yield Finding(True, f"{name}: gradients with {label} not checked: the dropout masks change from call to "
+                                "call (cs231n fixes them with seed, this project with dropout_seed)")
+            continue
         errors = {}
         for k, v in net.params.items():
             analytic = grads.get(k) if isinstance(grads, dict) else None
             errors[k] = np.inf if analytic is None else grad_error(lambda _v: d.loss(net, x, y)[0], v, None, analytic)
         bad = {k: e for k, e in errors.items() if not e < 1e-6}
-        label = f"normalization={norm!r}, reg={REG}"
         if bad:
             yield Finding(False, f"{name}: with {label} the gradients of "
                                  + ", ".join(f"{k} (max rel. error {e:.1e})" for k, e in bad.items())

@@ -57,7 +57,8 @@ CASES = {
         r"layernorm_backward: dx, dgamma, dbeta match"]),
     "cs231n_net.py:FullyConnectedNet": (0, [], [
         r"with dropout_keep_ratio=1 \(no dropout\) scores and loss match", r"dropout_keep_ratio=0\.5 changes",
-        r"normalization='batchnorm' is applied", r"reg=0\.3 adds 0\.5 \* reg \* sum\(W\*\*2\)"]),
+        r"normalization='batchnorm' is applied", r"reg=0\.3 adds 0\.5 \* reg \* sum\(W\*\*2\)",
+        r"reg=0\.3, dropout_keep_ratio=0\.5 every gradient matches the numeric one"]),
     "net_ignores_keep_ratio.py:FullyConnectedNet": (1, [
         r"^FullyConnectedNet: dropout_keep_ratio=0\.5 has no effect in train mode: the loss equals the loss without "
         r"dropout .*; the net ignores dropout_keep_ratio$"], []),
@@ -119,6 +120,9 @@ def test_the_check_leaves_numpys_global_rng_and_sys_path_as_they_were() -> None:
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken_layers.py"
     broken.write_text("import numpy as np\ndef dropout_forward(x, p:\n")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "__init__.py").write_text("")
+    (tmp_path / "model" / "layers.py").write_text((FIXTURES / "cs231n_layers.py").read_text())
     cases = {
         ("no_such_layers",): r"cannot import no_such_layers: ModuleNotFoundError: No module named 'no_such_layers'",
         (str(broken),): r"cannot import .*broken_layers\.py: SyntaxError: .*line 2\)",
@@ -127,6 +131,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
             r"cs231n_net has no class 'Net' \(it defines: FullyConnectedNet\)",
         ("model.solver:Solver",): r"Solver is not a cs231n FullyConnectedNet: its constructor takes no hidden_dims",
         ("cs231n_layers", "--model-path", str(tmp_path / "nope")): r"--model-path .*nope: not a folder",
+        # a student's package named like this project's: never check the wrong code silently
+        ("model.layers", "--model-path", str(tmp_path)): r"model\.layers is imported from .*/model/layers\.py, not "
+                                                         r"from --model-path",
     }
     for argv, pattern in cases.items():
         assert main(["check", *argv]) == 2, argv
