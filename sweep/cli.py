@@ -1,4 +1,4 @@
-"""`sweep` command line: run | ablate | report | status | sync | ui | data.
+"""`sweep` command line: run | ablate | report | status | sync | ui | check | data.
 
 Every subcommand takes an optional sweep file (TOML, see examples/) and
 flags that override it; with no file the built-in defaults (the same as
@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--workers", type=_positive_int, default=1,
                     help="server processes (default 1: one person's browser; MLflow's own default, 4, "
                          "starts each importing MLflow, ~4x the start-up CPU)")
+
+    check = sub.add_parser("check", help="check your own cs231n layers or net against this project's reference")
+    check.add_argument("target", metavar="MODULE[:CLASS]",
+                       help="module with layer functions (cs231n.layers, or a .py file), or MODULE:CLASS for a net")
+    check.add_argument("--model-path", metavar="DIR", help="folder to import MODULE from (e.g. ~/assignment2)")
 
     data = sub.add_parser("data", help="dataset management")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -264,6 +269,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from sweep.check import cmd_check as check
+
+    return check(args)
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from sweep.data import download_cifar10
 
@@ -274,6 +285,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status": cmd_status, "sync": cmd_sync,
             "ui": cmd_ui,
+            "check": cmd_check,
             "data": cmd_data}
 
 

@@ -607,6 +607,10 @@ BAD_INPUT = [
     # sync
     ("sync-tracking-scheme", ["sync", "--tracking-uri", "htp://host"], None, "--tracking-uri"),
     ("sync-tracking-unreachable", ["sync", "--tracking-uri", "http://127.0.0.1:1"], None, "--tracking-uri"),
+    # check
+    ("check-module-missing", ["check", "no_such_layers"], None, "no_such_layers"),
+    ("check-model-path-missing", ["check", "cs231n.layers", "--model-path", "nowhere"], None, "--model-path nowhere"),
+    ("check-class-missing", ["check", "model.layers:FullyConnectedNet"], None, "no class 'FullyConnectedNet'"),
     # the command itself
     ("unknown-command", ["runn"], None, "runn"),
 ]
