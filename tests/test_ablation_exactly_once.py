@@ -3,11 +3,13 @@ and the same command again, two processes on one grid, `sweep report` while it i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -142,21 +144,65 @@ def test_ablation_sigkilled_then_the_same_command_leaves_one_run_per_cell(tmp_pa
 
 
 def test_two_ablations_of_one_grid_at_once_train_each_cell_once(tmp_path: Path) -> None:
-    """Two `sweep ablate` of the same grid started together: each cell is trained by one of them
-    (the other waits for it and takes its result), both exit 0, MLflow has one run per cell."""
+    """A second `sweep ablate` of the same grid while the first holds cells mid-training (its
+    workers are stopped there with SIGSTOP, so the two surely meet): the second trains the other
+    cells, waits for those instead of training them, and the first takes the second's results.
+    Both exit 0 with nothing said missing; each cell is trained once, one MLflow run each."""
     cfg = tmp_path / "a.toml"
-    cfg.write_text(FAST_TOML)
-    args = [*SWEEP, "ablate", str(cfg), "--jobs", "1", "--yes"]
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, out in zip(procs, outs):
+    cfg.write_text(FAST_TOML.replace("seeds = 10", "seeds = 4").replace("epochs = 1", "epochs = 15"))
+    args = [*SWEEP, "ablate", str(cfg), "--yes", "--jobs"]
+    # Two loky workers (one job would train in the sweep process itself, whose tracker must go on).
+    first = subprocess.Popen([*args, "2"], cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    second = None
+    workers: set[int] = set()
+    try:
+        wait_for(lambda: cells_mid_training(tmp_path) >= 1)
+        for path in spool_dir_of(tmp_path).glob("*.jsonl"):
+            if '"event":"end"' not in path.read_text():
+                pid = json.loads(path.read_text().splitlines()[0])["pid"]
+                workers.add(pid)
+                os.kill(pid, signal.SIGSTOP)
+        held = [p.name for p in spool_dir_of(tmp_path).glob("*.jsonl") if '"event":"end"' not in p.read_text()]
+        second = subprocess.Popen([*args, "1"], cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        waiting = threading.Event()
+
+        def read() -> None:
+            assert second is not None and second.stdout is not None
+            for line in second.stdout:
+                lines.append(line)
+                if "waiting for" in line:
+                    waiting.set()
+            waiting.set()  # it ended without waiting
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        waiting.wait(300)
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        out1 = first.communicate(timeout=300)[0]
+        second.wait(timeout=300)
+        reader.join(30)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+    out2 = "".join(lines)
+    assert first.pid not in workers and held
+    assert "cell(s) another `sweep ablate` of this grid is training (pid " in out2, out2
+    for p, out in ((first, out1), (second, out2)):
         assert p.returncode == 0, out
         assert "NOT ALL IN MLFLOW" not in out
-    assert_one_finished_run_per_cell(tmp_path, 40)
+    assert "(trained by another process or an earlier run)" in out1 + out2
+    assert_one_finished_run_per_cell(tmp_path, 16)
     # Every cell trained once: one attempt file each, with one start record.
     files = sorted(spool_dir_of(tmp_path).glob("*.jsonl"))
-    assert len(files) == 40 and all(f.read_text().count('"event":"start"') == 1 for f in files)
+    assert len(files) == 16 and all(f.read_text().count('"event":"start"') == 1 for f in files)
 
 
 def test_report_of_an_interrupted_ablation_says_it_is_unfinished(tmp_path: Path) -> None:
