@@ -18,6 +18,13 @@ Each cell (size, keep_prob, seed, factor levels) is one MLflow child run of the 
 parent run, trained by the same `sweep.objective.train` loop as a sweep trial
 and run on the same joblib workers. A rerun skips cells that finished (or
 diverged, which is deterministic); cells that were interrupted run again.
+
+Exactly once, like a sweep's trials: a cell's spool files, not MLflow, say
+whether it is done, and a worker trains a cell only while it holds the cell's
+claim in the spool folder (sweep.cell_claims). So a second `sweep ablate` of
+the same grid waits for the cells the first one trains instead of training
+them again, and a cell a SIGKILL cut off continues in its own spool file:
+MLflow keeps one run for it, ended when the rerun ends the cell.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from sweep.factors import (
 from sweep.display import NOTE_TAG, ablation_note, readable_params, run_note
 from sweep.mlflow_store import summary_tags
 from sweep.objective import RunSeeds, train
+from sweep.cell_claims import close_abandoned, settled_end, wait_for_claim
 from sweep.spool import STATE_TAG, RunRecorder, end_status
 
 # Ablation seeds live apart from trial seeds (trial k uses index k).
@@ -109,7 +117,7 @@ class CellTask:
     num_val: int | None
     data_seed: int
     base_seed: int
-    spool_path: Path
+    spool_dir: Path  # the attempt's file is chosen under the cell's claim (sweep.cell_claims)
     ablation: str
 
 
@@ -127,7 +135,34 @@ def cell_seeds(base_seed: int, k: int) -> RunSeeds:
 
 
 def run_cell(task: CellTask) -> dict[str, Any]:
-    """Worker task: train one cell, recording it in its spool file."""
+    """Worker task: train one cell under its claim, recording it in its spool file.
+
+    Returns status BUSY (and the holder) when another process holds the cell's
+    claim; the cell's recorded outcome, untrained, when its spool files settle it.
+    """
+    from sweep.cell_claims import claim_cell
+
+    c = task.cell
+    with claim_cell(task.spool_dir, c.run_name) as claim:
+        if isinstance(claim, str):
+            return {"cell": c, "status": "BUSY", "holder": claim}
+        if claim.settled is not None:
+            return _settled_result(c, claim.settled)
+        assert claim.path is not None
+        return _train_cell(task, claim.path)
+
+
+def _settled_result(c: Cell, end: dict[str, Any]) -> dict[str, Any]:
+    """The result of a cell from its spool end record (trained by another process or an earlier run)."""
+    from sweep.mlflow_store import summary_key
+
+    tags = end.get("tags", {})
+    best = tags.get(summary_key("best_val_acc"))
+    return {"cell": c, "status": end.get("status", "FINISHED"), "best_val_acc": float(best) if best else float("nan"),
+            "reason": tags.get("failure_reason"), "settled": True}
+
+
+def _train_cell(task: CellTask, spool_path: Path) -> dict[str, Any]:
     from sweep.data import load_dataset
 
     c = task.cell
@@ -140,7 +175,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order, "ablation.data_seed": task.data_seed,
         **{FACTOR_TAG_PREFIX + n: v for n, v in c.levels},
     }
-    with RunRecorder(task.spool_path) as rec:
+    with RunRecorder(spool_path) as rec:
         shown = readable_params({**params.to_flat(), "num_train": c.size})
         rec.start(c.run_name, f"ablation:{task.ablation}", shown, tags)
         try:
@@ -314,6 +349,8 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     exp = client.get_experiment_by_name(study)
     parent_id = find_parent_run(client, exp.experiment_id, parent.key) if exp is not None else None
     done = _finished_cells(child_runs(client, exp.experiment_id, parent_id)) if parent_id else set()
+    # The spool folder is ahead of MLflow (a killed run's last ends may never have been sent).
+    done |= {c for c in cells if settled_end(spool_dir, c.run_name) is not None}
     todo = [c for c in cells if c not in done]
     varied = "".join(f", {n} {[level_text(n, v) for v in values]}" for n, values in grid.vary)
     out.write(f"{name}: {len(cells) - len(todo)}/{len(cells)} cells done, training {len(todo)} "
@@ -327,29 +364,44 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     tracker = Tracker(tracking_uri, study, spool_dir, [parent], say=say_to(out)).start()
 
     def task(c: Cell) -> CellTask:
-        attempt = len(list(spool_dir.glob(f"{c.run_name}-a*.jsonl")))
         return CellTask(c, params, cfg.dataset, cfg.data_dir, cfg.num_val, data_seeds[c.seed], cfg.seed,
-                        spool_dir / f"{c.run_name}-a{attempt}.jsonl", name)
+                        spool_dir, name)
 
     old_term = signal.signal(signal.SIGTERM, _raise_terminated)
     interrupted = False
     finished = len(cells) - len(todo)
+    deaths = 0
     try:
-        for _ in range(5):
-            if not todo:
-                break
+        while todo and deaths < 5:
+            # A copy: joblib draws tasks from this generator while results arrive, and the
+            # loop below removes cells from `todo` (iterating `todo` itself skipped every
+            # other cell with one worker).
+            batch = list(todo)
+            busy: dict[Cell, str] = {}
             try:
                 with parallel_config(backend="loky", inner_max_num_threads=threads):
-                    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(run_cell)(task(c)) for c in todo)
+                    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(run_cell)(task(c)) for c in batch)
                     for res in results:
+                        if res["status"] == "BUSY":
+                            busy[res["cell"]] = res["holder"]
+                            continue
                         finished += 1
                         todo.remove(res["cell"])
                         extra = f" val_acc={res['best_val_acc']:.4f}" if res["status"] == "FINISHED" else f" ({res['reason']})"
-                        out.write(f"[{finished:>3}/{len(cells)}] {res['cell'].run_name} {res['status'].lower()}{extra}\n")
+                        by = " (trained by another process or an earlier run)" if res.get("settled") else ""
+                        out.write(f"[{finished:>3}/{len(cells)}] {res['cell'].run_name} {res['status'].lower()}{extra}{by}\n")
                         out.flush()
             except TerminatedWorkerError as exc:
+                deaths += 1
                 _close_dead_spools(spool_dir, "worker process died")
                 out.write(f"a worker process died{_death_detail(exc)}; its cells run again\n")
+            if busy:  # another `sweep ablate` of this grid trains them: wait for it, then take its results
+                holders = ", ".join(sorted({_process_text(h) for h in busy.values()}))
+                out.write(f"{name}: waiting for {len(busy)} cell(s) another `sweep ablate` of this grid is "
+                          f"training ({holders}); a cell is taken over if its process dies\n")
+                out.flush()
+                for c in busy:
+                    wait_for_claim(spool_dir, c.run_name)
     except KeyboardInterrupt:
         interrupted = True
         out.write("\nstopping; rerun the same command to train the remaining cells\n")
@@ -361,6 +413,12 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     return AblationOutcome(name, tracker.experiment_id, tracker.parent_run_ids.get(parent.key),
                            len(cells), len(cells) - len(todo), interrupted,
                            untracked=None if missing.empty else missing)
+
+
+def _process_text(holder: str) -> str:
+    """"host:pid:start" (a claim's holder, sweep.spool.this_process) as "pid 123 on host"."""
+    host, _, rest = holder.partition(":")
+    return f"pid {rest.partition(':')[0]} on {host}" if rest else holder
 
 
 def _finished_cells(runs: list[Any]) -> set[Cell]:
@@ -382,7 +440,4 @@ def _close_dead_spools(spool_dir: Path, reason: str, *, interrupted: bool = Fals
     from sweep import spool
 
     spool.wait_writers_gone(spool_dir)
-    for path, st in spool.unfinished(spool_dir):
-        if spool.writer_alive(st) is False:
-            spool.append_end(path, end_status("FAIL", interrupted=interrupted),
-                             {STATE_TAG: "FAIL", "failure_reason": reason})
+    close_abandoned(spool_dir, end_status("FAIL", interrupted=interrupted), {STATE_TAG: "FAIL", "failure_reason": reason})

@@ -216,7 +216,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     try:
-        path = write_report(cfg, out_dir=Path(args.out) if args.out else None)
+        path = write_report(cfg, out_dir=Path(args.out) if args.out else None, out=sys.stdout)
     except ReportNotUploaded as exc:
         print(f"sweep report: {exc}", file=sys.stderr)
         return EXIT_UNTRACKED

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -32,6 +32,19 @@ class AblationRuns:
     params: dict[str, str]
     cells: list[Cell]
     unusable: list[str]  # run names left out, with why
+    status: str = "FINISHED"  # the parent run's MLflow status (RUNNING while its `sweep ablate` runs)
+    cells_trained: int = 0  # cells that need no rerun (finished, or diverged)
+    cells_expected: int = 0  # the grid's cells, from the parent's params (0: not known)
+
+    def unfinished(self) -> str | None:
+        """'ablation unfinished: N of M cells trained (...)', or None when every cell is trained."""
+        if self.status != "RUNNING" and self.cells_trained >= self.cells_expected:
+            return None
+        why = ("its parent run is RUNNING: its `sweep ablate` is still training, or was killed and the same "
+               "command finishes it" if self.status == "RUNNING"
+               else f"its `sweep ablate` ended {self.status}; run the same command again to train the rest")
+        return (f"ablation unfinished: {self.cells_trained} of {self.cells_expected or '?'} cells trained "
+                f"({why}); the numbers below are from the cells trained so far")
 
 
 def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]]:
@@ -57,9 +70,8 @@ def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]
         m = summary_metrics(r)  # tags summary/<name>, or the metrics of stores written before
         train = client.get_metric_history(r.info.run_id, "train_acc")
         val = client.get_metric_history(r.info.run_id, "val_acc")
-        train_by_step = {h.step: h.value for h in train}
-        epochs = sorted(h.step for h in val if h.step in train_by_step)
-        val_by_step = {h.step: h.value for h in val}
+        train_by_step, val_by_step = _newest_per_step(train), _newest_per_step(val)
+        epochs = sorted(step for step in val_by_step if step in train_by_step)
         cells.append(
             Cell(
                 size=size, keep_prob=keep, seed=seed,
@@ -72,7 +84,25 @@ def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]
     return cells, unusable
 
 
+def _newest_per_step(history: list[Any]) -> dict[int, float]:
+    """step -> value of a metric history. A cell continued after its `sweep ablate` was killed keeps
+    its MLflow run, with the killed attempt's points in it too: the newest point of each step wins."""
+    return {h.step: h.value for h in sorted(history, key=lambda h: h.timestamp)}
+
+
+def expected_cells(params: dict[str, str]) -> int:
+    """How many cells the grid in an ablation parent's params has (0 if they do not say)."""
+    try:
+        n = len(params["keep_probs"].split(",")) * len(params["sizes"].split(",")) * int(params["seeds"])
+    except (KeyError, ValueError):
+        return 0
+    for _, values in parse_vary_text(params.get("vary", "")):
+        n *= len(values)
+    return n
+
+
 def load_ablations(client: Any, experiment_id: str) -> list[AblationRuns]:
+    from sweep.ablation import _finished_cells
     from sweep.mlflow_store import PARENT_KEY_TAG, child_runs
 
     parents = client.search_runs(
@@ -80,9 +110,11 @@ def load_ablations(client: Any, experiment_id: str) -> list[AblationRuns]:
     )
     out = []
     for p in parents:
-        cells, unusable = cells_from_runs(client, child_runs(client, experiment_id, p.info.run_id))
+        runs = child_runs(client, experiment_id, p.info.run_id)
+        cells, unusable = cells_from_runs(client, runs)
         name = p.data.tags.get(PARENT_KEY_TAG, "").removeprefix("ablation:") or p.info.run_name
-        out.append(AblationRuns(name, p.info.run_id, dict(p.data.params), cells, unusable))
+        out.append(AblationRuns(name, p.info.run_id, dict(p.data.params), cells, unusable, p.info.status,
+                                len(_finished_cells(runs)), expected_cells(p.data.params)))
     return out
 
 
@@ -184,6 +216,8 @@ def _ablation_section(ab: AblationRuns, summary: AblationSummary | None, out_dir
              f"{p.get('epochs')} epochs; keep_prob {p.get('keep_probs')} x sizes {p.get('sizes')} x "
              f"{p.get('seeds')} seeds on {p.get('dataset')} (MLflow parent run `{ab.parent_run_id}`).\n\n",
              _SUBSET_NOTES[p.get("subsets", "fixed")] + "\n\n"]
+    if ab.unfinished():
+        lines.append(f"**{ab.unfinished()}.**\n\n")
     if ab.unusable:
         lines.append(f"Left out ({len(ab.unusable)} runs): " + "; ".join(ab.unusable) + "\n\n")
     if summary is None:
@@ -212,6 +246,8 @@ def _factorial_section(ab: AblationRuns, fs: FactorialSummary, out_dir: Path) ->
               f"{p.get('sizes')} x {p.get('seeds')} seeds on {p.get('dataset')}, varied: {varied} "
               f"(MLflow parent run `{ab.parent_run_id}`).\n\n")
     lines = [f"## Ablation `{ab.name}`\n", config, _SUBSET_NOTES[p.get("subsets", "fixed")] + "\n\n"]
+    if ab.unfinished():
+        lines.append(f"**{ab.unfinished()}.**\n\n")
     if ab.unusable:
         lines.append(f"Left out ({len(ab.unusable)} runs): " + "; ".join(ab.unusable) + "\n\n")
     lines.append("### Verdict\n\n" + factorial_verdict(fs) + "\n")
@@ -229,8 +265,12 @@ def _factorial_section(ab: AblationRuns, fs: FactorialSummary, out_dir: Path) ->
     return "".join(lines)
 
 
-def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path | None = None) -> Path:
-    """Write report.md (+ figures) for the study `cfg` names; returns its path."""
+def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path | None = None,
+                 out: TextIO | None = None) -> Path:
+    """Write report.md (+ figures) for the study `cfg` names; returns its path.
+
+    `out`: where to say which ablations are unfinished (the report says it too).
+    """
     from sweep.runner import SweepPaths
     from sweep.study import make_storage, open_study
     from sweep.mlflow_store import default_tracking_uri, make_client
@@ -263,6 +303,8 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
              "and training subset), with Holm-adjusted p-values over each ablation grid.\n\n"]
     rng = np.random.default_rng(cfg.seed)
     for ab in ablations:
+        if out is not None and ab.unfinished():
+            out.write(f"{ab.name}: {ab.unfinished()}\n")
         if any(c.levels for c in ab.cells):  # an ablation with --vary
             fs = summarize_factorial(ab.cells, parse_vary_text(ab.params.get("vary", "")), rng=rng)
             parts.append(_factorial_section(ab, fs, out_dir) + "\n")
