@@ -15,9 +15,17 @@ import signal
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from sweep.progress import SweepOutcome, print_stopped_ending
-
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (every `sweep` command: see sweep.cli.main)."""
+
+    signal_name = "SIGTERM"
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 def signal_name(exc: BaseException) -> str:
@@ -36,8 +44,11 @@ def signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def stopped_ending(exc: BaseException, study: str, tracker: Any, tracking_uri: str, out: TextIO) -> SweepOutcome:
-    """A signal stopped `sweep run` after its last trial: say so and what MLflow lacks; the outcome (interrupted)."""
+def stopped_ending(exc: BaseException, study: str, tracker: Any, tracking_uri: str, out: TextIO) -> Any:
+    """A signal stopped `sweep run` after its last trial: say so and what MLflow lacks; the
+    SweepOutcome (interrupted)."""
+    from sweep.progress import SweepOutcome, print_stopped_ending
+
     with signals_held():
         untracked = tracker.abandon("KILLED")  # the parent run's end, for `sweep sync`
         print_stopped_ending(signal_name(exc), study, tracking_uri, untracked, out)
