@@ -35,7 +35,7 @@ from sweep.objective import TrialContext, evaluate, load_weights, num_classes_of
 from sweep.progress import Progress, SweepOutcome, budget_start_line, print_summary
 from sweep.recovery import journal_path, say_to, stop_tracker
 from sweep.redact import mask_url
-from sweep.stops import stopped_ending
+from sweep.stops import signals_deferred, stopped_ending
 from sweep.worker import run_one_trial
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
@@ -329,7 +329,9 @@ def _parallel_trials(
                 yield adopt_spool(res)
         return
     with parallel_config(backend="loky", inner_max_num_threads=threads):
-        for res in Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(tasks):
+        with signals_deferred():  # a signal in loky's start-up left a broken pool and a traceback (sweep.stops)
+            results = Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(tasks)
+        for res in results:
             yield adopt_spool(res)
 
 

@@ -57,3 +57,42 @@ def stopped_ending(exc: BaseException, study: str, tracker: Any, tracking_uri: s
         tracking_uri=tracking_uri, best_number=None, best_value=None, best_params=None, test_acc=None,
         interrupted=True, counted=0, untracked=None if untracked.empty else untracked,
     )
+
+
+# Signals whose Python handlers raise in the sweep process: Ctrl-C, SIGTERM, and the
+# --timeout-kill alarm (sweep.runner).
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGALRM wait until the block ends, then act as they would have.
+
+    For starting joblib's loky pool (`Parallel(...)(tasks)`: the executor, its manager
+    thread, the resource tracker, the worker processes and their first tasks). That code
+    is not safe against an exception raised in the middle of it by a signal handler: the
+    pool is left half made, and joblib's abort then fails on it with another error
+    (RuntimeError 'cannot join thread before it is started'; BrokenPipeError writing to
+    the resource tracker or to a worker whose pipe is already closed), a traceback instead
+    of the interrupt, while workers cut before their start-up data print tracebacks of
+    their own (EOFError). Deferred, the signal lands once the pool is whole, and joblib
+    shuts it down cleanly. Python-level only (no signal mask): the worker processes
+    started meanwhile inherit nothing. Main thread only, as signal handlers are.
+    """
+    pending: list[int] = []
+
+    def defer(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    old = {sig: signal.signal(sig, defer) for sig in DEFERRED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if pending:  # the first one, as it would have acted (its handler raises, or its default action)
+            handler = old[pending[0]]
+            if callable(handler):
+                handler(pending[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(pending[0])
