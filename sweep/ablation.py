@@ -311,6 +311,7 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     from sweep.progress import print_tracking_status
     from sweep.recovery import say_to, stop_tracker
     from sweep.runner import SweepPaths, _death_detail, _raise_terminated
+    from sweep.stops import signals_deferred
     from sweep.cost import confirm, describe
     from sweep.mlflow_store import child_runs, find_parent_run, make_client, default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
@@ -380,7 +381,9 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
             busy: dict[Cell, str] = {}
             try:
                 with parallel_config(backend="loky", inner_max_num_threads=threads):
-                    results = Parallel(n_jobs=jobs, return_as="generator_unordered")(delayed(run_cell)(task(c)) for c in batch)
+                    with signals_deferred():  # a signal in loky's start-up: a broken pool, a traceback (sweep.stops)
+                        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+                            delayed(run_cell)(task(c)) for c in batch)
                     for res in results:
                         if res["status"] == "BUSY":
                             busy[res["cell"]] = res["holder"]

@@ -212,7 +212,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sweep.progress import EXIT_UNTRACKED
-    from sweep.report import ReportNotUploaded, write_report
+    from sweep.report import ReportInterrupted, ReportNotUploaded, write_report
 
     cfg = _load(args)
     try:
@@ -220,6 +220,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ReportNotUploaded as exc:
         print(f"sweep report: {exc}", file=sys.stderr)
         return EXIT_UNTRACKED
+    except ReportInterrupted as exc:
+        print(f"sweep report: {exc}", file=sys.stderr)
+        return 130
     print(f"report written to {path}")
     return 0
 
@@ -292,15 +295,25 @@ COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status"
 def main(argv: Sequence[str] | None = None) -> int:
     from sweep.redact import install_log_masking, mask_text
 
+    import signal
+
+    from sweep.stops import raise_terminated, signal_name
+
     args = build_parser().parse_args(argv)
     install_log_masking()
+    # SIGTERM like Ctrl-C in every command: it stops with a line, not in silence (a command
+    # that has more to say, such as `sweep run`, handles it itself).
+    old_term = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         return COMMANDS[args.command](args)
     except ValueError as exc:  # config/data errors already name the field or file
         print(f"sweep {args.command}: error: {mask_text(str(exc))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        print(f"sweep {args.command}: stopped by {signal_name(exc)}", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
 
 
 def console_main() -> None:

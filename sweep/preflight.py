@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.domains import ConfigError
-from sweep.redact import mask_url
+from sweep.redact import mask_url, raw_at_in_password
 
 # How long a tracking server or database may take to answer at start (stated in the error).
 START_RETRY_SECONDS = 5.0
@@ -123,6 +123,11 @@ def _check_database(url: str, origin: str, allowed: str, retry_seconds: float) -
         raise ConfigError(f"cannot parse {shown!r} as a database URL ({exc}); allowed: {allowed}", key=origin) from None
     except NoSuchModuleError:
         raise ConfigError(f"unknown database scheme in {shown!r}; allowed: {allowed}", key=origin) from None
+    if raw_at_in_password(url):
+        # SQLAlchemy ends the password at its first '@' and takes the rest for the host name,
+        # which the driver's error would then print.
+        raise ConfigError(f"the password in {shown!r} holds a raw '@', which ends it early for SQLAlchemy; "
+                          "write each '@' in it as %40", key=origin)
     try:
         dialect.import_dbapi() if hasattr(dialect, "import_dbapi") else dialect.dbapi()
     except ImportError as exc:

@@ -223,6 +223,16 @@ def print_tracking_status(study: str, tracking_uri: str, untracked: Any, error: 
     return True
 
 
+def print_stopped_ending(signal_name: str, study: str, tracking_uri: str, untracked: Any, out: TextIO) -> None:
+    """The lines of a sweep a signal stopped after its last trial (while it tested the best
+    trial, sent the runs to MLflow or summed up): what happened and what MLflow lacks."""
+    out.write(f"\nstopped by {signal_name} after the last trial, while the sweep was ending; every trial "
+              "that ended is in the Optuna study (the same command finishes the ending).\n")
+    if not print_tracking_status(study, tracking_uri, untracked, "", out):
+        out.write(f"MLflow at {mask_url(tracking_uri)} has every run of this sweep.\n")
+    out.flush()
+
+
 def default_tracking_uri_for(spool_dir: Any) -> str:
     """The tracking URI `sweep sync` uses without --tracking-uri, run from the sweep's folder."""
     from pathlib import Path

@@ -17,8 +17,12 @@ MASK = "***"
 # Environment variables whose values are secrets (MLflow's HTTP auth).
 SECRET_ENV = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_CLIENT_CERT_PATH")
 
-# scheme://user:password@  -- the password ends at the last '@' before the host.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@\s]*)@")
+# scheme://user:password@host  -- the password ends at the LAST '@' before the host, as URL
+# parsers read it (a raw '@' in a password: 'u:p@ss@host' is user u, password p@ss, host host).
+# So the password is everything up to an '@' whose host part (up to / ? # or a space) has no
+# '@'; it may hold '/' too (masked whole rather than cut), never another URL's '://'.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*)"
+                       r":(?P<password>(?:(?!://)\S)*)@(?=[^@\s/?#]*(?:[\s/?#]|$))")
 # A query parameter named like a secret: ?password=..., &token=...
 _QUERY = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|token|access_token|secret)=)(?P<value>[^&\s'\"]*)",
                     re.IGNORECASE)
@@ -50,16 +54,30 @@ def mask_text(text: str) -> str:
     return text
 
 
+def raw_at_in_password(url: str) -> bool:
+    """True if the password of `url` holds a raw '@' (SQLAlchemy ends the password at the first '@')."""
+    m = _USERINFO.match(url)
+    return m is not None and "@" in m["password"]
+
+
 def has_mask(url: str) -> bool:
     """True if `url` was masked (it can no longer be used to connect)."""
     return f":{MASK}@" in url or f"={MASK}" in url
 
 
 class MaskingFormatter(logging.Formatter):
-    """Log lines with every URL password and secret environment value masked."""
+    """Log lines with every URL password and secret environment value masked.
+
+    `inner`: the handler's own formatter, which formats the line (kept whole: Optuna's
+    colorlog formatter needs the `log_color` field it adds itself); None: `fmt` here.
+    """
+
+    def __init__(self, fmt: str | None = None, *, inner: logging.Formatter | None = None) -> None:
+        super().__init__(fmt)
+        self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_text(super().format(record))
+        return mask_text(self.inner.format(record) if self.inner is not None else super().format(record))
 
 
 _FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -81,5 +99,6 @@ def install_log_masking() -> None:
     for name in ("mlflow", "alembic", "optuna"):
         for h in logging.getLogger(name).handlers:
             if not isinstance(h.formatter, MaskingFormatter):
-                fmt = h.formatter._fmt if h.formatter is not None and h.formatter._fmt else _FORMAT
-                h.setFormatter(MaskingFormatter(fmt))
+                # Wrapped, not rebuilt from its format string: a colorlog format rebuilt as a
+                # plain Formatter fails on every line (KeyError 'log_color', a logging error).
+                h.setFormatter(MaskingFormatter(_FORMAT, inner=h.formatter))

@@ -9,6 +9,8 @@ parent run (the study's and every ablation's).
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -270,6 +272,12 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     """Write report.md (+ figures) for the study `cfg` names; returns its path.
 
     `out`: where to say which ablations are unfinished (the report says it too).
+    Built in a folder beside them (OUT/.report-build-PID) and swapped in whole at the
+    end, signals held: a report stopped midway (Ctrl-C, SIGTERM, an error) leaves the
+    previous report.md and figures/ as they were, never new figures beside an old text.
+
+    Raises:
+        ReportInterrupted: a signal stopped it (the line to print says what is kept).
     """
     from sweep.runner import SweepPaths
     from sweep.study import make_storage, open_study
@@ -296,6 +304,39 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
                          "no Optuna study); run `sweep run` or `sweep ablate` first")
 
     ablations = load_ablations(client, exp.experiment_id) if exp is not None else []
+    build = _start_build(out_dir)
+    try:
+        (build / "report.md").write_text(_report_text(cfg, name, ablations, study, build, out), encoding="utf-8")
+        _swap_in(build, out_dir)
+    except KeyboardInterrupt as exc:
+        from sweep.stops import signal_name
+
+        raise ReportInterrupted(f"stopped by {signal_name(exc)} before the new report was complete; {out_dir} "
+                                "keeps the previous report and figures as they were") from None
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    report = out_dir / "report.md"
+
+    if exp is not None:
+        from sweep.mlflow_store import find_parent_run
+
+        try:
+            parents = [ab.parent_run_id for ab in ablations]
+            study_parent = find_parent_run(client, exp.experiment_id, "study")
+            if study_parent:
+                parents.append(study_parent)
+            upload_report(client, parents, out_dir, tracking_uri)
+        except KeyboardInterrupt as exc:
+            from sweep.stops import signal_name
+
+            raise ReportInterrupted(f"stopped by {signal_name(exc)} while uploading it to MLflow; the report in "
+                                    f"{out_dir} is complete; run `sweep report` again to upload it") from None
+    return report
+
+
+def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], study: Any, out_dir: Path,
+                 out: TextIO | None = None) -> str:
+    """report.md's text; its figures are written under `out_dir`/figures."""
     parts = [f"# Does dropout regularize? Report for `{name}`\n\n",
              "keep_prob is the probability of KEEPING a unit (1.0 = no dropout). "
              "Accuracies are in percentage points; intervals are 95 % t-intervals over seeds; "
@@ -313,18 +354,50 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
         parts.append(_ablation_section(ab, summary, out_dir) + "\n")
     if study is not None:
         parts.append(_sweep_section(cfg, study, out_dir))
-    report = out_dir / "report.md"
-    report.write_text("".join(parts), encoding="utf-8")
+    return "".join(parts)
 
-    if exp is not None:
-        from sweep.mlflow_store import find_parent_run
 
-        parents = [ab.parent_run_id for ab in ablations]
-        study_parent = find_parent_run(client, exp.experiment_id, "study")
-        if study_parent:
-            parents.append(study_parent)
-        upload_report(client, parents, out_dir, tracking_uri)
-    return report
+BUILD_PREFIX = ".report-build-"
+
+
+def _start_build(out_dir: Path) -> Path:
+    """A fresh build folder in `out_dir` (same file system: the swap is renames); builds left by
+    a killed `sweep report` (their process gone) are removed first."""
+    for old in out_dir.glob(BUILD_PREFIX + "*"):
+        pid = old.name.removeprefix(BUILD_PREFIX)
+        if not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    build = out_dir / f"{BUILD_PREFIX}{os.getpid()}"
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir()
+    return build
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _swap_in(build: Path, out_dir: Path) -> None:
+    """Replace out_dir's figures/ and report.md by the build's, with Ctrl-C and SIGTERM held
+    (three renames: a signal lands after them, so the text and its figures always match)."""
+    from sweep.stops import signals_held
+
+    with signals_held():
+        if (out_dir / "figures").exists():
+            os.replace(out_dir / "figures", build / ".old-figures")
+        if (build / "figures").exists():
+            os.replace(build / "figures", out_dir / "figures")
+        os.replace(build / "report.md", out_dir / "report.md")
+
+
+class ReportInterrupted(KeyboardInterrupt):
+    """A signal stopped `sweep report`; its text says what is kept."""
 
 
 class ReportNotUploaded(Exception):

@@ -35,6 +35,7 @@ from sweep.objective import TrialContext, evaluate, load_weights, num_classes_of
 from sweep.progress import Progress, SweepOutcome, budget_start_line, print_summary
 from sweep.recovery import journal_path, say_to, stop_tracker
 from sweep.redact import mask_url
+from sweep.stops import signals_deferred, stopped_ending
 from sweep.worker import run_one_trial
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
@@ -64,6 +65,8 @@ class SweepPaths:
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C."""
+
+    signal_name = "SIGTERM"
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
@@ -261,14 +264,18 @@ def run_sweep(
         reap_stale_trials(study, paths.spool_dir, "interrupted", min_age_seconds=0)
     finally:
         _disarm_budget_kill(old_alarm)
-        signal.signal(signal.SIGTERM, old_term)
-    if not interrupted and not budget_killed:  # close runs of trials Optuna's heartbeat failed in the last round
-        with contextlib.suppress(OSError):  # a full spool folder (fault above): the next run reaps
-            with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
+    try:  # a signal from here on stops the ending: it says what MLflow lacks (sweep.stops)
+        if not interrupted and not budget_killed:  # close runs of trials Optuna's heartbeat failed in the last round
+            with contextlib.suppress(OSError):  # a full spool folder (fault above): the next run reaps
+                with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
 
-    outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
-    outcome.fault = fault
-    with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)
+        outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
+        outcome.fault = fault
+        with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)
+    except KeyboardInterrupt as exc:
+        outcome = stopped_ending(exc, name, tracker, tracking_uri, out)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
     return outcome
 
 
@@ -322,7 +329,9 @@ def _parallel_trials(
                 yield adopt_spool(res)
         return
     with parallel_config(backend="loky", inner_max_num_threads=threads):
-        for res in Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(tasks):
+        with signals_deferred():  # a signal in loky's start-up left a broken pool and a traceback (sweep.stops)
+            results = Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(tasks)
+        for res in results:
             yield adopt_spool(res)
 
 

@@ -24,15 +24,15 @@ import numpy as np
 import optuna
 from optuna.samplers import TPESampler
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import spool
 from sweep.config import SweepConfig
+from sweep.journal_lock import JournalFlock
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_SECONDS = 10
-JOURNAL_LOCK_GRACE_SECONDS = 5
 _RDB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
 
 
@@ -121,10 +121,9 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
     if url is None or url.startswith("journal:"):
         path = Path(url.removeprefix("journal:")) if url else journal_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        # The lock is held for milliseconds per write; a worker killed while
-        # holding it must not stall everyone for Optuna's default 30 s.
-        lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_SECONDS)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+        # flock: a worker killed while holding it stalls no one, and a slow holder
+        # is waited for, never broken (sweep.journal_lock says why not Optuna's symlink lock).
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFlock(path)))
     if url.startswith(_RDB_PREFIXES):
         with warnings.catch_warnings():  # heartbeat_interval is flagged experimental, in every worker's stderr
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -172,7 +171,7 @@ def repair_journal(path: Path) -> str | None:
     if first is None:
         return None
     time.sleep(1.0)
-    lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_SECONDS)
+    lock = JournalFlock(path)
     if not lock.acquire():
         return None
     try:

@@ -131,6 +131,7 @@ class Tracker:
         self.drained = False  # the final drain sent everything (parents included)
         self._reopen = True  # False in sync_now: complete what a sweep left, re-open nothing
         self._end_status: str | None = None  # the parents' end, once stop() gave it
+        self._end_recorded = False  # that end is in `.parents.json` (for `sweep sync`)
         self._thread = threading.Thread(target=self._main, name="mlflow-tracker", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------
@@ -167,6 +168,7 @@ class Tracker:
                 with self._locked(block=True):
                     for key in self.parents:
                         ParentBook(self.spool_dir).update(key, end=parent_status)
+                    self._end_recorded = True
             except OSError as exc:  # disk full: `sweep sync` will not know the end, the drain still sends it
                 log.warning("could not record the parent runs' end in %s: %s", self.spool_dir, exc)
         self._deadline = time.monotonic() + timeout
@@ -175,6 +177,29 @@ class Tracker:
         # One HTTP call may still be under way when the deadline passes: it ends within
         # MLflow's (limited) timeout and retries.
         self._thread.join(timeout + 2 * float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")) + 5)
+        return self.backlog()
+
+    def abandon(self, parent_status: str | None, lock_seconds: float = 1.0) -> Backlog:
+        """Stop waiting for MLflow at once (a signal stopped the sweep's end): no final drain.
+
+        Records `parent_status` as the parents' end in `.parents.json` for `sweep sync`,
+        unless `stop()` already recorded one or the folder's lock stays taken `lock_seconds`
+        (another tracker sending meanwhile). Returns what is not in MLflow at this moment;
+        the thread may still send some of it before the process exits.
+        """
+        if parent_status is not None and not self._end_recorded:
+            deadline = time.monotonic() + lock_seconds
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), self._locked(block=False) as locked:
+                    if locked:
+                        for key in self.parents:
+                            ParentBook(self.spool_dir).update(key, end=parent_status)
+                        self._end_status, self._end_recorded = parent_status, True
+                        break
+                time.sleep(0.05)
+        self._deadline = time.monotonic()
+        self._stop.set()
+        self._wake.set()
         return self.backlog()
 
     def backlog(self) -> Backlog:

@@ -567,6 +567,8 @@ BAD_INPUT = [
     ("run-storage-driver", ["run", "--storage", "postgresql+pg8000://u:pw@127.0.0.1/db"], None, "pg8000"),
     ("run-storage-unreachable", ["run", "--storage", "postgresql+psycopg2://u:pw@127.0.0.1:1/db"], None, "--storage"),
     ("run-storage-journal-dir", ["run", "--storage", "journal:."], None, "--storage"),
+    # A raw '@' in the password: SQLAlchemy would take 'x@127.0.0.1' for the host (and print it).
+    ("run-storage-raw-at", ["run", "--storage", "postgresql+psycopg2://u:pw@x@127.0.0.1:1/db"], None, "%40"),
     ("run-tracking-scheme", ["run", "--tracking-uri", "htp://host"], None, "--tracking-uri"),
     ("run-tracking-unreachable", ["run", "--tracking-uri", "http://127.0.0.1:1"], None, "did not answer within 5 s"),
     ("run-study-empty", ["run", "--study", " "], None, "study"),

@@ -16,6 +16,9 @@ from sweep.redact import MaskingFormatter, mask_text, mask_url
         ("http://user:token@host:5000", "http://user:***@host:5000"),
         ("https://user:p%40ss@host/path?x=1", "https://user:***@host/path?x=1"),
         ("mysql://root:@db/x", "mysql://root:@db/x"),  # no password: nothing to hide
+        # A raw '@' in the password: masked up to the LAST '@' before the host, as URL parsers read it.
+        ("postgresql://u:p@ss@db:5432/optuna", "postgresql://u:***@db:5432/optuna"),
+        ("http://u:a@b/c@host:5000/x?k=v", "http://u:***@host:5000/x?k=v"),
         ("postgresql://db/optuna?password=hunter2&sslmode=require", "postgresql://db/optuna?password=***&sslmode=require"),
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
         ("journal:/w/optuna.journal", "journal:/w/optuna.journal"),
