@@ -93,7 +93,7 @@ _SWEEP_DOMAINS: dict[str, Domain] = {
     "pruner": Domain(str, choices=PRUNERS),
 }
 _SWEEP_TEXT = ("data_dir", "study", "storage", "tracking_uri")  # optional non-empty strings
-_SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT, "timeout")
+_SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT, "timeout", "oversubscribe")
 _ABLATION_KEYS = ("keep_probs", "sizes", "seeds", "epochs", "subsets", "vary", "params")
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "sweep": _SWEEP_KEYS,
@@ -111,6 +111,10 @@ def _check_sweep_field(name: str, value: object, key: str) -> object:
     if name in _SWEEP_TEXT or name in ("num_train", "num_val", "timeout"):
         if value is None:
             return None
+    if name == "oversubscribe":  # more worker processes than cores, on purpose (sweep.bounds)
+        if not isinstance(value, bool):
+            raise ConfigError(f"must be true or false, got {value!r}", key=key)
+        return value
     if name == "timeout":  # kept as written ("45m"), so the file round-trips; seconds: timeout_seconds
         try:
             parse_duration(value)
@@ -239,6 +243,7 @@ class SweepConfig:
         tracking_uri: MLflow tracking URI; None = MLflow's default (sqlite:///mlflow.db).
         pruner: one of PRUNERS.
         timeout: time budget of one `sweep run` ("90s", "45m", "2h", "1h30m"); None = none.
+        oversubscribe: allow `jobs` above the cores (refused otherwise, see sweep.bounds).
         space: the search space.
         ablation: settings of `sweep ablate`; None = not given (use AblationConfig()).
     """
@@ -255,6 +260,7 @@ class SweepConfig:
     tracking_uri: str | None = None
     pruner: str = "hyperband"
     timeout: str | None = None
+    oversubscribe: bool = False
     space: SearchSpace = field(default_factory=SearchSpace)
     ablation: AblationConfig | None = None
 

@@ -24,11 +24,12 @@ import numpy as np
 import optuna
 from optuna.samplers import TPESampler
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import spool
 from sweep.config import SweepConfig
+from sweep.journal import CheckedJournalFileBackend
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_SECONDS = 10
@@ -124,7 +125,7 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
         # The lock is held for milliseconds per write; a worker killed while
         # holding it must not stall everyone for Optuna's default 30 s.
         lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_SECONDS)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+        return JournalStorage(CheckedJournalFileBackend(str(path), lock_obj=lock))
     if url.startswith(_RDB_PREFIXES):
         with warnings.catch_warnings():  # heartbeat_interval is flagged experimental, in every worker's stderr
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
