@@ -173,6 +173,11 @@ def _written_folders(args: argparse.Namespace, tracking_uri: str, storage: str |
     for key, url, prefix in (("tracking_uri", tracking_uri, "sqlite:///"), ("storage", storage or "", "journal:")):
         if url.startswith(prefix) and url != prefix:
             folders.setdefault(Path(url.removeprefix(prefix)).parent.resolve(), _origin(args, key))
+    if getattr(args, "out", None):  # `sweep report --out FOLDER`: its nearest existing folder
+        out = Path(args.out).resolve()
+        while not out.is_dir() and out.parent != out:
+            out = out.parent
+        folders.setdefault(out, "--out")
     return {folder: label for folder, label in folders.items() if folder.is_dir()}
 
 

@@ -107,3 +107,17 @@ def test_a_journal_append_the_disk_cuts_short_leaves_the_journal_as_it_was(tmpfs
     storage = make_storage(None, path)
     optuna.create_study(storage=storage, study_name="another")
     assert {s.study_name for s in optuna.get_all_study_summaries(storage)} == {"dropout-digits", "another"}
+
+
+def test_sweep_report_out_on_a_full_disk_is_refused_before_anything_is_written(tmpfs: Path, tmp_path: Path) -> None:
+    """matplotlib's savefig on a full disk raised an OSError without a file name, after the
+    report's folders were made; the --out folder is probed first."""
+    _fill(tmpfs)
+    before = _snapshot(tmpfs)
+    env = {**sweep_env(tmp_path), "SWEEP_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([*SWEEP, "report", "--out", str(tmpfs / "report")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, (proc.stdout, proc.stderr)
+    assert "--out" in lines[0] and str(tmpfs) in lines[0] and "No space left on device" in lines[0], lines
+    assert _snapshot(tmpfs) == before and not (tmpfs / "report").exists()
