@@ -8,7 +8,6 @@ examples/digits.toml: a sweep on the offline digits set) apply.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -321,19 +320,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:  # a disk that filled up or turned read-only mid-command (checked at start)
-        if exc.errno not in _DISK_ERRNOS:
-            raise
+    except Exception as exc:  # a disk that filled up or turned read-only mid-command (checked at start)
         from sweep.progress import EXIT_FAULT
+        from sweep.recovery import disk_error, disk_error_text
 
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"sweep {args.command}: error: cannot write{where}: {exc.strerror or exc}; what was recorded before "
-              "is kept: free space there (or make it writable) and run the same command to resume", file=sys.stderr)
+        disk = disk_error(exc)
+        if disk is None:
+            raise
+        print(f"sweep {args.command}: error: {disk_error_text(disk)}; what was recorded before is kept: "
+              "free space there (or make it writable) and run the same command to resume", file=sys.stderr)
         return EXIT_FAULT
-
-
-# A full disk, a quota, a read-only or forbidden folder: the user's to fix, never a traceback.
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def console_main() -> None:

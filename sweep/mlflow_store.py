@@ -162,6 +162,9 @@ def make_client(tracking_uri: str) -> MlflowClient:
         from sweep.redact import install_log_masking
 
         install_log_masking()  # MLflow's import installed its own log handler
+        # MLflow logs every SQLAlchemy error with its traceback (~50 lines) before raising it;
+        # the caller handles the raised error (a full disk: one line, the tracker: its outage line).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         prepare_sqlite_store(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri)
     finally:

@@ -121,3 +121,37 @@ def test_sweep_report_out_on_a_full_disk_is_refused_before_anything_is_written(t
     assert proc.returncode == 2 and len(lines) == 1, (proc.stdout, proc.stderr)
     assert "--out" in lines[0] and str(tmpfs) in lines[0] and "No space left on device" in lines[0], lines
     assert _snapshot(tmpfs) == before and not (tmpfs / "report").exists()
+
+
+def test_the_working_folder_filling_up_mid_sweep_stops_it_in_one_line_exit_4(tmpfs: Path, tmp_path: Path) -> None:
+    """The disk fills after the first trial: the first write that fails (a spool file, or the
+    journal in Optuna's tell, which showed as `AssertionError: Should not reach.`) stops the
+    sweep with the file and the reason, exit 4, no traceback and no MLflow/SQLAlchemy log;
+    the same command resumes once there is space."""
+    from sweep_helpers import SLOW_SPACE, write_config
+
+    # Room for mlflow.db, the best trial's weights (~2.4 MB) and the 2 MB a command checks for.
+    subprocess.run(["mount", "-o", "remount,size=16m", str(tmpfs)], check=True)
+    config = write_config(tmp_path / "sweep.toml", SLOW_SPACE)
+    env = {**sweep_env(tmp_path), "SWEEP_CACHE_DIR": str(tmp_path / "cache"), "SWEEP_TRACKING_WAIT": "5"}
+    args = [*SWEEP, "run", str(config), "--trials", "4", "--epochs", "8", "--jobs", "1", "--pruner", "none"]
+    proc = subprocess.Popen(args, cwd=tmpfs, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if line.startswith("[  1/4]"):
+            filler = _fill(tmpfs)
+            break
+    out.extend(proc.stdout)
+    code = proc.wait(timeout=300)
+    text = "".join(out)
+    print(text)
+    assert code == 4, text
+    assert "Traceback" not in text and "SQLAlchemy" not in text and "Should not reach" not in text, text
+    assert "No space left on device" in text and str(tmpfs) in text, text
+    filler.unlink()  # space is back: the same command finishes the study
+    again = subprocess.run(args, cwd=tmpfs, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    study = optuna.load_study(storage=make_storage(None, tmpfs / "optuna.journal"), study_name="dropout-digits")
+    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
