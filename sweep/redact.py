@@ -82,4 +82,7 @@ def install_log_masking() -> None:
         for h in logging.getLogger(name).handlers:
             if not isinstance(h.formatter, MaskingFormatter):
                 fmt = h.formatter._fmt if h.formatter is not None and h.formatter._fmt else _FORMAT
+                # Optuna's colorlog format names fields only colorlog's formatter fills: a plain
+                # Formatter raised KeyError 'log_color' and printed "--- Logging error ---" pages.
+                fmt = re.sub(r"%\((?:log_color|reset)\)s", "", fmt)
                 h.setFormatter(MaskingFormatter(fmt))
