@@ -81,7 +81,9 @@ class CheckedJournalFileBackend(JournalFileBackend):
                     what = "deleted" if isinstance(said, int) and said > log_number else "duplicated or moved"
                     raise self._damaged(log_number, f"holds the record written as line {_line(said)}: "
                                                     f"a record before it was {what}")
-                self._log_number_offset.setdefault(log_number + 1, self._log_number_offset[log_number] + len(line))
+                end = self._log_number_offset[log_number] + len(line)
+                self._log_number_offset.setdefault(log_number + 1, end)
+                self._last_line = (log_number + 1, end)
                 if log_number >= log_number_from:
                     yield record
 
@@ -113,11 +115,13 @@ class CheckedJournalFileBackend(JournalFileBackend):
                 os.close(fd)
 
     def _lines_before(self, size: int) -> int:
-        """Lines in the first `size` bytes: from the last offset read, counting the rest."""
-        known = max((n for n, offset in self._log_number_offset.items() if offset <= size), default=0)
+        """Lines in the first `size` bytes: those read already, plus the newlines after them."""
+        known, offset = getattr(self, "_last_line", (0, 0))
+        if offset > size:  # the file was cut back since (never while a storage is open): count it all
+            known, offset = 0, 0
         with open(self._file_path, "rb") as f:
-            f.seek(self._log_number_offset.get(known, 0))
-            tail = f.read(size - self._log_number_offset.get(known, 0))
+            f.seek(offset)
+            tail = f.read(size - offset)
         return known + tail.count(b"\n")
 
     def _damaged(self, log_number: int, what: str) -> JournalDamaged:
