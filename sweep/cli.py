@@ -136,7 +136,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _origin(args: argparse.Namespace, key: str) -> str:
-    """Where the setting `key` (storage | tracking_uri) came from, as the error names it."""
+    """Where the setting `key` (storage | tracking_uri | jobs) came from, as the error names it."""
     flag = "--" + key.replace("_", "-")
     if getattr(args, key, None) is not None:
         return flag
@@ -198,7 +198,7 @@ def _check_resources(args: argparse.Namespace, cfg, *, ablation: bool, local: bo
 
     if not local:
         return  # a Dask cluster's workers have their own cores and memory
-    check_jobs(cfg, "--jobs" if args.jobs is not None else "sweep.jobs")
+    check_jobs(cfg, _origin(args, "jobs"))
     tasks = cfg.trials if not ablation else 10**9  # an ablation's cells are counted after it reads MLflow
     check_memory(cfg, useful_jobs(cfg.resolved_jobs(), tasks), ablation=ablation)
 
