@@ -39,6 +39,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from sweep.bounds import useful_jobs
 from sweep.config import AblationConfig, SweepConfig, TrainParams
 from sweep.factors import (
     FACTOR_TAG_PREFIX,
@@ -353,6 +354,8 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     # The spool folder is ahead of MLflow (a killed run's last ends may never have been sent).
     done |= {c for c in cells if settled_end(spool_dir, c.run_name) is not None}
     todo = [c for c in cells if c not in done]
+    jobs = useful_jobs(jobs, len(todo))  # an idle worker still costs a process and its memory
+    threads = max(1, available_cores() // jobs)
     varied = "".join(f", {n} {[level_text(n, v) for v in values]}" for n, values in grid.vary)
     out.write(f"{name}: {len(cells) - len(todo)}/{len(cells)} cells done, training {len(todo)} "
               f"on {jobs} worker(s) (sizes {list(sizes)}, keep_prob {list(grid.keep_probs)}{varied}, {grid.seeds} seeds, "

@@ -110,7 +110,7 @@ def _check_loss(mod: ModuleType, call: Caller, rng: np.random.Generator, name: s
     else:
         yield Finding(False, f"{name}: loss is {float(loss):.6g}, the reference gives {expected:.6g} (N={n}, C={c})")
     err = grad_error(lambda a: call(getattr(mod, name), a, y)[0], x, None, dx)
-    yield grad_findings(name, f"its loss", {"dx": err},
+    yield grad_findings(name, "its loss", {"dx": err},
                         {"dx": (str(np.shape(dx)), str(x.shape))} if np.shape(dx) != x.shape else None)
 
 

@@ -49,6 +49,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-train", type=int, help="training examples (a nested seeded subset)")
     p.add_argument("--epochs", type=int, help="epochs per run")
     p.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
+    p.add_argument("--oversubscribe", action="store_true", default=None,
+                   help="allow --jobs above the number of cores (refused otherwise)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 first if it is not in the data folder")
 
 
@@ -134,12 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     keys = ["dataset", "data_dir", "study", "seed", "storage", "tracking_uri", "num_train", "epochs", "jobs",
-            "trials", "pruner", "timeout", "keep_probs", "sizes", "seeds", "subsets", "vary"]
+            "trials", "pruner", "timeout", "oversubscribe", "keep_probs", "sizes", "seeds", "subsets", "vary"]
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
 def _origin(args: argparse.Namespace, key: str) -> str:
-    """Where the setting `key` (storage | tracking_uri) came from, as the error names it."""
+    """Where the setting `key` (storage | tracking_uri | jobs) came from, as the error names it."""
     flag = "--" + key.replace("_", "-")
     if getattr(args, key, None) is not None:
         return flag
@@ -161,11 +163,26 @@ def _origin(args: argparse.Namespace, key: str) -> str:
 def _preflight(args: argparse.Namespace, cfg, *, storage: bool = True) -> None:
     """Refuse an unusable tracking URI or storage URL before anything is trained or written."""
     from sweep.mlflow_store import default_tracking_uri
-    from sweep.preflight import check_storage, check_tracking_uri
+    from sweep.preflight import check_storage, check_tracking_uri, check_writable
 
     check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"))
     if storage:
         check_storage(cfg.storage, _origin(args, "storage"))
+    check_writable(_written_folders(args, cfg.tracking_uri or default_tracking_uri(), cfg.storage))
+
+
+def _written_folders(args: argparse.Namespace, tracking_uri: str, storage: str | None) -> dict[Path, str]:
+    """The folders a command writes: the working folder, and a SQLite store's or journal's own folder."""
+    folders = {Path.cwd().resolve(): "working folder"}
+    for key, url, prefix in (("tracking_uri", tracking_uri, "sqlite:///"), ("storage", storage or "", "journal:")):
+        if url.startswith(prefix) and url != prefix:
+            folders.setdefault(Path(url.removeprefix(prefix)).parent.resolve(), _origin(args, key))
+    if getattr(args, "out", None):  # `sweep report --out FOLDER`: its nearest existing folder
+        out = Path(args.out).resolve()
+        while not out.is_dir() and out.parent != out:
+            out = out.parent
+        folders.setdefault(out, "--out")
+    return {folder: label for folder, label in folders.items() if folder.is_dir()}
 
 
 def _load(args: argparse.Namespace, *, storage: bool = True):
@@ -180,11 +197,23 @@ def _load(args: argparse.Namespace, *, storage: bool = True):
     return cfg
 
 
+def _check_resources(args: argparse.Namespace, cfg, *, ablation: bool, local: bool = True) -> None:
+    """Refuse more workers than cores, or a network that cannot fit in memory (sweep.bounds)."""
+    from sweep.bounds import check_jobs, check_memory, useful_jobs
+
+    if not local:
+        return  # a Dask cluster's workers have their own cores and memory
+    check_jobs(cfg, _origin(args, "jobs"))
+    tasks = cfg.trials if not ablation else 10**9  # an ablation's cells are counted after it reads MLflow
+    check_memory(cfg, useful_jobs(cfg.resolved_jobs(), tasks), ablation=ablation)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sweep.progress import EXIT_FAULT, EXIT_UNTRACKED
     from sweep.runner import run_sweep
 
     cfg = _load(args)
+    _check_resources(args, cfg, ablation=False, local=not args.dask_scheduler)
     outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler, timeout_kill=args.timeout_kill)
     if outcome.interrupted:
         return 130
@@ -196,17 +225,19 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from sweep.progress import EXIT_UNTRACKED
 
     cfg = _load(args)
+    _check_resources(args, cfg, ablation=True)
     outcome = run_ablation(cfg, name=args.name, yes=args.yes)
     return 130 if outcome.interrupted else EXIT_UNTRACKED if outcome.untracked is not None else 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from sweep.mlflow_store import default_tracking_uri
-    from sweep.preflight import check_tracking_uri
+    from sweep.preflight import check_tracking_uri, check_writable
     from sweep.sync import sync_all
 
     uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(uri, _origin(args, "tracking_uri"))
+    check_writable(_written_folders(args, uri, None))
     return sync_all(Path.cwd(), uri, study=args.study, out=sys.stdout)
 
 
@@ -312,6 +343,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"sweep {args.command}: stopped by {signal_name(exc)}", file=sys.stderr)
         return 130
+    except Exception as exc:  # a disk that filled up or turned read-only mid-command (checked at start)
+        from sweep.progress import EXIT_FAULT
+        from sweep.recovery import disk_error, disk_error_text
+
+        disk = disk_error(exc)
+        if disk is None:
+            raise
+        print(f"sweep {args.command}: error: {disk_error_text(disk)}; what was recorded before is kept: "
+              "free space there (or make it writable) and run the same command to resume", file=sys.stderr)
+        return EXIT_FAULT
     finally:
         signal.signal(signal.SIGTERM, old_term)
 

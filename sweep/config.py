@@ -93,7 +93,7 @@ _SWEEP_DOMAINS: dict[str, Domain] = {
     "pruner": Domain(str, choices=PRUNERS),
 }
 _SWEEP_TEXT = ("data_dir", "study", "storage", "tracking_uri")  # optional non-empty strings
-_SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT, "timeout")
+_SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT, "timeout", "oversubscribe")
 _ABLATION_KEYS = ("keep_probs", "sizes", "seeds", "epochs", "subsets", "vary", "params")
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "sweep": _SWEEP_KEYS,
@@ -111,6 +111,8 @@ def _check_sweep_field(name: str, value: object, key: str) -> object:
     if name in _SWEEP_TEXT or name in ("num_train", "num_val", "timeout"):
         if value is None:
             return None
+    if name == "oversubscribe" and not isinstance(value, bool):  # jobs above the cores, on purpose (sweep.bounds)
+        raise ConfigError(f"must be true or false, got {value!r}", key=key)
     if name == "timeout":  # kept as written ("45m"), so the file round-trips; seconds: timeout_seconds
         try:
             parse_duration(value)
@@ -121,7 +123,7 @@ def _check_sweep_field(name: str, value: object, key: str) -> object:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"must be a non-empty string, got {value!r}", key=key)
         return value
-    return _SWEEP_DOMAINS[name].check(value, key)
+    return value if name == "oversubscribe" else _SWEEP_DOMAINS[name].check(value, key)
 
 
 def _check_list(value: object, dom: Domain, key: str) -> tuple[Any, ...]:
@@ -233,7 +235,7 @@ class SweepConfig:
         num_val: validation rows; None = the dataset's default.
         study: Optuna study (and MLflow experiment) name; None = `study_name`'s default.
         trials: the study's TOTAL target of trials; a rerun adds only the missing ones.
-        jobs: worker processes; 0 = all cores (`resolved_jobs`).
+        jobs: worker processes; 0 = all cores (`resolved_jobs`); above the cores only with `oversubscribe`.
         seed: study seed; each trial's seed derives from (seed, trial number).
         storage: Optuna storage URL; None = a journal file next to the MLflow store.
         tracking_uri: MLflow tracking URI; None = MLflow's default (sqlite:///mlflow.db).
@@ -255,6 +257,7 @@ class SweepConfig:
     tracking_uri: str | None = None
     pruner: str = "hyperband"
     timeout: str | None = None
+    oversubscribe: bool = False
     space: SearchSpace = field(default_factory=SearchSpace)
     ablation: AblationConfig | None = None
 

@@ -8,6 +8,7 @@ Nothing here imports MLflow at module level (importing it costs ~1.8 s).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -161,6 +162,9 @@ def make_client(tracking_uri: str) -> MlflowClient:
         from sweep.redact import install_log_masking
 
         install_log_masking()  # MLflow's import installed its own log handler
+        # MLflow logs every SQLAlchemy error with its traceback (~50 lines) before raising it;
+        # the caller handles the raised error (a full disk: one line, the tracker: its outage line).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         prepare_sqlite_store(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri)
     finally:
@@ -213,14 +217,21 @@ def prepare_sqlite_store(tracking_uri: str, template_dir: Path | None = None) ->
             os.replace(tmp, template)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        shutil.copyfile(template, tmp)
         try:
+            shutil.copyfile(template, tmp)
             os.link(tmp, path)  # atomic, and never over a store another process just made
         except FileExistsError:
             pass
         finally:
-            tmp.unlink()
+            tmp.unlink(missing_ok=True)  # also a half copy the disk cut short
         return True
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            # MLflow's own creation would fail the same way, with pages of SQLAlchemy
+            # tracebacks and a 0-byte mlflow.db left behind: say it once instead.
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        log.warning("could not create %s from a template (%s); MLflow will create it", path, exc)
+        return False
     except Exception as exc:  # MLflow internals changed: let MLflow create the store itself
         log.warning("could not create %s from a template (%s); MLflow will create it", path, exc)
         return False

@@ -147,10 +147,15 @@ class ParentBook:
         self.write(book)
 
 
+# SQLite's words for a tracking store on a full or read-only disk (not an outage of a server).
+_STORE_FULL = ("database or disk is full", "attempt to write a readonly database")
+
+
 def short_reason(exc: BaseException, limit: int = 160) -> str:
     """One line naming the failure, password-free: 'ConnectionError: ... Connection refused'."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    for marker in ("Connection refused", "Read timed out", "Name or service not known", "Max retries exceeded"):
+    for marker in ("Connection refused", "Read timed out", "Name or service not known", "Max retries exceeded",
+                   *_STORE_FULL):
         if marker in text:
             text = marker.lower()
             break
@@ -191,6 +196,8 @@ class Health:
         self.outages.append({"events_waiting": waiting.events})
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             what = f"cannot keep its bookkeeping in {self.spool_dir} since {clock(self.down_since)}"
+        elif self.last_error in _STORE_FULL:
+            what = f"MLflow's store {self.where} cannot be written since {clock(self.down_since)}"
         else:
             what = f"MLflow at {self.where} is unreachable since {clock(self.down_since)}"
         self.say(f"tracking: {what} ({self.last_error}); {waiting.describe()} waiting, kept in {self.spool_dir} "

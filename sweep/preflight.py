@@ -4,8 +4,9 @@ A mistyped URI must not train a whole sweep untracked, and a missing
 database driver must not end in a SQLAlchemy traceback. Each check raises
 `ConfigError` (exit code 2 in the CLI) naming where the value came from (the
 flag, the sweep-file key or the environment variable), what was given with
-its password masked, and what is allowed. Nothing here creates a file: a
-SQLite path is checked for a writable folder, not opened.
+its password masked, and what is allowed. Nothing here leaves a file: a
+SQLite path is checked for a writable folder, not opened, and the folders a
+command writes are probed with a file deleted at once (`check_writable`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from pathlib import Path
 
 from sweep.domains import ConfigError
 from sweep.redact import mask_url, raw_at_in_password
+
+# Room a command needs to start in a folder: a new mlflow.db (~1 MB, MLflow's empty
+# schema), the journal's first records and the spool files of the first trials.
+PROBE_BYTES = 2 * 1024 * 1024
 
 # How long a tracking server or database may take to answer at start (stated in the error).
 START_RETRY_SECONDS = 5.0
@@ -161,3 +166,32 @@ def _check_database(url: str, origin: str, allowed: str, retry_seconds: float) -
             time.sleep(0.5)
     finally:
         engine.dispose()
+
+
+def check_writable(folders: dict[Path, str]) -> None:
+    """Raise ConfigError unless each folder takes a new file of PROBE_BYTES (removed at once).
+
+    A read-only or full working folder would otherwise fail half-way: a journal
+    AssertionError, MLflow's SQLAlchemy tracebacks, a 0-byte mlflow.db.
+
+    Args:
+        folders: folder -> what it is for the message ('working folder', '--tracking-uri', ...).
+    """
+    for folder, label in folders.items():
+        probe = folder / f".sweep-probe-{os.getpid()}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot create a file in {folder} ({exc.strerror}); run the command in a "
+                              "writable folder", key=label) from None
+        try:
+            chunk = b"\0" * 65536
+            for _ in range(PROBE_BYTES // len(chunk)):
+                os.write(fd, chunk)
+            os.fsync(fd)
+        except OSError as exc:
+            raise ConfigError(f"no room to write in {folder} ({exc.strerror}; a command needs about "
+                              f"{PROBE_BYTES // 2**20} MB free to start); free space there", key=label) from None
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)

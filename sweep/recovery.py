@@ -7,6 +7,7 @@ and the parent's bounded end of tracking (sweep.outage says what is missing).
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,6 +38,31 @@ def fail_and_requeue(study: Any, number: int, reason: str, spool_dir: Path) -> N
     trial = storage.get_trial(trial_id)
     if trial.state == TrialState.FAIL and number not in retried_numbers(study.get_trials(deepcopy=False)):
         requeue(study, trial)
+
+
+# A full disk, a quota, a read-only or forbidden folder: the user's to fix, never a traceback.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_error(exc: BaseException | None) -> OSError | None:
+    """The OSError of a full or read-only disk behind `exc` (itself, its cause or context), if any.
+
+    Optuna hides one: when its tell cannot write the journal, its `finally` raises
+    `AssertionError: Should not reach.` with the write error only as the context.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_error_text(exc: OSError) -> str:
+    """'cannot write FILE: REASON', for a trial's failure reason and the user."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot write{where}: {exc.strerror or exc}"
 
 
 def fault_outcome(number: int, reason: str, *, stop: bool = False) -> dict[str, Any]:

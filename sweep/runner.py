@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from sweep import spool
+from sweep.bounds import useful_jobs
 from sweep.budget import Budget, over_deadline
 from sweep.config import SweepConfig, available_cores
 from sweep.display import NOTE_TAG, study_note
@@ -115,6 +116,7 @@ def run_sweep(
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     from sweep.data import load_dataset
+    from sweep.journal import JournalDamaged
     from sweep.status import mark_sweep_process, other_sweep_processes, record_experiment
     from sweep.study import (
         OWNERLESS_GRACE_SECONDS, check_target, counted_trials, make_storage, open_study, reap_stale_trials,
@@ -140,8 +142,8 @@ def run_sweep(
     try:
         study = open_study(cfg, storage)
     except ValueError as exc:  # a record damaged in the middle: Optuna stops reading there
-        if journal is None or "study" in str(exc):
-            raise
+        if journal is None or "study" in str(exc) or isinstance(exc, JournalDamaged):
+            raise  # JournalDamaged names the file and the line already
         raise ValueError(f"{journal}: cannot read the Optuna journal ({exc}); it is damaged before its last record. "
                          f"Move it aside and start again, or restore it from a copy") from None
     mark_sweep_process(study, cfg.trials)
@@ -154,6 +156,8 @@ def run_sweep(
     if requeued:
         out.write(f"re-queued trials left running by a stopped sweep: {requeued}\n")
     missing = cfg.trials - counted_trials(study)
+    jobs = useful_jobs(jobs, missing)  # an idle worker still costs a process and its memory
+    threads = max(1, available_cores() // jobs)
     ctx = TrialContext(
         study_name=name, storage_url=cfg.storage, journal_path=paths.journal, seed=cfg.seed,
         space=cfg.space, spool_dir=paths.spool_dir, weights_dir=paths.weights_dir,

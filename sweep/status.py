@@ -88,14 +88,15 @@ def open_storage_readonly(url: str | None, journal: Path) -> Any:
         ValueError: no such journal file or SQLite file, or no Optuna tables in the database.
     """
     from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
+
+    from sweep.journal import CheckedJournalFileBackend
 
     if url is None or url.startswith("journal:"):
         path = Path(url.removeprefix("journal:")) if url else journal
         if not path.is_file():
             raise ValueError(f"--storage: no Optuna journal at {path}; run `sweep run` here first, "
                              "or give the study's --storage URL")
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(CheckedJournalFileBackend(str(path)))
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise ValueError(f"--storage: no SQLite database at {url.removeprefix('sqlite:///')}")
     try:

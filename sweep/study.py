@@ -24,11 +24,11 @@ import numpy as np
 import optuna
 from optuna.samplers import TPESampler
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import spool
 from sweep.config import SweepConfig
+from sweep.journal import CheckedJournalFileBackend
 from sweep.journal_lock import JournalFlock
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -123,7 +123,8 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         # flock: a worker killed while holding it stalls no one, and a slow holder
         # is waited for, never broken (sweep.journal_lock says why not Optuna's symlink lock).
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFlock(path)))
+        # Records are numbered and appended whole or not at all (sweep.journal).
+        return JournalStorage(CheckedJournalFileBackend(str(path), lock_obj=JournalFlock(path)))
     if url.startswith(_RDB_PREFIXES):
         with warnings.catch_warnings():  # heartbeat_interval is flagged experimental, in every worker's stderr
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -15,7 +15,7 @@ import numpy as np
 from sweep import spool
 from sweep.budget import over_deadline
 from sweep.objective import TrialContext, TrialFailed, trial_objective
-from sweep.recovery import fail_and_requeue, fault_outcome
+from sweep.recovery import disk_error, disk_error_text, fail_and_requeue, fault_outcome
 
 _worker_cache: dict[tuple[Any, ...], Any] = {}
 
@@ -115,6 +115,9 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
         return fault_outcome(done.get("number", -1), exc.strerror, stop=True)
     except Exception as exc:
+        disk = disk_error(exc)
+        if disk is not None:  # the journal's disk is full or read-only: nothing more can be recorded
+            return fault_outcome(done.get("number", -1), disk_error_text(disk), stop=True)
         if not is_storage_error(exc):
             raise
         # The database went away under the trial (restarting?): once it answers again, fail
