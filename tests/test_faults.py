@@ -570,6 +570,11 @@ BAD_INPUT = [
     ("run-tracking-scheme", ["run", "--tracking-uri", "htp://host"], None, "--tracking-uri"),
     ("run-tracking-unreachable", ["run", "--tracking-uri", "http://127.0.0.1:1"], None, "did not answer within 5 s"),
     ("run-study-empty", ["run", "--study", " "], None, "study"),
+    ("run-study-parent-path", ["run", "--study", "../../escape"], None, "study: '../../escape' is not allowed"),
+    ("run-study-absolute-path", ["run", "--study", "/some/other/folder"], None, "study: '/some/other/folder'"),
+    ("run-study-too-long", ["run", "--study", "a" * 300], None, "at most 100 characters"),
+    ("run-study-hidden", ["run", "--study", ".hidden"], None, "not starting with '.'"),
+    ("run-study-control-char", ["run", "--study", "a\tb"], None, "control characters"),
     # run: sweep-file keys
     ("file-trials-type", ["run"], '[sweep]\ntrials = "many"\n', "sweep.trials"),
     ("file-trials-range", ["run"], "[sweep]\ntrials = 0\n", "sweep.trials"),
@@ -590,6 +595,7 @@ BAD_INPUT = [
     ("file-ablation-seeds", ["run"], "[ablation]\nseeds = 0\n", "ablation.seeds"),
     ("file-ablation-keep-probs", ["run"], "[ablation]\nkeep_probs = [0.5]\n", "ablation.keep_probs"),
     ("file-ablation-subsets", ["run"], '[ablation]\nsubsets = "some"\n', "ablation.subsets"),
+    ("file-study-path", ["run"], '[sweep]\nstudy = "../escape"\n', "sweep.study: '../escape' is not allowed"),
     ("file-not-toml", ["run"], "[sweep\n", "not valid TOML"),
     ("file-missing", ["run", "nowhere.toml"], None, "nowhere.toml"),
     # ablate
@@ -606,6 +612,8 @@ BAD_INPUT = [
     ("report-storage-scheme", ["report", "--storage", "postgresqll://h/db"], None, "--storage"),
     # sync
     ("sync-tracking-scheme", ["sync", "--tracking-uri", "htp://host"], None, "--tracking-uri"),
+    ("sync-study-path", ["sync", "--study", "../.."], None, "--study: '../..' is not allowed"),
+    ("report-study-path", ["report", "--study", "/tmp"], None, "study: '/tmp' is not allowed"),
     ("sync-tracking-unreachable", ["sync", "--tracking-uri", "http://127.0.0.1:1"], None, "--tracking-uri"),
     # the command itself
     ("unknown-command", ["runn"], None, "runn"),
