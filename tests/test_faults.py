@@ -338,10 +338,17 @@ def test_no_password_or_token_reaches_output_files_or_mlflow(
 def test_an_old_parent_run_keeps_its_params_and_the_sweep_goes_on(tmp_path: Path) -> None:
     """MLflow params are immutable: a re-run must not log a masked `storage` over an old value."""
     from mlflow.tracking import MlflowClient
+    from optuna.study import StudyDirection
 
+    from sweep.paths import STUDY_KEY_ATTR, STUDY_KEY_TAG
+    from sweep.study import make_storage
+
+    # The study exists (its parent run is the study's own: a new study of the name would get its own).
+    storage = make_storage(None, tmp_path / "optuna.journal")
+    storage.set_study_system_attr(storage.create_new_study([StudyDirection.MAXIMIZE], STUDY), STUDY_KEY_ATTR, "k1")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment(STUDY)
-    old = client.create_run(exp, run_name=STUDY, tags={"sweep.parent_key": "study"})
+    old = client.create_run(exp, run_name=STUDY, tags={"sweep.parent_key": "study", STUDY_KEY_TAG: "k1"})
     client.log_param(old.info.run_id, "storage", "postgresql+psycopg2://u:old-plain@db/optuna")
     client.set_terminated(old.info.run_id, "FINISHED")
     run_cli(tmp_path, "run", "--trials", "1", "--epochs", "1", "--jobs", "1")
