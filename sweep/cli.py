@@ -251,7 +251,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         experiment_id = exp.experiment_id if exp else None
         if exp is not None:  # a store recorded before the view existed: the printed address needs it
             set_runs_view(client, experiment_id, exp.tags)
-        parent = find_parent_run(client, experiment_id, "study") if experiment_id else None
+        parent = find_parent_run(client, experiment_id, "study", newest_of_any_study=True) if experiment_id else None
     lines = [f"MLflow UI for {mask_url(uri)}", f"  open {ui_url(args.host, args.port, experiment_id)}"]
     if parent:
         lines.append(f"  the study's parent run: {ui_url(args.host, args.port, experiment_id, run_id=parent)}")
