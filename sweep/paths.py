@@ -149,7 +149,8 @@ def study_key(study: Any, *, wait_seconds: float = 10.0) -> str | None:
     """
     deadline = time.monotonic() + wait_seconds
     while True:
-        key = study._storage.get_study_system_attrs(study._study_id).get(STUDY_KEY_ATTR)  # Optuna 5: no Study.system_attrs
+        # Optuna 5's Study has no system_attrs: asked of its storage.
+        key = study._storage.get_study_system_attrs(study._study_id).get(STUDY_KEY_ATTR)
         if key or "sweep" in study.user_attrs or time.monotonic() >= deadline:
             return key
         time.sleep(0.1)
@@ -201,7 +202,8 @@ def study_paths(workdir: Path, study: Any, storage: str | None, *, claim: bool) 
     ident = identity_of(study, storage, base.workdir)
     folder = find_folder(base.state_dir.parent, ident, lambda: _trial_starts(study))
     if folder is None:
-        folder = _claim_folder(base.state_dir.parent, ident) if claim else _new_folder_name(base.state_dir.parent, ident)
+        root = base.state_dir.parent
+        folder = _claim_folder(root, ident) if claim else _new_folder_name(root, ident)
     elif claim and read_record(folder) is None:  # adopted: say so for the next time
         _write_record(folder, ident)
     return SweepPaths(base.workdir, base.journal, folder, ident.key)
