@@ -14,10 +14,11 @@ name alone: the record holds the study's key (STUDY_KEY_ATTR, a random id
 keys, its storage (masked) and its id there. The first study of a name gets
 `.sweep/<name>`; another study of that name `.sweep/<name>-<key[:8]>`.
 
-A `.sweep/<name>` folder written before records existed is adopted by a study
-without a key (one of the same time) when every trial spool file in it is of a
-trial of that study (the trial exists and had started when the file began); otherwise it is left to
-whoever wrote it and the study gets a folder of its own.
+A `.sweep/<name>` folder without a record (written before records existed, or
+made by hand) is adopted by the study of that name that opens it first when
+every trial file in it (spool events, weights) is of a trial of that study that
+had started when the file was begun, and so also when it holds none; otherwise
+it is left to whoever wrote it and the study gets a folder of its own.
 """
 
 from __future__ import annotations
@@ -217,8 +218,7 @@ def find_folder(root: Path, ident: Identity, trial_starts: Any) -> Path | None:
             if rec is not None and ident.matches(rec):
                 return folder
     legacy = root / ident.name
-    if ident.key is None and legacy.is_dir() and read_record(legacy) is None and \
-            _spool_fits(legacy / "spool", trial_starts()):
+    if legacy.is_dir() and read_record(legacy) is None and _files_fit(legacy, trial_starts()):
         return legacy
     return None
 
@@ -229,30 +229,38 @@ def _trial_starts(study: Any) -> dict[int, float | None]:
             for t in study.get_trials(deepcopy=False)}
 
 
-def _spool_fits(spool_dir: Path, trial_starts: dict[int, float | None]) -> bool:
-    """Whether every trial spool file in `spool_dir` can be of these trials: its trial exists and
-    had started when the file's start record was written (a study's spool files are written
-    after its trials start; an older study's files, before)."""
+def _files_fit(folder: Path, trial_starts: dict[int, float | None]) -> bool:
+    """Whether every trial file in a study folder (spool events, best weights) can be of these
+    trials: its trial exists and had started when the file was begun (a study's files are
+    written after its trials start; an older study's, before). No trial files: it fits."""
     from sweep.spool import first_event
 
-    for path in sorted(spool_dir.glob("trial-*.jsonl")) if spool_dir.is_dir() else []:
+    def fits(number_text: str, written: float | None) -> bool:
         try:
-            number = int(path.stem.removeprefix("trial-"))
-        except ValueError:
-            continue
-        started = trial_starts.get(number)
-        written = (first_event(path) or {}).get("time")
-        if started is None or written is None or float(written) < started - CLOCK_SLACK_SECONDS:
+            started = trial_starts.get(int(number_text))
+        except ValueError:  # not a file a sweep wrote
+            return True
+        return started is not None and written is not None and written >= started - CLOCK_SLACK_SECONDS
+
+    for path in sorted((folder / "spool").glob("trial-*.jsonl")):
+        if not fits(path.stem.removeprefix("trial-"), (first_event(path) or {}).get("time")):
             return False
+    for path in sorted((folder / "weights").glob("trial-*.npz")):
+        with contextlib.suppress(OSError):
+            if not fits(path.stem.removeprefix("trial-"), path.stat().st_mtime):
+                return False
     return True
 
 
-def _new_folder_name(root: Path, ident: Identity) -> Path:
-    """`root/<name>` if free, else `root/<name>-<key or storage hash>`."""
-    if not (root / ident.name).exists():
-        return root / ident.name
+def _folder_names(root: Path, ident: Identity) -> list[Path]:
+    """The folders a study may get, in the order tried: `<name>`, then `<name>-<key or storage hash>`."""
     tail = ident.key or hashlib.sha1(f"{ident.storage}#{ident.study_id}".encode()).hexdigest()
-    return root / f"{ident.name}-{tail[:8]}"
+    return [root / ident.name, root / f"{ident.name}-{tail[:8]}", root / f"{ident.name}-{tail[:16]}"]
+
+
+def _new_folder_name(root: Path, ident: Identity) -> Path:
+    """The folder `_claim_folder` would make now (for a lookup that writes nothing)."""
+    return next((p for p in _folder_names(root, ident) if not p.exists()), _folder_names(root, ident)[-1])
 
 
 def _write_record(folder: Path, ident: Identity) -> None:
@@ -262,11 +270,14 @@ def _write_record(folder: Path, ident: Identity) -> None:
 
 
 def _claim_folder(root: Path, ident: Identity) -> Path:
-    """Create the study's folder with its record in one step (a folder renamed into place), so two
-    `sweep run` processes of one new study agree on it; returns it."""
+    """Make the study's folder with its record in one step (a folder renamed into place); returns it.
+
+    Every process of one study tries the same names in the same order, and a name
+    already taken is checked for being this study's: so two `sweep run` processes
+    starting a new study at once end in one folder.
+    """
     root.mkdir(parents=True, exist_ok=True)
-    for _ in range(5):
-        target = _new_folder_name(root, ident)
+    for target in _folder_names(root, ident):
         tmp = root / f".new-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         _write_record(tmp, ident)
@@ -277,10 +288,11 @@ def _claim_folder(root: Path, ident: Identity) -> Path:
             with contextlib.suppress(OSError):
                 (tmp / RECORD_NAME).unlink()
                 tmp.rmdir()
-        found = find_folder(root, ident, dict)  # claimed meanwhile by another process of this study?
-        if found is not None:
-            return found
-    raise OSError(f"cannot make a folder for study {ident.name!r} in {root}")
+        rec = read_record(target)
+        if rec is not None and ident.matches(rec):  # made meanwhile by another process of this study
+            return target
+    taken = ", ".join(p.name for p in _folder_names(root, ident))
+    raise OSError(f"cannot make a folder for study {ident.name!r} in {root}: {taken} are taken by other studies")
 
 
 def study_folders(root: Path, name: str | None = None) -> list[Path]:

@@ -175,3 +175,32 @@ def test_unsafe_study_names_are_refused(name: str) -> None:
 @pytest.mark.parametrize("name", ["dropout-digits", "my study 2", "run_2024.v2", "ü-study", "a" * 100])
 def test_safe_study_names_are_kept(name: str) -> None:
     assert check_study_name(name) == name
+
+
+def _new_study(workdir: Path, url: str | None = None) -> optuna.Study:
+    from sweep.config import load_config
+    from sweep.study import make_storage, open_study
+
+    cfg = load_config(None, {"dataset": "digits", "storage": url})
+    return open_study(cfg, make_storage(url, workdir / "optuna.journal"))
+
+
+def test_two_processes_claiming_one_new_studys_folder_get_the_same_one(tmp_path: Path) -> None:
+    """The second of two `sweep run`s starting a new study at once finds `.sweep/NAME` made by the
+    first (after its own lookup found nothing): it must take it, not make `.sweep/NAME-KEY`."""
+    from sweep.paths import _claim_folder, identity_of
+
+    ident = identity_of(_new_study(tmp_path), None, tmp_path)
+    first = _claim_folder(tmp_path / ".sweep", ident)
+    second = _claim_folder(tmp_path / ".sweep", ident)
+    assert first == second == tmp_path / ".sweep" / STUDY
+    assert sorted(p.name for p in (tmp_path / ".sweep").iterdir()) == [STUDY]  # no temporary folder left
+
+
+def test_a_new_study_takes_an_empty_folder_made_for_it(tmp_path: Path) -> None:
+    """`.sweep/NAME/spool` made beforehand (say, a small disk mounted there): nothing in it is
+    another study's, so the new study uses it."""
+    (tmp_path / ".sweep" / STUDY / "spool").mkdir(parents=True)
+    paths = study_paths(tmp_path, _new_study(tmp_path), None, claim=True)
+    assert paths.spool_dir == (tmp_path / ".sweep" / STUDY / "spool").resolve() and paths.key
+    assert json.loads((paths.state_dir / RECORD_NAME).read_text())["key"] == paths.key
