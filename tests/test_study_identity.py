@@ -148,6 +148,7 @@ def test_a_new_studys_running_trial_is_not_reaped_for_an_old_spool_file_of_its_n
     from sweep.spool import process_start_time
 
     _spool_file(tmp_path / ".sweep" / STUDY / "spool", 0, dead_pid())
+    time.sleep(1.5)  # an earlier sweep's file: past the clock slack
     url = f"sqlite:///{tmp_path / 'other.db'}"
     cfg = load_config(None, {"dataset": "digits", "storage": url})
     study = open_study(cfg, make_storage(url, tmp_path / "optuna.journal"))
