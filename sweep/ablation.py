@@ -211,12 +211,11 @@ def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:
     grid = cfg.ablation or AblationConfig()
     if grid.params is not None:
         return grid.base_params()
-    from sweep.runner import SweepPaths
+    from sweep.paths import SweepPaths, journal_file
     from sweep.study import make_storage, open_study
 
     paths = SweepPaths.for_study(Path.cwd(), cfg.study_name)
-    journal = Path(cfg.storage.removeprefix("journal:")) if cfg.storage and cfg.storage.startswith("journal:") \
-        else paths.journal if cfg.storage is None else None
+    journal = journal_file(cfg.storage, paths.journal)
     try:
         if journal is not None and not journal.exists():  # opening it would create an empty journal
             raise KeyError(f"no Optuna journal {journal}")
@@ -251,13 +250,13 @@ def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
     import statistics
 
     from sweep.cost import Measured
-    from sweep.runner import SweepPaths
+    from sweep.paths import paths_of_config
     from sweep.spool import read_state
     from sweep.study import make_storage, open_study, spool_path
 
     if (cfg.ablation or AblationConfig()).params is not None:
         return None  # not the configuration the study measured
-    paths = SweepPaths.for_study(workdir, cfg.study_name)
+    paths = paths_of_config(workdir, cfg)
     try:
         best = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False).best_trial
     except (KeyError, ValueError):
@@ -311,7 +310,8 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     from sweep.config import available_cores
     from sweep.progress import print_tracking_status
     from sweep.recovery import say_to, stop_tracker
-    from sweep.runner import SweepPaths, _death_detail, _raise_terminated
+    from sweep.paths import paths_of_config
+    from sweep.runner import _death_detail, _raise_terminated
     from sweep.stops import signals_deferred
     from sweep.cost import confirm, describe
     from sweep.mlflow_store import child_runs, find_parent_run, make_client, default_tracking_uri
@@ -324,7 +324,7 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     params = base_params(cfg, out)
     name = name or ablation_name(params, grid, cfg.dataset)
     study = cfg.study_name
-    paths = SweepPaths.for_study(workdir or Path.cwd(), study)
+    paths = paths_of_config(workdir or Path.cwd(), cfg)  # the study's own folder (sweep.paths)
     spool_dir = paths.state_dir / name / "spool"
     tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
     jobs = cfg.resolved_jobs()
@@ -342,14 +342,14 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
         params={**readable_params(params.to_flat()), "keep_probs": ",".join(f"{k:g}" for k in grid.keep_probs),
                 "sizes": ",".join(map(str, sizes)), "seeds": grid.seeds, "dataset": cfg.dataset,
                 "subsets": grid.subsets, **({"vary": vary_text(grid.vary)} if grid.vary else {})},
-        tags={"sweep.kind": "ablation", "optuna.study": study,
+        tags={"sweep.kind": "ablation", "optuna.study": study, **paths.identity_tags,
               NOTE_TAG: ablation_note(name, study, ",".join(f"{k:g}" for k in grid.keep_probs),
                                       ",".join(map(str, sizes)), grid.seeds)},
     )
     # Cells already done, read before anything is started (the estimate and its confirmation come first).
     client = make_client(tracking_uri)
     exp = client.get_experiment_by_name(study)
-    parent_id = find_parent_run(client, exp.experiment_id, parent.key) if exp is not None else None
+    parent_id = find_parent_run(client, exp.experiment_id, parent.key, paths.key) if exp is not None else None
     done = _finished_cells(child_runs(client, exp.experiment_id, parent_id)) if parent_id else set()
     # The spool folder is ahead of MLflow (a killed run's last ends may never have been sent).
     done |= {c for c in cells if settled_end(spool_dir, c.run_name) is not None}

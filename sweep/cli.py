@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="statistics, figures and a verdict for a study and its ablations")
     _add_common(report)
-    report.add_argument("--out", default=None, help="output folder (default reports/<study>)")
+    report.add_argument("--out", default=None,
+                        help="output folder (default reports/<its .sweep folder's name>, e.g. reports/dropout-digits)")
 
     status = sub.add_parser("status", help="how a study stands, read from its storage (read-only; every study if none named)")
     status.add_argument("config", nargs="?", help="sweep file (TOML) whose [sweep] study/storage/tracking_uri to use")
@@ -290,7 +291,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         experiment_id = exp.experiment_id if exp else None
         if exp is not None:  # a store recorded before the view existed: the printed address needs it
             set_runs_view(client, experiment_id, exp.tags)
-        parent = find_parent_run(client, experiment_id, "study") if experiment_id else None
+        # The newest study of the name (`sweep ui` knows no storage to tell them apart).
+        parent = find_parent_run(client, experiment_id, "study", newest_of_any_study=True) if experiment_id else None
     lines = [f"MLflow UI for {mask_url(uri)}", f"  open {ui_url(args.host, args.port, experiment_id)}"]
     if parent:
         lines.append(f"  the study's parent run: {ui_url(args.host, args.port, experiment_id, run_id=parent)}")

@@ -40,6 +40,7 @@ from sweep.domains import (
     check_keys,
 )
 from sweep.factors import Factors, check_vary, level_text, parse_vary_args
+from sweep.paths import check_study_name
 from sweep.space import (
     Choice,
     Fixed,
@@ -119,6 +120,8 @@ def _check_sweep_field(name: str, value: object, key: str) -> object:
         except ValueError as err:
             raise ConfigError(str(err), key=key) from None
         return value
+    if name == "study":  # a folder name under .sweep/ and reports/: never a path elsewhere
+        return check_study_name(value, key)
     if name in _SWEEP_TEXT:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"must be a non-empty string, got {value!r}", key=key)

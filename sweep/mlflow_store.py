@@ -98,7 +98,9 @@ def default_tracking_uri(workdir: Path | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    db = (workdir or Path.cwd()).resolve() / "mlflow.db"
+    from sweep.paths import default_mlflow_db
+
+    db = default_mlflow_db(workdir or Path.cwd())
     return f"sqlite:///{db}"
 
 
@@ -268,14 +270,22 @@ def set_runs_view(client: MlflowClient, experiment_id: str, tags: Mapping[str, s
             log.warning("could not store the runs table view on experiment %s: %s", experiment_id, exc)
 
 
-def find_parent_run(client: MlflowClient, experiment_id: str, key: str) -> str | None:
+def find_parent_run(client: MlflowClient, experiment_id: str, key: str, study_key: str | None = None, *,
+                    newest_of_any_study: bool = False) -> str | None:
+    """The first parent run `key` of the study whose key (sweep.paths.STUDY_KEY_TAG) is `study_key`;
+    None: of a study from before keys (runs without the tag). Studies of one name share an experiment.
+    `newest_of_any_study`: the latest started of them all (`sweep ui`, which knows no storage)."""
+    from sweep.paths import STUDY_KEY_TAG
+
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{PARENT_KEY_TAG}` = '{key}'",
-        max_results=1,
         order_by=["attributes.start_time ASC"],
     )
-    return runs[0].info.run_id if runs else None
+    if newest_of_any_study:
+        return runs[-1].info.run_id if runs else None
+    mine = [r for r in runs if r.data.tags.get(STUDY_KEY_TAG) == study_key]
+    return mine[0].info.run_id if mine else None
 
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Any]:

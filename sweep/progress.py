@@ -235,9 +235,6 @@ def print_stopped_ending(signal_name: str, study: str, tracking_uri: str, untrac
 
 def default_tracking_uri_for(spool_dir: Any) -> str:
     """The tracking URI `sweep sync` uses without --tracking-uri, run from the sweep's folder."""
-    from pathlib import Path
+    from sweep.paths import default_mlflow_db, workdir_of
 
-    # spool folders are WORKDIR/.sweep/STUDY/spool or WORKDIR/.sweep/STUDY/ABLATION/spool
-    parts = Path(spool_dir).parts
-    workdir = Path(*parts[: parts.index(".sweep")]) if ".sweep" in parts else Path.cwd()
-    return f"sqlite:///{workdir / 'mlflow.db'}"
+    return f"sqlite:///{default_mlflow_db(workdir_of(spool_dir))}"

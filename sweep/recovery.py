@@ -71,12 +71,6 @@ def fault_outcome(number: int, reason: str, *, stop: bool = False) -> dict[str, 
             "pid": os.getpid(), "spool": "", "stop": stop}
 
 
-def journal_path(storage: str | None, default: Path) -> Path | None:
-    if storage is None:
-        return default
-    return Path(storage.removeprefix("journal:")) if storage.startswith("journal:") else None
-
-
 def say_to(out: TextIO) -> Any:
     """A line printer for the tracker thread (its outage and catch-up lines)."""
 

@@ -103,15 +103,19 @@ def expected_cells(params: dict[str, str]) -> int:
     return n
 
 
-def load_ablations(client: Any, experiment_id: str) -> list[AblationRuns]:
+def load_ablations(client: Any, experiment_id: str, study_key: str | None = None) -> list[AblationRuns]:
+    """The ablations of the study whose key is `study_key` (None: of a study from before keys, or of none)."""
     from sweep.ablation import _finished_cells
     from sweep.mlflow_store import PARENT_KEY_TAG, child_runs
+    from sweep.paths import STUDY_KEY_TAG
 
     parents = client.search_runs(
         [experiment_id], filter_string="tags.`sweep.kind` = 'ablation'", order_by=["attributes.start_time ASC"]
     )
     out = []
     for p in parents:
+        if p.data.tags.get(STUDY_KEY_TAG) != study_key:  # another study of this name
+            continue
         runs = child_runs(client, experiment_id, p.info.run_id)
         cells, unusable = cells_from_runs(client, runs)
         name = p.data.tags.get(PARENT_KEY_TAG, "").removeprefix("ablation:") or p.info.run_name
@@ -279,13 +283,20 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     Raises:
         ReportInterrupted: a signal stopped it (the line to print says what is kept).
     """
-    from sweep.runner import SweepPaths
+    from sweep.paths import SweepPaths, study_paths
     from sweep.study import make_storage, open_study
     from sweep.mlflow_store import default_tracking_uri, make_client
 
     name = cfg.study_name
     paths = SweepPaths.for_study(workdir or Path.cwd(), name)
-    out_dir = (out_dir or paths.workdir / "reports" / name).resolve()
+    study = None
+    try:
+        study = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
+    except KeyError:  # no sweep for this name (an ablation of explicit params only)
+        pass
+    else:  # this study's folder and MLflow parents, not those of another study of its name
+        paths = study_paths(paths.workdir, study, cfg.storage, claim=False)
+    out_dir = (out_dir or paths.report_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     from sweep.redact import mask_url
     from sweep.tracking import limit_http_retries
@@ -294,16 +305,11 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     limit_http_retries()  # a server that dies meanwhile: fail in seconds, not minutes (see upload_report)
     client = make_client(tracking_uri)
     exp = client.get_experiment_by_name(name)
-    study = None
-    try:
-        study = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
-    except KeyError:  # no sweep for this name (an ablation of explicit params only)
-        pass
     if exp is None and study is None:
         raise ValueError(f"--study: nothing recorded for {name!r} (no MLflow experiment at {mask_url(tracking_uri)}, "
                          "no Optuna study); run `sweep run` or `sweep ablate` first")
 
-    ablations = load_ablations(client, exp.experiment_id) if exp is not None else []
+    ablations = load_ablations(client, exp.experiment_id, paths.key) if exp is not None else []
     build = _start_build(out_dir)
     try:
         (build / "report.md").write_text(_report_text(cfg, name, ablations, study, build, out), encoding="utf-8")
@@ -322,7 +328,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
 
         try:
             parents = [ab.parent_run_id for ab in ablations]
-            study_parent = find_parent_run(client, exp.experiment_id, "study")
+            study_parent = find_parent_run(client, exp.experiment_id, "study", paths.key)
             if study_parent:
                 parents.append(study_parent)
             upload_report(client, parents, out_dir, tracking_uri)

@@ -20,7 +20,6 @@ import re
 import signal
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,34 +33,13 @@ from sweep.display import NOTE_TAG, study_note
 from sweep.mlflow_store import summary_tags
 from sweep.objective import TrialContext, evaluate, load_weights, num_classes_of
 from sweep.progress import Progress, SweepOutcome, budget_start_line, print_summary
-from sweep.recovery import journal_path, say_to, stop_tracker
+from sweep.paths import SweepPaths, journal_file, study_paths
+from sweep.recovery import say_to, stop_tracker
 from sweep.redact import mask_url
 from sweep.stops import signals_deferred, stopped_ending
 from sweep.worker import run_one_trial
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
-
-
-@dataclass(frozen=True)
-class SweepPaths:
-    """Where a sweep keeps its files (all under the working folder by default)."""
-
-    workdir: Path
-    journal: Path  # Optuna journal (default storage), next to mlflow.db
-    state_dir: Path  # per-study spool files and best weights
-
-    @classmethod
-    def for_study(cls, workdir: Path, study: str) -> SweepPaths:
-        workdir = workdir.resolve()
-        return cls(workdir, workdir / "optuna.journal", workdir / ".sweep" / study)
-
-    @property
-    def spool_dir(self) -> Path:
-        return self.state_dir / "spool"
-
-    @property
-    def weights_dir(self) -> Path:
-        return self.state_dir / "weights"
 
 
 class _Terminated(KeyboardInterrupt):
@@ -133,7 +111,7 @@ def run_sweep(
 
     # The parent writes the memory-mapped cache once; workers only open it.
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
-    journal = journal_path(cfg.storage, paths.journal)
+    journal = journal_file(cfg.storage, paths.journal)
     if journal is not None:
         repaired = repair_journal(journal)
         if repaired:
@@ -146,6 +124,8 @@ def run_sweep(
             raise  # JournalDamaged names the file and the line already
         raise ValueError(f"{journal}: cannot read the Optuna journal ({exc}); it is damaged before its last record. "
                          f"Move it aside and start again, or restore it from a copy") from None
+    # The study's own folder: another study of this name (a new journal or database) has its own.
+    paths = study_paths(paths.workdir, study, cfg.storage, claim=True)
     mark_sweep_process(study, cfg.trials)
     # A RUNNING trial with no owner yet was asked by a worker killed before it could say
     # so (or one that is between ask and that write now); with no other sweep process
@@ -185,7 +165,7 @@ def run_sweep(
         tracking_uri, name, paths.spool_dir,
         [ParentSpec("study", f"study {name}", params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
                                            "storage": mask_url(cfg.storage) or f"journal:{paths.journal}"},
-                    tags={"optuna.study": name, "sweep.kind": "study",
+                    tags={"optuna.study": name, "sweep.kind": "study", **paths.identity_tags,
                           NOTE_TAG: study_note(name, cfg.dataset, cfg.trials)})],
         on_run_created=record_run_id, say=say_to(out),
     ).start()

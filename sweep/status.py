@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from sweep.paths import default_journal, journal_file
 from sweep.redact import mask_url
 
 TARGET_ATTR = "target_trials"
@@ -91,8 +92,8 @@ def open_storage_readonly(url: str | None, journal: Path) -> Any:
 
     from sweep.journal import CheckedJournalFileBackend
 
-    if url is None or url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:")) if url else journal
+    path = journal_file(url, journal)
+    if path is not None:
         if not path.is_file():
             raise ValueError(f"--storage: no Optuna journal at {path}; run `sweep run` here first, "
                              "or give the study's --storage URL")
@@ -223,12 +224,13 @@ def format_status(st: StudyStatus) -> str:
 def print_status(name: str | None, storage_url: str | None, tracking_uri: str | None, workdir: Path,
                  out: TextIO) -> int:
     """`sweep status`: every study of the storage (or the one named); returns the exit code."""
-    storage = open_storage_readonly(storage_url, workdir / "optuna.journal")
+    journal = default_journal(workdir)
+    storage = open_storage_readonly(storage_url, journal)
     try:
         studies = storage.get_all_studies()
     except Exception as exc:  # e.g. a PostgreSQL database without Optuna's tables
         raise ValueError(f"--storage: no Optuna studies readable at "
-                         f"{mask_url(storage_url or str(workdir / 'optuna.journal'))} "
+                         f"{mask_url(storage_url or str(journal))} "
                          f"({type(exc).__name__}; tables are made by `sweep run`, never here)") from None
     if name is not None:
         chosen = [s for s in studies if s.study_name == name]
@@ -236,7 +238,7 @@ def print_status(name: str | None, storage_url: str | None, tracking_uri: str | 
             known = ", ".join(repr(s.study_name) for s in studies) or "none"
             raise ValueError(f"--study: no study {name!r} in this storage (studies: {known})")
         studies = chosen
-    where = mask_url(storage_url) if storage_url else f"journal {workdir / 'optuna.journal'}"
+    where = mask_url(storage_url) if storage_url else f"journal {journal}"
     out.write(f"storage: {where}\n")
     if not studies:
         out.write("no studies in this storage yet\n")

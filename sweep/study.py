@@ -24,12 +24,14 @@ import numpy as np
 import optuna
 from optuna.samplers import TPESampler
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep import spool
 from sweep.config import SweepConfig
 from sweep.journal import CheckedJournalFileBackend
 from sweep.journal_lock import JournalFlock
+from sweep.paths import STUDY_KEY_ATTR, journal_file, new_study_key
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_SECONDS = 10
@@ -118,8 +120,8 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
 
 def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
     """Journal file at `journal_path` when `url` is None, else an RDB or journal URL."""
-    if url is None or url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:")) if url else journal_path
+    path = journal_file(url, journal_path)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # flock: a worker killed while holding it stalls no one, and a slow holder
         # is waited for, never broken (sweep.journal_lock says why not Optuna's symlink lock).
@@ -241,6 +243,12 @@ def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -
     )
     if not create:
         return optuna.load_study(**kwargs)
+    try:  # created here: its key first (sweep.paths: a new study of an old name gets its own files)
+        study_id = storage.create_new_study([StudyDirection.MAXIMIZE], cfg.study_name)
+    except optuna.exceptions.DuplicatedStudyError:
+        pass  # an existing study (or one another process is creating now: study_key waits for its key)
+    else:
+        storage.set_study_system_attr(study_id, STUDY_KEY_ATTR, new_study_key())
     study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
     identity = study_identity(cfg)
     stored = study.user_attrs.get("sweep")

@@ -1,7 +1,8 @@
 """`sweep sync`: upload what the spool folders hold and MLflow lacks (the `wandb sync` convention).
 
 A sweep whose tracking server was down at its end leaves its events in
-`.sweep/<study>/spool` (and `.sweep/<study>/<ablation>/spool`), with the
+`.sweep/<study>/spool` (and `.sweep/<study>/<ablation>/spool`; a study's folder
+is found by its record, see sweep.paths), with the
 `.state` side files saying how much MLflow has and `.parents.json` holding
 the parent runs' specs, summaries and end statuses. Sync runs the same
 Tracker code once, in this thread, under the same spool lock as a live
@@ -17,6 +18,7 @@ from typing import TextIO
 
 from sweep import spool
 from sweep.domains import ConfigError
+from sweep.paths import STATE_ROOT, STUDY_KEY_TAG, check_study_name, read_record, study_folders, study_name_of
 from sweep.outage import ParentBook, backlog, short_reason
 from sweep.redact import mask_url
 from sweep.tracking import ParentSpec, Tracker
@@ -37,24 +39,30 @@ def _parents(spool_dir: Path, study: str) -> tuple[str, list[ParentSpec]]:
     specs = [ParentSpec(key, e["spec"]["run_name"], params=e["spec"].get("params", {}), tags=e["spec"].get("tags", {}))
              for key, e in sorted(book.items()) if "spec" in e]
     experiment = next((e["spec"].get("experiment") for e in book.values() if "spec" in e), None) or study
-    if not specs:  # written by a sweep from before .parents.json
-        if spool_dir.parent.name == study:
-            specs = [ParentSpec("study", study, tags={"optuna.study": study, "sweep.kind": "study"})]
+    if not specs:  # written by a sweep from before .parents.json (or that could not write it)
+        own = spool_dir.parent.parent.name == STATE_ROOT  # the study's own spool, not an ablation's
+        key = (read_record(spool_dir.parent if own else spool_dir.parent.parent) or {}).get("key")
+        ident = {STUDY_KEY_TAG: key} if key else {}
+        if own:
+            specs = [ParentSpec("study", study, tags={"optuna.study": study, "sweep.kind": "study", **ident})]
         else:
             name = spool_dir.parent.name
-            specs = [ParentSpec(f"ablation:{name}", name, tags={"sweep.kind": "ablation", "optuna.study": study})]
+            specs = [ParentSpec(f"ablation:{name}", name,
+                                tags={"sweep.kind": "ablation", "optuna.study": study, **ident})]
     return experiment, specs
 
 
 def sync_all(workdir: Path, tracking_uri: str, *, study: str | None = None, out: TextIO) -> int:
     """Sync every study under WORKDIR/.sweep (or only `study`); print what was done; exit code."""
-    root = Path(workdir).resolve() / ".sweep"
-    studies = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    root = Path(workdir).resolve() / STATE_ROOT
+    studies = study_folders(root)
     if study is not None:
-        if not (root / study).is_dir():
-            known = ", ".join(p.name for p in studies) or "none"
+        check_study_name(study, "--study")
+        # Every study of that name: a new journal or database under an old name has a folder of its own.
+        studies = study_folders(root, study)
+        if not studies:
+            known = ", ".join(sorted({study_name_of(p) for p in study_folders(root)})) or "none"
             raise ConfigError(f"no spool folder for study {study!r} in {root} (studies there: {known})", key="--study")
-        studies = [root / study]
     shown = mask_url(tracking_uri)
     failed = False
     total = 0
@@ -65,7 +73,7 @@ def sync_all(workdir: Path, tracking_uri: str, *, study: str | None = None, out:
             # Connected even when the side files say everything was sent: the store
             # may be a new one (mlflow.db deleted, another --tracking-uri), and the
             # tracker then sends every run again.
-            experiment, specs = _parents(spool_dir, study_dir.name)
+            experiment, specs = _parents(spool_dir, study_name_of(study_dir))
             tracker = Tracker(tracking_uri, experiment, spool_dir, specs, say=lambda line: out.write(line + "\n"))
             try:
                 after = tracker.sync_now()

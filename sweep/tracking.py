@@ -51,6 +51,7 @@ from sweep.outage import (  # noqa: F401  (tracking_wait_seconds, limit_http_ret
     limit_http_retries,
     tracking_wait_seconds,
 )
+from sweep.paths import STUDY_KEY_TAG
 from sweep.redact import mask_url
 
 if TYPE_CHECKING:  # importing mlflow costs ~1.8 s: only the tracker thread does it
@@ -325,7 +326,7 @@ class Tracker:
             created: set[str] = set()
             stale: set[str] = set()  # parents whose runs' side files describe another store
             for spec in self.parents.values():
-                run_id = find_parent_run(client, self.experiment_id, spec.key)
+                run_id = find_parent_run(client, self.experiment_id, spec.key, spec.tags.get(STUDY_KEY_TAG))
                 tags = {PARENT_KEY_TAG: spec.key, **spec.tags}
                 if run_id is None:
                     run = client.create_run(self.experiment_id, run_name=spec.run_name, tags=tags)

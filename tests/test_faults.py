@@ -338,10 +338,17 @@ def test_no_password_or_token_reaches_output_files_or_mlflow(
 def test_an_old_parent_run_keeps_its_params_and_the_sweep_goes_on(tmp_path: Path) -> None:
     """MLflow params are immutable: a re-run must not log a masked `storage` over an old value."""
     from mlflow.tracking import MlflowClient
+    from optuna.study import StudyDirection
 
+    from sweep.paths import STUDY_KEY_ATTR, STUDY_KEY_TAG
+    from sweep.study import make_storage
+
+    # The study exists (its parent run is the study's own: a new study of the name would get its own).
+    storage = make_storage(None, tmp_path / "optuna.journal")
+    storage.set_study_system_attr(storage.create_new_study([StudyDirection.MAXIMIZE], STUDY), STUDY_KEY_ATTR, "k1")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment(STUDY)
-    old = client.create_run(exp, run_name=STUDY, tags={"sweep.parent_key": "study"})
+    old = client.create_run(exp, run_name=STUDY, tags={"sweep.parent_key": "study", STUDY_KEY_TAG: "k1"})
     client.log_param(old.info.run_id, "storage", "postgresql+psycopg2://u:old-plain@db/optuna")
     client.set_terminated(old.info.run_id, "FINISHED")
     run_cli(tmp_path, "run", "--trials", "1", "--epochs", "1", "--jobs", "1")
@@ -574,6 +581,11 @@ BAD_INPUT = [
     ("run-study-empty", ["run", "--study", " "], None, "study"),
     ("run-jobs-beyond-cores", ["run", "--jobs", "100000"], None, "--jobs"),
     ("run-network-too-big", ["run", "--jobs", "1"], "[space]\nwidth = 300000\ndepth = 2\n", "space.width"),
+    ("run-study-parent-path", ["run", "--study", "../../escape"], None, "study: '../../escape' is not allowed"),
+    ("run-study-absolute-path", ["run", "--study", "/some/other/folder"], None, "study: '/some/other/folder'"),
+    ("run-study-too-long", ["run", "--study", "a" * 300], None, "at most 100 characters"),
+    ("run-study-hidden", ["run", "--study", ".hidden"], None, "not starting with '.'"),
+    ("run-study-control-char", ["run", "--study", "a\tb"], None, "control characters"),
     # run: sweep-file keys
     ("file-trials-type", ["run"], '[sweep]\ntrials = "many"\n', "sweep.trials"),
     ("file-trials-range", ["run"], "[sweep]\ntrials = 0\n", "sweep.trials"),
@@ -597,6 +609,7 @@ BAD_INPUT = [
     ("file-ablation-seeds", ["run"], "[ablation]\nseeds = 0\n", "ablation.seeds"),
     ("file-ablation-keep-probs", ["run"], "[ablation]\nkeep_probs = [0.5]\n", "ablation.keep_probs"),
     ("file-ablation-subsets", ["run"], '[ablation]\nsubsets = "some"\n', "ablation.subsets"),
+    ("file-study-path", ["run"], '[sweep]\nstudy = "../escape"\n', "sweep.study: '../escape' is not allowed"),
     ("file-not-toml", ["run"], "[sweep\n", "not valid TOML"),
     ("file-missing", ["run", "nowhere.toml"], None, "nowhere.toml"),
     # ablate
@@ -616,6 +629,8 @@ BAD_INPUT = [
     ("report-storage-scheme", ["report", "--storage", "postgresqll://h/db"], None, "--storage"),
     # sync
     ("sync-tracking-scheme", ["sync", "--tracking-uri", "htp://host"], None, "--tracking-uri"),
+    ("sync-study-path", ["sync", "--study", "../.."], None, "--study: '../..' is not allowed"),
+    ("report-study-path", ["report", "--study", "/tmp"], None, "study: '/tmp' is not allowed"),
     ("sync-tracking-unreachable", ["sync", "--tracking-uri", "http://127.0.0.1:1"], None, "--tracking-uri"),
     # check
     ("check-module-missing", ["check", "no_such_layers"], None, "no_such_layers"),
