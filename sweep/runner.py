@@ -150,6 +150,11 @@ def run_sweep(
                                  min_age_seconds=0.0 if alone else OWNERLESS_GRACE_SECONDS)
     if requeued:
         out.write(f"re-queued trials left running by a stopped sweep: {requeued}\n")
+    from sweep.reproducible import check_study, given_up_trials
+
+    mixed = check_study(study, cfg.reproducible_lag)  # a resume that changes the mode breaks the promise: say so
+    if mixed:
+        out.write(mixed + "\n")
     missing = cfg.trials - counted_trials(study)
     ctx = TrialContext(
         study_name=name, storage_url=cfg.storage, journal_path=paths.journal, seed=cfg.seed,
@@ -158,6 +163,7 @@ def run_sweep(
         pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
         target_trials=cfg.trials, deadline=budget.deadline if budget else None,
         sweep_process=None if dask_scheduler else spool.this_process(),
+        reproducible_lag=cfg.reproducible_lag,
     )
 
     recorded: list[Any] = []
@@ -266,6 +272,11 @@ def run_sweep(
         with contextlib.suppress(OSError):  # a full spool folder (fault above): the next run reaps
             with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
 
+    if cfg.reproducible_lag is not None:
+        given_up = with_storage_retry(given_up_trials, study, say=say)
+        if given_up:  # never silently wrong: these trials saw a different past than a rerun would
+            out.write(f"not reproducible: trial(s) {sorted(given_up)} stopped waiting for older trials "
+                      f"{sorted({n for v in given_up.values() for n in v})} and ran without them\n")
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
     outcome.fault = fault
     with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)
