@@ -12,7 +12,8 @@ same at any --jobs and on Dask):
   trial n itself, through a filtered view of the storage (`PastStorage`);
   writes go to the real storage;
 - its sampler is already seeded from (study seed, n) and its training from the
-  same (sweep.study.TrialSeededTPESampler, sweep.objective.RunSeeds).
+  same (sweep.study.TrialSeededTPESampler, sweep.objective.RunSeeds);
+- it trains on one BLAS thread (BLAS_THREADS), as the float sums depend on it.
 
 By induction on n, trial n's params, pruning decisions and curve are then a
 function of (study seed, n) alone. What they cost: a worker idles while a
@@ -37,6 +38,10 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 DEFAULT_LAG = 4
+# Every trial of the mode runs on one BLAS thread: OpenBLAS's threaded sgemm sums in another
+# order (a 500x64 @ 64x62 float32 product differs by up to 1e-5 between 1 and 2 threads), so
+# curves would depend on cores // jobs. The default --jobs (all cores) runs one thread anyway.
+BLAS_THREADS = 1
 # System attr on every trial run in the mode: {"lag": k} plus "waited_out": [numbers] when it
 # gave up waiting for those trials (they were left out of its view: not reproducible).
 ATTR = "sweep.reproducible"

@@ -125,6 +125,8 @@ def run_sweep(
     tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
     jobs = cfg.resolved_jobs()
     threads = max(1, available_cores() // jobs)
+    if cfg.reproducible_lag is not None:  # OpenBLAS rounds differently with 2 threads (sweep.reproducible)
+        threads = 1
 
     # The parent writes the memory-mapped cache once; workers only open it.
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)

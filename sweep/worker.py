@@ -123,7 +123,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         return trial_objective(trial, ctx, data)
 
     try:
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        with _blas_threads(ctx):
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     except spool.SpoolWriteError as exc:
         # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
         return fault_outcome(done.get("number", -1), exc.strerror, stop=True)
@@ -151,6 +152,20 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         "pid": os.getpid(),
         "spool": events.read_text(encoding="utf-8") if events.exists() else "",
     }
+
+
+def _blas_threads(ctx: TrialContext) -> Any:
+    """One BLAS thread in the reproducible mode, whatever --jobs or the Dask worker says (see
+    sweep.reproducible.BLAS_THREADS); else no change (cores // jobs, set by the parent)."""
+    import contextlib
+
+    if ctx.reproducible_lag is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    from sweep.reproducible import BLAS_THREADS
+
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
 
 
 def _budget_skip() -> dict[str, Any]:
