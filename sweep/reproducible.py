@@ -42,8 +42,9 @@ DEFAULT_LAG = 4
 # order (a 500x64 @ 64x62 float32 product differs by up to 1e-5 between 1 and 2 threads), so
 # curves would depend on cores // jobs. The default --jobs (all cores) runs one thread anyway.
 BLAS_THREADS = 1
-# System attr on every trial run in the mode: {"lag": k} plus "waited_out": [numbers] when it
-# gave up waiting for those trials (they were left out of its view: not reproducible).
+# System attr on every trial run in the mode: {"lag": k, "waited_seconds": idle time before it
+# sampled}, plus "waited_out": [numbers] when it gave up waiting for those trials (they were
+# left out of its view: not reproducible).
 ATTR = "sweep.reproducible"
 STUDY_ATTR = "sweep.reproducible_lag"  # the lag the study's trials ran with ("mixed" after a change)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -151,8 +152,9 @@ class LaggedSampler(BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if self._on_wait is not None:
             self._on_wait(study, trial)
+        start = time.monotonic()
         given_up = wait_for_past(study, trial, self.lag)
-        record: dict[str, Any] = {"lag": self.lag}
+        record: dict[str, Any] = {"lag": self.lag, "waited_seconds": round(time.monotonic() - start, 3)}
         if given_up:
             record["waited_out"] = given_up
         study._storage.set_trial_system_attr(trial._trial_id, ATTR, record)
