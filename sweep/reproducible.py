@@ -97,7 +97,7 @@ def past_view(study: optuna.Study, trial: FrozenTrial, lag: int, sampler: BaseSa
 
 
 def wait_for_past(study: optuna.Study, trial: FrozenTrial, lag: int, *,
-                  running_seconds: float = WAIT_RUNNING_SECONDS, queued_seconds: float = WAIT_QUEUED_SECONDS,
+                  running_seconds: float | None = None, queued_seconds: float | None = None,
                   sleep: Callable[[float], None] = time.sleep) -> list[int]:
     """Block until every trial numbered < trial.number - lag has finished; returns those given up on.
 
@@ -108,6 +108,8 @@ def wait_for_past(study: optuna.Study, trial: FrozenTrial, lag: int, *,
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     storage, cutoff = study._storage, trial.number - lag
+    running_seconds = WAIT_RUNNING_SECONDS if running_seconds is None else running_seconds
+    queued_seconds = WAIT_QUEUED_SECONDS if queued_seconds is None else queued_seconds
     start = time.monotonic()
     beat = is_heartbeat_enabled(storage)
     while True:
@@ -216,7 +218,11 @@ def check_study(study: optuna.Study, lag: int | None) -> str | None:
             "the study as a whole is not reproducible (use a new --study for that)")
 
 
-def given_up_trials(study: optuna.Study) -> dict[int, list[int]]:
-    """Trials that stopped waiting for older ones (not reproducible): {number: [numbers given up on]}."""
-    return {t.number: t.system_attrs[ATTR]["waited_out"] for t in study.get_trials(deepcopy=False)
-            if "waited_out" in (t.system_attrs.get(ATTR) or {})}
+def given_up_line(study: optuna.Study) -> str | None:
+    """The line that names the trials that stopped waiting for older ones (not reproducible); None: none did."""
+    given_up = {t.number: t.system_attrs[ATTR]["waited_out"] for t in study.get_trials(deepcopy=False)
+                if "waited_out" in (t.system_attrs.get(ATTR) or {})}
+    if not given_up:
+        return None
+    return (f"not reproducible: trial(s) {sorted(given_up)} stopped waiting for older trials "
+            f"{sorted({n for v in given_up.values() for n in v})} and ran without them")

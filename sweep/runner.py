@@ -152,7 +152,7 @@ def run_sweep(
                                  min_age_seconds=0.0 if alone else OWNERLESS_GRACE_SECONDS)
     if requeued:
         out.write(f"re-queued trials left running by a stopped sweep: {requeued}\n")
-    from sweep.reproducible import check_study, given_up_trials
+    from sweep.reproducible import check_study, given_up_line
 
     mixed = check_study(study, cfg.reproducible_lag)  # a resume that changes the mode breaks the promise: say so
     if mixed:
@@ -274,11 +274,9 @@ def run_sweep(
         with contextlib.suppress(OSError):  # a full spool folder (fault above): the next run reaps
             with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
 
-    if cfg.reproducible_lag is not None:
-        given_up = with_storage_retry(given_up_trials, study, say=say)
-        if given_up:  # never silently wrong: these trials saw a different past than a rerun would
-            out.write(f"not reproducible: trial(s) {sorted(given_up)} stopped waiting for older trials "
-                      f"{sorted({n for v in given_up.values() for n in v})} and ran without them\n")
+    given_up = with_storage_retry(given_up_line, study, say=say) if cfg.reproducible_lag is not None else None
+    if given_up:  # never silently wrong: these trials saw another past than a rerun would
+        out.write(given_up + "\n")
     outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
     outcome.fault = fault
     with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)

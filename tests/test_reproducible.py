@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep.mlflow_store import CURVE_METRICS
-from sweep.reproducible import ATTR, LaggedPruner, check_study, wait_for_past
+from sweep.reproducible import ATTR, LaggedPruner, LaggedSampler, check_study, given_up_line, wait_for_past
 from sweep_helpers import load_study, mlflow_runs, run_cli, write_config
 
 TINY_SPACE = """
@@ -132,6 +132,20 @@ def test_waiting_for_the_past_gives_up_on_a_queued_trial_and_says_which() -> Non
     slept: list[float] = []
     assert wait_for_past(study, trial, 1, queued_seconds=0.0, sleep=slept.append) == [1]
     assert wait_for_past(study, trial, 2, queued_seconds=0.0, sleep=slept.append) == []  # sees only trial 0
+
+
+def test_a_trial_that_gave_up_waiting_is_recorded_and_named_at_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sweep.reproducible as reproducible
+
+    monkeypatch.setattr(reproducible, "WAIT_QUEUED_SECONDS", 0.0)
+    study = _study_with([TrialState.COMPLETE, TrialState.WAITING])
+    assert given_up_line(study) is None
+    sampler = LaggedSampler(optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner(), lag=0)
+    trial = study._storage.get_trial(study._storage.create_new_trial(study._study_id))  # number 2
+    sampler.before_trial(study, trial)
+    assert study._storage.get_trial(trial._trial_id).system_attrs[ATTR]["waited_out"] == [1]
+    assert given_up_line(study) == ("not reproducible: trial(s) [2] stopped waiting for older trials [1] "
+                                    "and ran without them")
 
 
 def test_waiting_for_the_past_waits_for_a_running_trial_until_it_ends() -> None:
