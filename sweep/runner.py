@@ -35,7 +35,7 @@ from sweep.objective import TrialContext, evaluate, load_weights, num_classes_of
 from sweep.progress import Progress, SweepOutcome, budget_start_line, print_summary
 from sweep.recovery import journal_path, say_to, stop_tracker
 from sweep.redact import mask_url
-from sweep.worker import run_one_trial
+from sweep.worker import run_one_trial, trial_blas_threads
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
 
@@ -277,7 +277,8 @@ def run_sweep(
     given_up = with_storage_retry(given_up_line, study, say=say) if cfg.reproducible_lag is not None else None
     if given_up:  # never silently wrong: these trials saw another past than a rerun would
         out.write(given_up + "\n")
-    outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
+    with trial_blas_threads(ctx):  # the best trial's test accuracy too, in the reproducible mode
+        outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
     outcome.fault = fault
     with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)
     return outcome

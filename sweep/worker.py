@@ -123,7 +123,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         return trial_objective(trial, ctx, data)
 
     try:
-        with _blas_threads(ctx):
+        with trial_blas_threads(ctx):
             study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     except spool.SpoolWriteError as exc:
         # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
@@ -154,7 +154,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     }
 
 
-def _blas_threads(ctx: TrialContext) -> Any:
+def trial_blas_threads(ctx: TrialContext) -> Any:
     """One BLAS thread in the reproducible mode, whatever --jobs or the Dask worker says (see
     sweep.reproducible.BLAS_THREADS); else no change (cores // jobs, set by the parent)."""
     import contextlib

@@ -80,6 +80,8 @@ def test_same_seed_gives_the_same_trials_at_two_jobs_twice_and_at_one_job(jobs2_
     for number, (_, state, _, _, curves) in mlflow_records["a"].items():
         assert state == ref[number][0]
         assert [s for s, _ in curves["val_acc"]] == sorted(ref[number][2])
+    # The best trial's test accuracy, evaluated once by the parent, too.
+    assert len({repr(load_study(p).user_attrs["best_test_acc"]) for p in jobs2_twice_and_jobs1.values()}) == 1
     study = load_study(jobs2_twice_and_jobs1["a"])
     assert all(t.system_attrs[ATTR]["lag"] == 4 and "waited_out" not in t.system_attrs[ATTR]  # none gave up
                for t in study.trials)
