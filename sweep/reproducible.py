@@ -212,6 +212,7 @@ def check_study(study: optuna.Study, lag: int | None) -> str | None:
     if stored == lag:
         return None
     study.set_user_attr(STUDY_ATTR, "mixed")
+
     def said(k: Any) -> str:
         return "without --reproducible" if k is None else "with mixed settings" if k == "mixed" else f"with lag {k}"
     return (f"note: the study's {len(trials)} earlier trial(s) ran {said(stored)}, this run {said(lag)}: "

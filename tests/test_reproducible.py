@@ -115,8 +115,8 @@ def _study_with(states: list[TrialState], values: dict[int, list[float]] | None 
 
 
 def test_the_pruner_of_trial_n_ignores_trials_within_the_lag() -> None:
-    """Trial 5 at epoch 1 reports 0.5; trials 0-1 reached 0.3, trials 2-4 (within lag 2 of it... and
-    newer) 0.9. Optuna's median pruner prunes it against all five; with lag 2 it sees only 0-2."""
+    """Trial 5 reports 0.5 at epoch 1; trials 0-1 reached 0.3, trials 2-4 0.9. Optuna's median pruner
+    prunes it against all five (median 0.9); with lag 2 it sees only trials 0-2 (median 0.3)."""
     curves = {0: [0.3, 0.3], 1: [0.3, 0.3], 2: [0.9, 0.9], 3: [0.9, 0.9], 4: [0.9, 0.9]}
     study = _study_with([TrialState.COMPLETE] * 5, curves)
     trial = study.ask()
