@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
     run.add_argument("--trials", type=int, help="the study's TOTAL number of trials (a rerun adds only the missing ones)")
     run.add_argument("--pruner", choices=["hyperband", "median", "none"])
+    run.add_argument("--reproducible", action="store_true",
+                     help="the same --seed gives the same trials, params, pruning and curves at any --jobs "
+                          "and on Dask (trial n sees only trials < n - k, waiting for them)")
+    run.add_argument("--reproducible-lag", type=int, metavar="K",
+                     help="k of --reproducible (default 4; implies it)")
     run.add_argument("--dask-scheduler", help="run trials on a Dask cluster at this address (needs a shared --storage)")
     run.add_argument("--timeout", metavar="DURATION",
                      help="time budget of this run: 90s, 45m, 2h, 1h30m; no trial starts after it "
@@ -137,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     keys = ["dataset", "data_dir", "study", "seed", "storage", "tracking_uri", "num_train", "epochs", "jobs",
-            "trials", "pruner", "timeout", "oversubscribe", "keep_probs", "sizes", "seeds", "subsets", "vary"]
+            "trials", "pruner", "timeout", "oversubscribe", "reproducible_lag", "keep_probs", "sizes", "seeds", "subsets", "vary"]
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -190,6 +195,10 @@ def _load(args: argparse.Namespace, *, storage: bool = True):
     from sweep.config import load_config
 
     cfg = load_config(args.config, _overrides(args))
+    if getattr(args, "reproducible", False) and cfg.reproducible_lag is None:  # else the file's or the flag's k
+        from dataclasses import replace
+
+        cfg = replace(cfg, reproducible_lag=4)  # sweep.reproducible.DEFAULT_LAG (that module imports optuna)
     _preflight(args, cfg, storage=storage)
     if getattr(args, "download", False) and cfg.dataset == "cifar10":
         from sweep.data import download_cifar10

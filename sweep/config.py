@@ -3,7 +3,7 @@
 Layout (every section and key optional; examples/digits.toml lists them all)::
 
     [sweep]     dataset, data_dir, num_train, num_val, study, trials, jobs, seed,
-                storage, tracking_uri, pruner, timeout ("45m": no trial starts after it)
+                storage, tracking_uri, pruner, timeout ("45m": no trial starts after it), reproducible_lag
     [space]     one entry per hyperparameter: a scalar is fixed, a list is a
                 categorical choice, a table is a range, e.g.
                 keep_prob = {low = 0.2, high = 1.0, step = 0.05}
@@ -92,6 +92,7 @@ _SWEEP_DOMAINS: dict[str, Domain] = {
     "jobs": Domain(int, 0, note="worker processes; 0 = all cores"),
     "seed": Domain(int, 0, 2**32 - 1),  # numpy and Optuna's samplers take 32-bit seeds
     "pruner": Domain(str, choices=PRUNERS),
+    "reproducible_lag": Domain(int, 0, note="trial n's sampler and pruner see only trials < n - k; unset = off"),
 }
 _SWEEP_TEXT = ("data_dir", "study", "storage", "tracking_uri")  # optional non-empty strings
 _SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT, "timeout", "oversubscribe")
@@ -109,7 +110,7 @@ _SIZE = Domain(int, 1, note="training examples")
 
 def _check_sweep_field(name: str, value: object, key: str) -> object:
     """Validate one [sweep] setting (None = unset is allowed for the optional ones)."""
-    if name in _SWEEP_TEXT or name in ("num_train", "num_val", "timeout"):
+    if name in _SWEEP_TEXT or name in ("num_train", "num_val", "timeout", "reproducible_lag"):
         if value is None:
             return None
     if name == "oversubscribe" and not isinstance(value, bool):  # jobs above the cores, on purpose (sweep.bounds)
@@ -244,6 +245,7 @@ class SweepConfig:
         tracking_uri: MLflow tracking URI; None = MLflow's default (sqlite:///mlflow.db).
         pruner: one of PRUNERS.
         timeout: time budget of one `sweep run` ("90s", "45m", "2h", "1h30m"); None = none.
+        reproducible_lag: k of sweep.reproducible (trial n sees only trials < n - k); None = off.
         space: the search space.
         ablation: settings of `sweep ablate`; None = not given (use AblationConfig()).
     """
@@ -261,6 +263,7 @@ class SweepConfig:
     pruner: str = "hyperband"
     timeout: str | None = None
     oversubscribe: bool = False
+    reproducible_lag: int | None = None
     space: SearchSpace = field(default_factory=SearchSpace)
     ablation: AblationConfig | None = None
 
@@ -460,7 +463,7 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
     Args:
         cfg: the config from the file (or defaults).
         overrides: flat keys: dataset, data_dir, num_train, num_val, study, trials, jobs, seed,
-            storage, tracking_uri, pruner (the [sweep] keys); epochs (fixes the space's epochs
+            storage, tracking_uri, pruner, reproducible_lag (the [sweep] keys); epochs (fixes the space's epochs
             to N and sets the ablation's epochs); keep_probs, sizes (lists or "a,b,c" text)
             seeds and subsets (the ablation's); vary (the --vary flags, ``["NAME=V1,V2", ...]``, or a
             table ``{NAME: [values]}``; replaces the file's vary). None values are ignored; numbers may be text.

@@ -241,6 +241,9 @@ class TrialContext:
     # stop, it would be called "worker process died" instead of "interrupted". None on
     # Dask, where the task re-run after its worker died must reap that worker's trial.
     sweep_process: str | None = None
+    # k of the reproducible mode (sweep.reproducible): trial n's sampler and pruner see only
+    # the trials < n - k, all finished. None: off.
+    reproducible_lag: int | None = None
 
 
 def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray]) -> float:

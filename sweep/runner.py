@@ -37,7 +37,7 @@ from sweep.paths import SweepPaths, journal_file, study_paths
 from sweep.recovery import say_to, stop_tracker
 from sweep.redact import mask_url
 from sweep.stops import signals_deferred, stopped_ending
-from sweep.worker import run_one_trial
+from sweep.worker import run_one_trial, trial_blas_threads
 
 MAX_ROUNDS = 10  # rounds of re-submission after workers died
 
@@ -108,6 +108,8 @@ def run_sweep(
     tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
     jobs = cfg.resolved_jobs()
     threads = max(1, available_cores() // jobs)
+    if cfg.reproducible_lag is not None:  # OpenBLAS rounds differently with 2 threads (sweep.reproducible)
+        threads = 1
 
     # The parent writes the memory-mapped cache once; workers only open it.
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
@@ -135,6 +137,11 @@ def run_sweep(
                                  min_age_seconds=0.0 if alone else OWNERLESS_GRACE_SECONDS)
     if requeued:
         out.write(f"re-queued trials left running by a stopped sweep: {requeued}\n")
+    from sweep.reproducible import check_study, given_up_line
+
+    mixed = check_study(study, cfg.reproducible_lag)  # a resume that changes the mode breaks the promise: say so
+    if mixed:
+        out.write(mixed + "\n")
     missing = cfg.trials - counted_trials(study)
     jobs = useful_jobs(jobs, missing)  # an idle worker still costs a process and its memory
     threads = max(1, available_cores() // jobs)
@@ -145,6 +152,7 @@ def run_sweep(
         pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
         target_trials=cfg.trials, deadline=budget.deadline if budget else None,
         sweep_process=None if dask_scheduler else spool.this_process(),
+        reproducible_lag=cfg.reproducible_lag,
     )
 
     recorded: list[Any] = []
@@ -253,7 +261,11 @@ def run_sweep(
             with contextlib.suppress(OSError):  # a full spool folder (fault above): the next run reaps
                 with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
 
-        outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
+        given_up = with_storage_retry(given_up_line, study, say=say) if cfg.reproducible_lag is not None else None
+        if given_up:  # never silently wrong: these trials saw another past than a rerun would
+            out.write(given_up + "\n")
+        with trial_blas_threads(ctx):  # the best trial's test accuracy too, in the reproducible mode
+            outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
         outcome.fault = fault
         with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)
     except KeyboardInterrupt as exc:

@@ -25,16 +25,35 @@ def _worker_study(ctx: TrialContext) -> Any:
 
     from sweep.study import make_pruner, make_sampler, make_storage
 
-    key = ("study", ctx.storage_url, str(ctx.journal_path), ctx.study_name)
+    key = ("study", ctx.storage_url, str(ctx.journal_path), ctx.study_name, ctx.reproducible_lag)
     if key not in _worker_cache:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
+        sampler, pruner = make_sampler(ctx.seed), make_pruner(ctx.pruner, ctx.max_epochs)
+        if ctx.reproducible_lag is not None:
+            from sweep.reproducible import lagged
+
+            # Owner first: a trial waiting for older ones must not look like a worker killed before its first record.
+            sampler, pruner = lagged(sampler, pruner, ctx.reproducible_lag,
+                                     on_wait=lambda study, trial: _record_owner(study._storage, trial._trial_id, ctx))
         _worker_cache[key] = optuna.load_study(
             study_name=ctx.study_name,
             storage=make_storage(ctx.storage_url, ctx.journal_path),
-            sampler=make_sampler(ctx.seed),
-            pruner=make_pruner(ctx.pruner, ctx.max_epochs),
+            sampler=sampler,
+            pruner=pruner,
         )
     return _worker_cache[key]
+
+
+def _record_owner(storage: Any, trial_id: int, ctx: TrialContext) -> None:
+    """The trial's liveness record every machine can read (the spool file is on this one's disk)."""
+    import socket
+
+    from sweep.study import WORKER_ATTR
+
+    pid = os.getpid()
+    owner = {"host": socket.gethostname(), "pid": pid, "proc_start": spool.process_start_time(pid),
+             "sweep": ctx.sweep_process}
+    storage.set_trial_system_attr(trial_id, WORKER_ATTR, owner)
 
 
 def _worker_data(ctx: TrialContext) -> dict[str, np.ndarray]:
@@ -59,10 +78,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     lock: tasks that check at the same instant can still overshoot the target
     by at most (number of concurrently starting workers - 1).
     """
-    import socket
-
     from sweep.study import (
-        WORKER_ATTR, check_target, is_storage_error, reap_stale_trials, short_storage_error, spool_path,
+        check_target, is_storage_error, reap_stale_trials, short_storage_error, spool_path,
         with_storage_retry,
     )
 
@@ -102,15 +119,12 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
 
     def objective(trial: Any) -> float:
         done["number"] = trial.number
-        # Liveness record every machine can read (the spool file is on this one's disk).
-        pid = os.getpid()
-        owner = {"host": socket.gethostname(), "pid": pid, "proc_start": spool.process_start_time(pid),
-                 "sweep": ctx.sweep_process}
-        trial.study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, owner)
+        _record_owner(trial.study._storage, trial._trial_id, ctx)
         return trial_objective(trial, ctx, data)
 
     try:
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        with trial_blas_threads(ctx):
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     except spool.SpoolWriteError as exc:
         # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
         return fault_outcome(done.get("number", -1), exc.strerror, stop=True)
@@ -141,6 +155,20 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         "pid": os.getpid(),
         "spool": events.read_text(encoding="utf-8") if events.exists() else "",
     }
+
+
+def trial_blas_threads(ctx: TrialContext) -> Any:
+    """One BLAS thread in the reproducible mode, whatever --jobs or the Dask worker says (see
+    sweep.reproducible.BLAS_THREADS); else no change (cores // jobs, set by the parent)."""
+    import contextlib
+
+    if ctx.reproducible_lag is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    from sweep.reproducible import BLAS_THREADS
+
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
 
 
 def _budget_skip() -> dict[str, Any]:
