@@ -130,11 +130,11 @@ def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
              f"{len(trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}).\n"]
     try:
         best = study.best_trial
-        lines.append(f"Best validation accuracy {best.value:.4f} (trial {best.number}: "
+        lines.append(f"Best validation accuracy {best.value * 100:.1f} % (trial {best.number}: "
                      f"{', '.join(f'{k}={v}' for k, v in sorted(readable_params(best.params, cfg.space).items()))}).\n")
         test = study.user_attrs.get("best_test_acc")
         if test and test.get("trial") == best.number:
-            lines.append(f"Its test accuracy, evaluated once after the sweep: {test['acc']:.4f}.\n")
+            lines.append(f"Its test accuracy, evaluated once after the sweep: {test['acc'] * 100:.1f} %.\n")
     except ValueError:
         lines.append("No completed trial yet.\n")
     history = search_history(trials)
@@ -258,7 +258,8 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     ablations = load_ablations(client, exp.experiment_id) if exp is not None else []
     parts = [f"# Does dropout regularize? Report for `{name}`\n\n",
              "keep_prob is the probability of KEEPING a unit (1.0 = no dropout). "
-             "Accuracies are in percentage points; intervals are 95 % t-intervals over seeds; "
+             "Accuracies are in % and their differences in percentage points (points); "
+             "intervals are 95 % t-intervals over seeds; "
              "paired differences are against keep_prob 1.0 on the same seeds (same init, batch order "
              "and training subset), with Holm-adjusted p-values over each ablation grid.\n\n"]
     rng = np.random.default_rng(cfg.seed)

@@ -266,7 +266,8 @@ def assert_machine_learning_view(pages: Pages, name: str) -> None:
     """The page (already loaded) is in MLflow's machine-learning view: its sidebar, no GenAI wording."""
     page = pages.page
     runs_link = page.get_by_role("link", name="Runs", exact=True)
-    pages.check(name, "a sidebar (either view's)", runs_link.or_(page.get_by_role("link", name="Sessions", exact=True)).first)
+    either = runs_link.or_(page.get_by_role("link", name="Sessions", exact=True))
+    pages.check(name, "a sidebar (either view's)", either.first)
     shown = [w for w in GENAI_LINKS if page.get_by_role("link", name=w, exact=True).count()]
     shown += ["Evaluations"] if page.get_by_text("Evaluations", exact=True).count() else []
     if shown:
@@ -327,6 +328,7 @@ def test_every_page_a_person_clicks_to_stays_in_the_machine_learning_view(store:
     exp_id = parents["study"].info.experiment_id  # 4. the breadcrumb to the experiment (not the sidebar's list link)
     page.locator(f"a[href*='experiments/{exp_id}']").filter(has_text=re.compile(r"^dropout-digits$")).first.click()
     name = "dropout-digits (the Compare page's breadcrumb)"
-    pages.check(name, "the study's parent run in the runs table", page.locator(f"[role=row][row-id='{parent_id}']").first)
+    parent_row = page.locator(f"[role=row][row-id='{parent_id}']").first
+    pages.check(name, "the study's parent run in the runs table", parent_row)
     assert_machine_learning_view(pages, name)
     pages.shot("clicked-experiment")
