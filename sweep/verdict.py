@@ -12,6 +12,9 @@ Number formats (stable, so tests and readers can parse them back):
 "No detectable effect" means the paired 95 % t-interval of the difference
 covers zero. Intervals are per comparison; p-values are Holm-adjusted over
 the grid, so a difference can exclude zero yet not survive Holm (said so).
+The headline ("In short ...") and the overview's helped/hurt counts take only
+differences that do both (interval excludes 0, Holm-adjusted p <= ALPHA) and
+name every one; effect sizes of differences with no variance read "no variance".
 """
 
 from __future__ import annotations
