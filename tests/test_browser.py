@@ -16,6 +16,11 @@ loudly, naming the page):
   drawn by Plotly (`.js-plotly-plot`, whose `data` holds the drawn points);
 - artifacts: `data-testid=artifact-tree-node`, the rendered markdown's
   `role=heading`, the viewer's title (the file's path) and its decoded `img`;
+- the view: sidebar links "Runs" (machine-learning view) vs "Sessions", "Judges",
+  "Evaluation runs", "Playground" and the breadcrumb "Evaluations" (GenAI view);
+  a run page's "Parent run" link (the parent's name); a row's selection checkbox
+  `input.ag-checkbox-input`, the "Compare" button and its page's title
+  "Comparing 2 Runs from 1 Experiment";
 - optuna-dashboard: the study's name on the home page, its
   `/dashboard/studies/<id>/trials` page ("Trials (List)") and the "<n> Trials" text there.
 Screenshots of every page go to the test's tmp folder; their paths are printed.
