@@ -23,7 +23,8 @@ import math
 
 from sweep.stats import AblationSummary, Comparison, Interval, PairedResult
 
-__all__ = ["OVERVIEW_FROM", "fmt_p", "fmt_points", "headline", "overview", "summary_markdown_tables", "verdict"]
+__all__ = ["OVERVIEW_FROM", "fmt_p", "fmt_points", "headline", "overview", "summary_markdown_tables",
+           "sweep_baseline_note", "verdict"]
 
 #: A verdict over more paired comparisons than this opens with the short overview.
 OVERVIEW_FROM = 5
@@ -313,6 +314,16 @@ def _span(found: list[tuple[str, PairedResult]]) -> str:
 def _sizes(sizes: list[int]) -> str:
     text = [f"{s:,}" for s in sizes]
     return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
+
+
+def sweep_baseline_note(keep_probs: list[float]) -> str:
+    """A sentence when no trial of a sweep ran keep_prob 1.0 (its importance and trend never saw no dropout)."""
+    ks = [k for k in keep_probs if math.isfinite(k)]
+    if not ks or any(abs(k - 1.0) <= 1e-9 for k in ks):
+        return ""
+    return (f"No trial of this sweep ran keep_prob 1.0 (no dropout): its {len(ks)} trials span keep "
+            f"{min(ks):g} to {max(ks):g}, so the sweep itself never compared against no dropout; keep_prob's "
+            "importance and trend below are among dropout levels only (an ablation compares against keep 1.0).")
 
 
 def overview(items: list[tuple[str, AblationSummary]], largest_interaction: str = "") -> list[str]:

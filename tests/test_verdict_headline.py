@@ -137,3 +137,12 @@ def test_the_gap_column_can_be_recomputed_from_the_table_beside_it() -> None:
         value = {c: float(v.split(" ")[0].replace("−", "-")) for c, v in zip(cols, row) if " [" in v}
         gap = value["final train acc (%)"] - value["final val acc (%)"]
         assert abs(value["train−val gap = final train − final val (points)"] - gap) <= 0.1 + 1e-9
+
+
+def test_a_sweep_that_never_ran_keep_1_says_so() -> None:
+    from sweep.verdict import sweep_baseline_note
+
+    note = sweep_baseline_note([0.5, 0.65, 0.95, math.nan])
+    assert note.startswith("No trial of this sweep ran keep_prob 1.0 (no dropout): its 3 trials span keep 0.5 to 0.95, "
+                           "so the sweep itself never compared against no dropout")
+    assert sweep_baseline_note([0.5, 1.0]) == "" and sweep_baseline_note([]) == ""
