@@ -307,7 +307,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         lines.append(f"  the study's parent run: {ui_url(args.host, args.port, experiment_id, run_id=parent)}")
     print("\n".join([*lines, "  (Ctrl-C to stop)"]), flush=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
-           "--workers", str(args.workers)]
+           "--workers", str(args.workers),
+           # MLflow's server with its machine-learning view on every page a person clicks to (sweep/mlflow_app.py).
+           "--app-name", "dropout-sweep"]
     # Become `mlflow ui` rather than wait on it: a signal meant for `sweep ui`
     # must reach the server, not orphan it.
     os.execv(sys.executable, cmd)

@@ -23,6 +23,7 @@ from sweep.verdict import (
     _row,
     fmt_p,
     fmt_points,
+    headline,
     overview,
     verdict,
 )
@@ -102,14 +103,14 @@ def _ordered(fs: FactorialSummary, levels: Levels) -> Levels:
 
 
 def factorial_verdict(fs: FactorialSummary) -> str:
-    """The overview (at most five lines), the interactions, then the verdict of every level.
+    """The headline, the overview (at most five lines), the interactions, then the verdict of every level.
 
     Returns:
         Markdown text; per-level paragraphs under ``#### <level>`` headings.
     """
     conf = f"{fs.confidence:.0%}".replace("%", " %")
     items = [(level_label(_ordered(fs, lv)), fs.per_level[lv]) for lv in fs.levels]
-    parts = ["\n".join(overview(items, _largest_line(fs)))]
+    parts = [headline(items), "\n".join(overview(items, _largest_line(fs)))]
     parts.append(
         f"Dropout's effect is paired by seed against keep {fs.baseline_keep:g} at every level, with {conf} "
         f"t-intervals, p-values Holm-adjusted over the {_comparisons(fs.n_comparisons)} of the whole grid; "

@@ -10,6 +10,7 @@ Missing intervals (one seed) are simply not drawn.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,6 +261,8 @@ def plot_benefit_by_level(fs: FactorialSummary, path: str | Path) -> Path:
 
 
 _TARGET_TITLES = {"value": "validation accuracy", "gap": "train − val gap"}
+_IMPORTANCE_PANEL_INCHES = 5.0
+_NOTE_CHARS_PER_INCH = 12  # 7-pt DejaVu Sans averages ~4.5 pt a character; ~ 72 / 4.5 less the y-labels' share
 
 
 def importance_figure(
@@ -272,7 +275,7 @@ def importance_figure(
         param: parameter whose label is emphasised.
     """
     targets = list(importances)
-    fig = Figure(figsize=(5.0 * max(1, len(targets)), 3.8), layout="constrained")
+    fig = Figure(figsize=(_IMPORTANCE_PANEL_INCHES * max(1, len(targets)), 3.8), layout="constrained")
     axes = fig.subplots(1, max(1, len(targets)), squeeze=False)[0]
     palette = ["tab:blue", "tab:orange", "tab:green"]
     for ax, target in zip(axes, targets):
@@ -301,8 +304,11 @@ def importance_figure(
         ax.set_xlim(0, 1)
         ax.legend(fontsize=8, loc="lower right")
         if notes:
-            ax.text(0.0, -0.25, "\n".join(notes), transform=ax.transAxes, fontsize=7,
-                    va="top", color="0.35", wrap=True)
+            # Wrapped here to the panel's width: matplotlib's wrap=True wraps at the FIGURE's edge,
+            # so a left panel's note ran across the right panel and a long word off the edge.
+            width = int(_NOTE_CHARS_PER_INCH * _IMPORTANCE_PANEL_INCHES)
+            text = "\n".join(textwrap.fill(n, width, subsequent_indent="  ") for n in notes)
+            ax.text(0.0, -0.25, text, transform=ax.transAxes, fontsize=7, va="top", color="0.35")
     return fig
 
 
@@ -343,7 +349,8 @@ def trend_figure(points: Sequence[TrendPoint]) -> Figure:
         rho = _spearman(keep[ok], y[ok])
         rho_text = "n/a" if math.isnan(rho) else f"{rho:+.2f}"
         ax.set_title(f"{int(ok.sum())} trials, Spearman ρ = {rho_text}", fontsize=10)
-    fig.suptitle("Sweep: how the finished trials move with keep_prob")
+    # "complete" (Optuna's state), not "finished": MLflow calls pruned trials' runs FINISHED too.
+    fig.suptitle("Sweep: how the complete trials (pruned ones left out) move with keep_prob")
     return fig
 
 
@@ -354,7 +361,7 @@ def plot_sweep_scatter(points: Sequence[TrendPoint], path: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class HistoryPoint:
-    """One finished trial of a sweep, for the history figure.
+    """One complete or pruned trial of a sweep, for the history figure.
 
     Attributes:
         number: Optuna trial number.
@@ -393,7 +400,7 @@ def history_figure(points: Sequence[HistoryPoint]) -> Figure:
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
         if not complete and not pruned:
-            _note(ax, "no finished trials yet")
+            _note(ax, "no complete or pruned trials yet")
             continue
         for group, marker, color, label in ((complete, "o", "tab:blue", "complete"),
                                             (pruned, "x", "tab:gray", "pruned")):
@@ -407,9 +414,46 @@ def history_figure(points: Sequence[HistoryPoint]) -> Figure:
         if attr == "number":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("validation accuracy (%)")
+    below = _clip_outliers(axes, [p.value * _PTS for p in points])
     axes[1].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"Search progress: {len(complete)} complete, {len(pruned)} pruned trials")
+    title = f"Search progress: {len(complete)} complete, {len(pruned)} pruned trials"
+    if below:
+        shown = ", ".join(f"{v:.1f} %" for v in sorted(below))
+        title += f"\n{len(below)} far below the rest, drawn as ▼ on the bottom edge ({shown})"
+    fig.suptitle(title)
     return fig
+
+
+def _clip_outliers(axes: Sequence[Axes], values: Sequence[float]) -> list[float]:
+    """Bottom of the shared y-axis at the bulk of `values`; the far-low ones as ▼ on that edge.
+
+    One diverged trial at chance level (10 %) otherwise stretches the axis down
+    and squeezes every other trial into a sliver at the top. "Far below":
+    under Q1 − 3·max(IQR, 1 point) (Tukey's far-out fence). Returns those values.
+    """
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if v.size < 4:
+        return []
+    q1, q3 = np.percentile(v, [25, 75])
+    fence = q1 - 3.0 * max(q3 - q1, 1.0)
+    far = v[v < fence]
+    if far.size == 0:
+        return []
+    rest = v[v >= fence]
+    pad = 0.05 * max(rest.max() - rest.min(), 1.0)
+    bottom, top = rest.min() - 2 * pad, rest.max() + pad
+    for ax in axes:
+        ax.set_ylim(bottom, top)
+    for ax, off in zip(axes, (0, 1)):
+        xs = [c.get_offsets()[:, 0] for c in ax.collections]
+        ys = [c.get_offsets()[:, 1] for c in ax.collections]
+        if not xs:
+            continue
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        low = y < bottom
+        ax.scatter(x[low], np.full(low.sum(), bottom + 0.5 * pad), marker="v", s=30, color="tab:purple",
+                   clip_on=False, label="far below (value in title)" if off else None, zorder=3)
+    return [float(x) for x in far]
 
 
 def plot_history(points: Sequence[HistoryPoint], path: str | Path) -> Path:

@@ -168,13 +168,18 @@ def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
              f"{len(trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}).\n"]
     try:
         best = study.best_trial
-        lines.append(f"Best validation accuracy {best.value:.4f} (trial {best.number}: "
+        lines.append(f"Best validation accuracy {best.value * 100:.1f} % (trial {best.number}: "
                      f"{', '.join(f'{k}={v}' for k, v in sorted(readable_params(best.params, cfg.space).items()))}).\n")
         test = study.user_attrs.get("best_test_acc")
         if test and test.get("trial") == best.number:
-            lines.append(f"Its test accuracy, evaluated once after the sweep: {test['acc']:.4f}.\n")
+            lines.append(f"Its test accuracy, evaluated once after the sweep: {test['acc'] * 100:.1f} %.\n")
     except ValueError:
         lines.append("No completed trial yet.\n")
+    from sweep.verdict import sweep_baseline_note  # issue 18: say when the sweep never ran keep 1.0
+
+    note = sweep_baseline_note([float(t.params["keep_prob"]) for t in trials
+                                if "keep_prob" in t.params and t.state.name in ("COMPLETE", "PRUNED")])
+    lines.append(f"{note}\n" if note else "")
     history = search_history(trials)
     if history:
         lines.append("\n### Search progress\n\n")
@@ -345,7 +350,8 @@ def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], stu
     """report.md's text; its figures are written under `out_dir`/figures."""
     parts = [f"# Does dropout regularize? Report for `{name}`\n\n",
              "keep_prob is the probability of KEEPING a unit (1.0 = no dropout). "
-             "Accuracies are in percentage points; intervals are 95 % t-intervals over seeds; "
+             "Accuracies are in % and their differences in percentage points (points); "
+             "intervals are 95 % t-intervals over seeds; "
              "paired differences are against keep_prob 1.0 on the same seeds (same init, batch order "
              "and training subset), with Holm-adjusted p-values over each ablation grid.\n\n"]
     rng = np.random.default_rng(cfg.seed)

@@ -41,7 +41,8 @@ __all__ = [
     "summarize",
 ]
 
-DEFAULT_METRICS: tuple[str, ...] = ("best_val_acc", "final_train_acc", "gap", "val_loss")
+# final_val_acc next to final_train_acc so a reader can recompute the gap (final train − final val).
+DEFAULT_METRICS: tuple[str, ...] = ("best_val_acc", "final_train_acc", "final_val_acc", "gap", "val_loss")
 _SCALAR_FIELDS = ("best_val_acc", "final_train_acc", "final_val_acc", "gap", "val_loss")
 _BOOTSTRAP_METRICS = ("best_val_acc",)
 

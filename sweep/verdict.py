@@ -12,6 +12,9 @@ Number formats (stable, so tests and readers can parse them back):
 "No detectable effect" means the paired 95 % t-interval of the difference
 covers zero. Intervals are per comparison; p-values are Holm-adjusted over
 the grid, so a difference can exclude zero yet not survive Holm (said so).
+The headline ("In short ...") and the overview's helped/hurt counts take only
+differences that do both (interval excludes 0, Holm-adjusted p <= ALPHA) and
+name every one; effect sizes of differences with no variance read "no variance".
 """
 
 from __future__ import annotations
@@ -20,17 +23,21 @@ import math
 
 from sweep.stats import AblationSummary, Comparison, Interval, PairedResult
 
-__all__ = ["OVERVIEW_FROM", "fmt_p", "fmt_points", "overview", "summary_markdown_tables", "verdict"]
+__all__ = ["OVERVIEW_FROM", "fmt_p", "fmt_points", "headline", "overview", "summary_markdown_tables",
+           "sweep_baseline_note", "verdict"]
 
 #: A verdict over more paired comparisons than this opens with the short overview.
 OVERVIEW_FROM = 5
 
 MINUS = "\u2212"
+NO_VARIANCE = "no variance"
+#: A difference counts in the headline only if its interval excludes 0 AND its Holm-adjusted p is at most this.
+ALPHA = 0.05
 _LABELS = {
     "best_val_acc": "best val acc",
     "final_train_acc": "final train acc",
     "final_val_acc": "final val acc",
-    "gap": "train−val gap",
+    "gap": "train−val gap",  # final train acc − final val acc
     "val_loss": "val loss",
 }
 _ACCURACY_LIKE = {"best_val_acc", "final_train_acc", "final_val_acc", "gap"}
@@ -46,8 +53,14 @@ def _num(x: float, digits: int, signed: bool = False) -> str:
 
 
 def _effect(x: float) -> str:
-    """Effect size: two decimals, or 3 significant digits when |x| >= 1000."""
-    if math.isfinite(x) and abs(x) >= 1000:
+    """Effect size: two decimals, 3 significant digits when |x| >= 1000, "no variance" when infinite.
+
+    d_z is infinite when every seed gave the same non-zero difference (sd 0):
+    a ratio over nothing, not an effect "infinitely" large.
+    """
+    if math.isinf(x):
+        return NO_VARIANCE
+    if abs(x) >= 1000:
         return f"{x:+.3g}".replace("-", MINUS)
     return _num(x, 2, signed=True)
 
@@ -112,6 +125,10 @@ def _effect_clause(
     if not res.diff.defined:
         return f"{noun} {fmt_points(res.mean_diff)} points ({_seeds(res.n)}: no interval or test)"
     seeds = f", {_seeds(res.n)}" if with_seeds else ""
+    if math.isinf(res.d_z):  # sd of the differences 0: the interval is a point and t's p is 0 by arithmetic
+        return (f"{noun} {fmt_points(res.mean_diff)} points on every one of {_seeds(res.n)} ({NO_VARIANCE}: "
+                f"no interval, and the t-test's {_p_phrase(res.p_t_holm)} Holm-adjusted says nothing more), "
+                f"{_judgement(metric, res)}")
     return (
         f"{noun} {fmt_points(res.mean_diff)} points ({_conf(summary)} CI {_ci(res.diff)}, "
         f"{_p_phrase(res.p_t_holm)} Holm-adjusted{seeds}), {_judgement(metric, res)}"
@@ -176,44 +193,163 @@ def _caveat(summary: AblationSummary, size: int) -> str:
     )
 
 
-def _listed(found: list[tuple[str, PairedResult]], limit: int = 3) -> str:
-    shown = [f"{where} ({fmt_points(res.mean_diff)})" for where, res in found[:limit]]
-    more = len(found) - limit
-    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+def _survives(res: PairedResult) -> bool:
+    """The difference counts as found: interval excludes 0 and it survives the Holm correction."""
+    return res.diff.defined and not res.diff.covers(0.0) and res.p_t_holm <= ALPHA
+
+
+def _where(size: int, keep: float, label: str) -> str:
+    return f"keep {keep:g} at {size:,} examples" + (f" with {label}" if label else "")
+
+
+def _listed(found: list[tuple[str, PairedResult]]) -> str:
+    """Every case, largest effect first: 'keep 0.25 at 100 examples (−5.3), keep 0.5 at 100 examples (−2.1)'."""
+    return ", ".join(f"{where} ({fmt_points(res.mean_diff)})" for where, res in found)
+
+
+class _Tally:
+    """One metric's comparisons over a whole grid, sorted into what a headline may count."""
+
+    def __init__(self, items: list[tuple[str, AblationSummary]], metric: str) -> None:
+        self.up: list[tuple[str, PairedResult]] = []  # survives Holm, treated above baseline
+        self.down: list[tuple[str, PairedResult]] = []  # survives Holm, treated below baseline
+        self.unadjusted: list[tuple[str, PairedResult]] = []  # interval excludes 0, Holm p > ALPHA
+        self.none = self.undefined = self.total = 0
+        for label, summ in items:
+            for (size, keep), comp in sorted(summ.comparisons.items()):
+                res = comp.results.get(metric)
+                if res is None:
+                    continue
+                self.total += 1
+                where = _where(size, keep, label)
+                if not res.diff.defined:
+                    self.undefined += 1
+                elif res.diff.covers(0.0):
+                    self.none += 1
+                elif _survives(res):
+                    (self.up if res.diff.low > 0 else self.down).append((where, res))
+                else:
+                    self.unadjusted.append((where, res))
+        self.up.sort(key=lambda x: -x[1].mean_diff)
+        self.down.sort(key=lambda x: x[1].mean_diff)
+        self.unadjusted.sort(key=lambda x: -abs(x[1].mean_diff))
+
+
+def _by_points(found: list[tuple[str, PairedResult]], verb: str) -> str:
+    """'keep 0.25 hurt it by 5.3 points at 100 examples and keep 0.5 by 2.1 points at 100 examples'."""
+    parts = []
+    for i, (where, res) in enumerate(found):
+        keep, at = where.split(" at ", 1)
+        amount = f"by {_num(abs(res.mean_diff) * 100, 1)} points"
+        parts.append(f"{keep} {verb} {amount} at {at}" if i == 0 else f"{keep} {amount} at {at}")
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def headline(items: list[tuple[str, AblationSummary]]) -> str:
+    """The answer in one sentence (accuracy and gap), plus one on a missing keep 1.0 baseline.
+
+    Counts only differences that survive the Holm correction the verdict
+    reports (interval excludes 0 and Holm-adjusted p <= ALPHA), and names
+    every one of them. E.g. "In short: dropout never helped validation
+    accuracy; keep 0.25 hurt it by 5.3 points at 100 examples; the train−val
+    gap did not shrink anywhere (4 comparisons, counting only differences that
+    survive Holm correction)."
+
+    Args:
+        items: (level label, its summary) per level; label "" for an ablation without factors.
+    """
+    acc, gap = _Tally(items, "best_val_acc"), _Tally(items, "gap")
+    notes = _baseline_notes(items)
+    if acc.total == 0:
+        return "In short: nothing here answers whether dropout helps: no comparison was possible. " + " ".join(notes)
+    if acc.up:
+        parts = [f"dropout helped validation accuracy in {len(acc.up)} "
+                 f"({_by_points(acc.up, 'raised it')})"]
+    else:
+        parts = ["dropout never helped validation accuracy"]
+    parts.append(_by_points(acc.down, "hurt it") if acc.down else "it never hurt it either" if not acc.up
+                 else "it never hurt it")
+    if gap.total:
+        if gap.down and len(gap.down) == gap.total:
+            g = f"the train−val gap shrank in every one ({_span(gap.down)})"
+        elif gap.down:
+            g = f"the train−val gap shrank in {len(gap.down)} of them ({_by_points(gap.down, 'narrowed it')})"
+        else:
+            g = "the train−val gap did not shrink anywhere"
+        if gap.up:
+            g += f" and grew in {len(gap.up)} ({_by_points(gap.up, 'widened it')})"
+        parts.append(g)
+    undecided = f"; {acc.undefined} cannot be judged (one seed)" if acc.undefined else ""
+    sentence = (f"In short ({_comparisons(acc.total)}, counting only differences that survive Holm "
+                f"correction{undecided}): {'; '.join(parts)}.")
+    return " ".join([sentence, *notes])
+
+
+def _baseline_notes(items: list[tuple[str, AblationSummary]]) -> list[str]:
+    """Sentences for a grid that never ran keep 1.0 (no dropout), or not at every size."""
+    notes = []
+    for label, summ in items:
+        within = f" with {label}" if label else ""
+        present = {s for (s, k) in summ.cells if abs(k - 1.0) <= 1e-9}
+        if summ.baseline_keep != 1.0:
+            notes.append(f"This ablation{within} compared against keep {summ.baseline_keep:g}, never against "
+                         "keep 1.0 (no dropout)" + (": it says whether more dropout than that helps, "
+                                                    "not whether dropout helps." if not present else
+                                                    f" (keep 1.0 ran, at {_sizes(sorted(present))} examples, "
+                                                    "but as a treatment)."))
+            continue
+        missing = [s for s in summ.sizes if s not in present]
+        if missing:
+            notes.append(f"No keep 1.0 (no dropout) runs at {_sizes(missing)} examples{within}: "
+                         "nothing there was compared.")
+    return notes
+
+
+def _span(found: list[tuple[str, PairedResult]]) -> str:
+    """'by 4.1 to 20.0 points' (or 'by 20.0 points'): the range of the absolute mean differences."""
+    lo, hi = (_num(f(abs(r.mean_diff) for _, r in found) * 100, 1) for f in (min, max))
+    return f"by {lo} points" if lo == hi else f"by {lo} to {hi} points"
+
+
+def _sizes(sizes: list[int]) -> str:
+    text = [f"{s:,}" for s in sizes]
+    return text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]
+
+
+def sweep_baseline_note(keep_probs: list[float]) -> str:
+    """A sentence when no trial of a sweep ran keep_prob 1.0 (its importance and trend never saw no dropout)."""
+    ks = [k for k in keep_probs if math.isfinite(k)]
+    if not ks or any(abs(k - 1.0) <= 1e-9 for k in ks):
+        return ""
+    return (f"No trial of this sweep ran keep_prob 1.0 (no dropout): its {len(ks)} trials span keep "
+            f"{min(ks):g} to {max(ks):g}, so the sweep itself never compared against no dropout; keep_prob's "
+            "importance and trend below are among dropout levels only (an ablation compares against keep 1.0).")
 
 
 def overview(items: list[tuple[str, AblationSummary]], largest_interaction: str = "") -> list[str]:
     """At most five lines over the whole grid: where dropout helped, hurt, had no detectable effect.
 
-    Judged on best validation accuracy by each comparison's interval (as the
-    bullets below it), listing the largest effects first.
+    Judged on best validation accuracy; "helped"/"hurt" count only differences
+    whose interval excludes 0 and that survive the Holm correction (as the
+    headline); those whose interval excludes 0 but do not survive it get their
+    own line. Every case is named, largest effects first.
 
     Args:
         items: (level label, its summary) per level; label "" for an ablation without factors.
         largest_interaction: a line on the largest interaction, if any (written by the caller).
     """
-    helped: list[tuple[str, PairedResult]] = []
-    hurt: list[tuple[str, PairedResult]] = []
-    none_, undefined, total = 0, 0, 0
-    for label, summ in items:
-        for (size, keep), comp in sorted(summ.comparisons.items()):
-            res = comp.results["best_val_acc"]
-            total += 1
-            where = f"keep {keep:g} at {size:,} examples" + (f" with {label}" if label else "")
-            if not res.diff.defined:
-                undefined += 1
-            elif res.diff.covers(0.0):
-                none_ += 1
-            else:
-                (helped if res.diff.low > 0 else hurt).append((where, res))
-    helped.sort(key=lambda x: -x[1].mean_diff)
-    hurt.sort(key=lambda x: x[1].mean_diff)
-    of = f"of {_comparisons(total)}"
-    lines = [f"- Dropout helped (validation accuracy interval above 0) in {len(helped)} {of}"
-             + (f": {_listed(helped)}." if helped else "."),
-             f"- Dropout hurt (interval below 0) in {len(hurt)} {of}" + (f": {_listed(hurt)}." if hurt else "."),
-             f"- No detectable effect (interval covers 0) in {none_} {of}"
-             + (f"; {undefined} cannot be judged (one seed)." if undefined else ".")]
+    acc = _Tally(items, "best_val_acc")
+    of = f"of {_comparisons(acc.total)}"
+    rule = f"interval {{}} 0, Holm-adjusted p ≤ {ALPHA:g}"
+    lines = [f"- Dropout helped ({rule.format('above')}) in {len(acc.up)} {of}"
+             + (f": {_listed(acc.up)}." if acc.up else "."),
+             f"- Dropout hurt ({rule.format('below')}) in {len(acc.down)} {of}"
+             + (f": {_listed(acc.down)}." if acc.down else ".")]
+    if acc.unadjusted:
+        lines.append(f"- Interval excludes 0 but not significant after Holm correction in {len(acc.unadjusted)} "
+                     f"{of}: {_listed(acc.unadjusted)}.")
+    lines.append(f"- No detectable effect (interval covers 0) in {acc.none} {of}"
+                 + (f"; {acc.undefined} cannot be judged (one seed)." if acc.undefined else "."))
     if largest_interaction:
         lines.append(f"- {largest_interaction}")
     return lines
@@ -225,24 +361,27 @@ def verdict(summary: AblationSummary, *, opening: bool | None = None) -> str:
     Args:
         summary: output of :func:`sweep.stats.summarize`; must include the
             ``best_val_acc`` metric (``gap`` is reported when present).
-        opening: open with the short :func:`overview`; None: when there are
-            more than ``OVERVIEW_FROM - 1`` comparisons.
+        opening: open with the :func:`headline` and the short :func:`overview`; None:
+            the headline always, the overview when there are more than
+            ``OVERVIEW_FROM - 1`` comparisons; False: neither (a level inside
+            a factorial verdict, which has its own).
 
     Returns:
-        Markdown-friendly text: (the overview,) a one-line reading guide, then per size the
-        comparisons against the baseline, the best keep_prob and any caveat.
+        Markdown-friendly text: (the headline, the overview,) a one-line reading guide, then
+        per size the comparisons against the baseline, the best keep_prob and any caveat.
     """
     if "best_val_acc" not in summary.metrics:
         raise ValueError("summary.metrics must include 'best_val_acc' to write a verdict")
     conf = _conf(summary)
-    if opening is None:
-        opening = len(summary.comparisons) >= OVERVIEW_FROM
+    with_overview = len(summary.comparisons) >= OVERVIEW_FROM if opening is None else opening
     guide = (
         f"Differences are paired by seed against {_baseline_name(summary)} "
         f"(keep {summary.baseline_keep:g}), with {conf} t-intervals; p-values are paired "
         f"t-tests, Holm-adjusted over the {_comparisons(summary.n_comparisons)} of each metric."
     )
-    paragraphs = ["\n".join(overview([("", summary)])), guide] if opening else [guide]
+    paragraphs = [headline([("", summary)])] if opening is not False else []
+    paragraphs += ["\n".join(overview([("", summary)]))] if with_overview else []
+    paragraphs.append(guide)
     for size in summary.sizes:
         head = " ".join(s for s in (_best_sentence(summary, size), _caveat(summary, size)) if s)
         paragraphs.append(f"**{size:,} training examples.** {head}")
@@ -301,6 +440,9 @@ def summary_markdown_tables(summary: AblationSummary) -> str:
     metrics = list(summary.metrics)
     unit = {"gap": "points", "val_loss": "nats"}
     units = {m: f"{_LABELS[m]} ({unit.get(m, '%')})" for m in metrics}
+    if "gap" in units and {"final_train_acc", "final_val_acc"} <= set(metrics):
+        # the mean gap is exactly the difference of those two means
+        units["gap"] = "train−val gap = final train − final val (points)"
     has_boot = "best_val_acc" in metrics
     head = ["size", "keep_prob", "seeds"] + [units[m] for m in metrics]
     head += ["best val acc, bootstrap CI"] if has_boot else []
@@ -337,7 +479,8 @@ def summary_markdown_tables(summary: AblationSummary) -> str:
         "",
         f"Holm: over the {_comparisons(summary.n_comparisons)} of each metric, t and Wilcoxon "
         "separately. d_z = mean difference / sd of differences; g_z = d_z with Hedges' "
-        "small-sample correction. With n pairs the smallest two-sided Wilcoxon p is 2/2^n "
+        f"small-sample correction; \"{NO_VARIANCE}\" where every seed gave the same difference (sd 0, no ratio). "
+        "With n pairs the smallest two-sided Wilcoxon p is 2/2^n "
         f"({_wilcoxon_floor(summary)}), so it cannot reach 0.05 below 6 seeds.",
         "",
     ]

@@ -16,6 +16,11 @@ loudly, naming the page):
   drawn by Plotly (`.js-plotly-plot`, whose `data` holds the drawn points);
 - artifacts: `data-testid=artifact-tree-node`, the rendered markdown's
   `role=heading`, the viewer's title (the file's path) and its decoded `img`;
+- the view: sidebar links "Runs" (machine-learning view) vs "Sessions", "Judges",
+  "Evaluation runs", "Playground" and the breadcrumb "Evaluations" (GenAI view);
+  a run page's "Parent run" link (the parent's name); a row's selection checkbox
+  `input.ag-checkbox-input`, the "Compare" button and its page's title
+  "Comparing 2 Runs from 1 Experiment";
 - optuna-dashboard: the study's name on the home page, its
   `/dashboard/studies/<id>/trials` page ("Trials (List)") and the "<n> Trials" text there.
 Screenshots of every page go to the test's tmp folder; their paths are printed.
@@ -256,3 +261,79 @@ def test_optuna_dashboard_shows_the_study_and_its_trials(store: Path, optuna_das
     page.goto(page.url.split("?")[0] + "/trials")  # the "Trials (List)" page (its menu entry is an icon)
     pages.check("optuna-dashboard trials", f"'{n} Trials'", page.get_by_text(f"{n} Trials", exact=True).first)
     pages.shot("optuna-dashboard-trials")
+
+
+# Sidebar entries and words only MLflow's GenAI view shows (its ML view has Runs, Models, Traces).
+GENAI_LINKS = ("Sessions", "Judges", "Evaluation runs", "Playground")
+
+
+def assert_machine_learning_view(pages: Pages, name: str) -> None:
+    """The page (already loaded) is in MLflow's machine-learning view: its sidebar, no GenAI wording."""
+    page = pages.page
+    runs_link = page.get_by_role("link", name="Runs", exact=True)
+    either = runs_link.or_(page.get_by_role("link", name="Sessions", exact=True))
+    pages.check(name, "a sidebar (either view's)", either.first)
+    shown = [w for w in GENAI_LINKS if page.get_by_role("link", name=w, exact=True).count()]
+    shown += ["Evaluations"] if page.get_by_text("Evaluations", exact=True).count() else []
+    if shown:
+        pages.shot(f"{name}-GENAI")
+        raise AssertionError(f"page {name!r} is in MLflow's GenAI view: shows {shown} ({page.url})")
+    pages.check(name, "the machine-learning sidebar's 'Runs' link", runs_link.first)
+
+
+def test_every_page_a_person_clicks_to_stays_in_the_machine_learning_view(store: Path, ui: str, pages: Pages) -> None:
+    """Runs table -> a trial -> its parent -> back to the table -> Compare -> the experiment: no GenAI view.
+
+    MLflow 3.17 picks the view from `?workflowType=` or else the browser's
+    stored choice (default GenAI), and its own links drop the parameter;
+    `sweep ui` serves MLflow with the stored choice set (sweep/mlflow_app.py).
+    A fresh browser context: nothing stored beforehand.
+    """
+    _, parents, children = mlflow_runs(store)
+    parent_id = parents["study"].info.run_id
+    trial = sorted((r for r in children if r.data.tags.get("sweep.kind") == "trial"), key=lambda r: r.info.run_name)
+    first, second = trial[0], trial[1]
+    page = pages.page
+
+    page.goto(ui)
+    parent_row = page.locator(f"[role=row][row-id='{parent_id}']").first
+    pages.check("runs table", "the study's parent run", parent_row)
+    parent_row.locator("[role=gridcell][col-id='attributes.`Run Name`'] button").first.click()
+    link = page.locator(f"[role=row][row-id='{first.info.run_id}'] a[href*='{first.info.run_id}']").first
+    pages.check("runs table (parent expanded)", f"the link to {first.info.run_name}", link)
+    link.click()  # 1. into a trial
+    name = f"{first.info.run_name} (clicked from the runs table)"
+    pages.check(name, "its description", page.get_by_text(first.data.tags["mlflow.note.content"]).first)
+    assert_machine_learning_view(pages, name)
+    pages.shot("clicked-trial")
+
+    page.get_by_role("link", name="study dropout-digits", exact=True).first.click()  # 2. into the parent
+    name = "study dropout-digits (clicked from the trial's 'Parent run')"
+    page.wait_for_url(re.compile(rf"/runs/{parent_id}"))
+    pages.check(name, "its heading", page.get_by_role("heading", name="study dropout-digits").first)
+    assert_machine_learning_view(pages, name)
+    pages.shot("clicked-parent")
+
+    page.get_by_role("link", name="Runs", exact=True).first.click()  # 3. back to the table, Compare two trials
+    parent_row = page.locator(f"[role=row][row-id='{parent_id}']").first
+    pages.check("runs table (from the sidebar)", "the study's parent run", parent_row)
+    assert_machine_learning_view(pages, "runs table (from the sidebar)")
+    if not page.locator(f"[role=row][row-id='{first.info.run_id}']").count():
+        parent_row.locator("[role=gridcell][col-id='attributes.`Run Name`'] button").first.click()
+    for run in (first, second):
+        row = page.locator(f"[role=row][row-id='{run.info.run_id}']").first
+        pages.check("runs table (from the sidebar)", f"the row of {run.info.run_name}", row)
+        row.locator("input[type=checkbox].ag-checkbox-input").first.click()
+    page.get_by_role("button", name="Compare", exact=True).first.click()
+    name = "Compare (2 trials)"
+    pages.check(name, "its title", page.get_by_text("Comparing 2 Runs from 1 Experiment").first)
+    assert_machine_learning_view(pages, name)
+    pages.shot("clicked-compare")
+
+    exp_id = parents["study"].info.experiment_id  # 4. the breadcrumb to the experiment (not the sidebar's list link)
+    page.locator(f"a[href*='experiments/{exp_id}']").filter(has_text=re.compile(r"^dropout-digits$")).first.click()
+    name = "dropout-digits (the Compare page's breadcrumb)"
+    parent_row = page.locator(f"[role=row][row-id='{parent_id}']").first
+    pages.check(name, "the study's parent run in the runs table", parent_row)
+    assert_machine_learning_view(pages, name)
+    pages.shot("clicked-experiment")

@@ -114,9 +114,11 @@ def test_verdict_says_the_planted_interaction_in_words_and_the_figure_has_a_line
                            "normalization=none (95 % CI ")
     assert text.endswith("8 seeds), a detectable interaction.")
     verdict = factorial_verdict(fs)
-    opening = verdict.split("\n\n", 1)[0].splitlines()
+    assert verdict.startswith("In short (4 comparisons, counting only differences that survive Holm correction): "
+                              "dropout helped validation accuracy in 4 ")
+    opening = verdict.split("\n\n", 2)[1].splitlines()  # the overview, after the one-sentence headline
     assert len(opening) <= 5
-    assert opening[0].startswith("- Dropout helped (validation accuracy interval above 0) in 4 of 4 comparisons: ")
+    assert opening[0].startswith("- Dropout helped (interval above 0, Holm-adjusted p ≤ 0.05) in 4 of 4 comparisons: ")
     assert opening[2] == "- No detectable effect (interval covers 0) in 0 of 4 comparisons."
     assert opening[3].startswith("- Largest interaction: With ")
     assert "#### normalization=none" in verdict and "#### normalization=batchnorm" in verdict
@@ -137,10 +139,12 @@ def test_a_plain_ablation_opens_with_the_overview_only_when_its_grid_is_large() 
         return [Cell(**{**c.__dict__, "levels": ()}) for c in grid(rng, {"none": 0.03, "batchnorm": 0.0}, 4, 0.004,
                                                                    sizes) if dict(c.levels)["normalization"] == "none"]
     small = verdict(summarize(plain((100, 300)), rng=np.random.default_rng(0), n_resamples=100))
-    assert small.startswith("Differences are paired by seed")  # 2 comparisons: as before
+    # 2 comparisons: the one-sentence headline, then the reading guide (no overview)
+    assert small.startswith("In short (2 comparisons,") and small.split("\n\n")[1].startswith("Differences are paired")
     big = verdict(summarize(plain((100, 200, 300, 400, 500)), rng=np.random.default_rng(0), n_resamples=100))
-    assert big.startswith("- Dropout helped (validation accuracy interval above 0) in 5 of 5 comparisons: keep 0.5 at ")
-    assert "and 2 more." in big.splitlines()[0]  # three are named
+    helped = big.split("\n\n")[1].splitlines()[0]
+    assert helped.startswith("- Dropout helped (interval above 0, Holm-adjusted p ≤ 0.05) in 5 of 5 comparisons: ")
+    assert all(f"keep 0.5 at {s} examples" in helped for s in (100, 200, 300, 400, 500))  # every one named
 
 
 def test_two_varied_factors_hold_the_other_one_and_the_size() -> None:

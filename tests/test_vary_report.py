@@ -80,9 +80,10 @@ def test_vary_normalization_end_to_end_and_the_interaction_recomputed_from_mlflo
     fig = next((tmp_path / "rep" / "figures").rglob("benefit_by_level.png"))
     assert fig.stat().st_size > 5000
 
-    # The overview opens the verdict, at most five lines.
+    # The one-sentence headline opens the verdict, then the overview, at most five lines.
     verdict = report.split("### Verdict\n\n", 1)[1]
-    opening = verdict.split("\n\n", 1)[0].splitlines()
+    assert verdict.startswith("In short (")
+    opening = verdict.split("\n\n", 2)[1].splitlines()
     assert 3 <= len(opening) <= 5 and opening[0].startswith("- Dropout helped")
     assert opening[-1].startswith(("- Largest interaction: With 150 training examples, keep 0.5: dropout's benefit",
                                    "- No interaction detectable (every interval of the 1 comparison covers 0); "

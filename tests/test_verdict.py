@@ -166,7 +166,7 @@ def test_markdown_tables_match_summary() -> None:
 
     paired = table_rows(md, "| size | keep_prob | metric")
     assert len(paired) == len(summ.comparisons) * len(summ.metrics)
-    labels = {"best val acc": "best_val_acc", "final train acc": "final_train_acc",
+    labels = {"best val acc": "best_val_acc", "final train acc": "final_train_acc", "final val acc": "final_val_acc",
               "train−val gap": "gap", "val loss": "val_loss"}
     for row in paired:
         size, keep, metric, n, diff, ci, p_t, p_t_h, p_w, p_w_h, d_z, g_z = row

@@ -1,0 +1,51 @@
+"""`mlflow ui --app-name dropout-sweep`: MLflow's own server, opening every page in its machine-learning view.
+
+Why a server app and not a tag: in MLflow 3.17 the UI decides GenAI vs
+machine-learning view in `WorkflowTypeProvider`
+(mlflow/server/js/src/common/contexts/WorkflowTypeContext.tsx) from the
+`workflowType` query parameter if present, else the browser's localStorage
+key `mlflow.workflowType_v1` (written only by the sidebar's "GenAI / Model
+training" switch), else GENAI. No experiment or run tag is read there
+(`mlflow.experimentKind` only picks the experiment page's tabs), and the
+links inside the UI (runs table -> run, run -> parent, Compare) drop the
+query parameter. So the only lever the product has is the browser's stored
+choice: this app serves MLflow's index.html with one line of script that
+stores "machine_learning" before MLflow's bundle reads it. A person who
+flips the switch to GenAI keeps it until the next full page load.
+
+Everything else is MLflow's server unchanged (the same FastAPI app
+`mlflow server` runs under uvicorn). Registered in pyproject.toml under the
+`mlflow.app` entry points; `sweep ui` passes `--app-name dropout-sweep`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flask import Response
+
+from mlflow.server import app as flask_app
+from mlflow.server.fastapi_app import app  # noqa: F401  (what uvicorn serves: MLflow's ASGI app around flask_app)
+
+#: useLocalStorage stores `${key}_v${version}` as JSON (mlflow/server/js/src/shared/web-shared/hooks/useLocalStorage).
+WORKFLOW_TYPE_KEY = "mlflow.workflowType_v1"
+MACHINE_LEARNING = "machine_learning"
+SET_VIEW_SCRIPT = (f"<script>try{{localStorage.setItem({json.dumps(WORKFLOW_TYPE_KEY)},"
+                   f"{json.dumps(json.dumps(MACHINE_LEARNING))})}}catch(e){{}}</script>")
+
+_mlflow_serve = flask_app.view_functions["serve"]
+
+
+def serve_in_machine_learning_view() -> Response:
+    """MLflow's index.html with SET_VIEW_SCRIPT first in <head>; anything else (no UI built) as MLflow serves it."""
+    index = Path(flask_app.static_folder) / "index.html"
+    if not index.exists():
+        return _mlflow_serve()
+    html = index.read_text(encoding="utf-8")
+    html = html.replace("<head>", "<head>" + SET_VIEW_SCRIPT, 1) if "<head>" in html else SET_VIEW_SCRIPT + html
+    # no-cache: a browser must not keep a copy of this page without the script (or MLflow's with it).
+    return Response(html, mimetype="text/html", headers={"Cache-Control": "no-cache"})
+
+
+flask_app.view_functions["serve"] = serve_in_machine_learning_view
