@@ -4,7 +4,7 @@ Paired differences of best validation accuracy have a per-seed SD of median
 0.92 points (range 0.64-1.49, docs/results.md). For n = 3..20 seeds this
 prints the half-width of:
 
-- ``t-CS``: sweep.confseq (Wang & Ramdas 2024, Thm 4.9), at sample SD 0.92;
+- ``t-CS``: sweep.analysis.confseq (Wang & Ramdas 2024, Thm 4.9), at sample SD 0.92;
   needs normal differences, no known variance;
 - ``NM s=..``: Howard et al. 2021 two-sided normal mixture for sigma-sub-Gaussian
   differences, sqrt((n s^2 + rho) log((n s^2 + rho) / (rho alpha^2))) / n, rho
@@ -31,7 +31,7 @@ import math
 import numpy as np
 import scipy.stats
 
-from sweep.confseq import DEFAULT_PRIOR_PRECISION, t_cs_radius, t_cs_sequences
+from sweep.analysis.confseq import DEFAULT_PRIOR_PRECISION, t_cs_radius, t_cs_sequences
 
 SD = 0.92
 NS = np.arange(3, 21)

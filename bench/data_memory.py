@@ -35,7 +35,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from joblib.externals.loky import get_reusable_executor
 
-from sweep.data import load_dataset
+from sweep.data.datasets import load_dataset
 
 N_WORKERS = 2
 ONE_COPY_MB = 49_000 * 3072 * 4 / 1e6

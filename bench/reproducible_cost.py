@@ -4,7 +4,7 @@ Runs the same sweep (same file, same --seed, fresh working folder each time)
 with and without the mode, alternating, `--repeats` times each, at `--jobs`;
 prints every wall time and CPU time (the sweep process and its workers: less
 sensitive than wall time to other work on a shared machine), the trials' idle time waiting for older trials (the
-mode's system attr `sweep.reproducible`), and how many trials of each run
+mode's system attr `sweep.search.reproducible`), and how many trials of each run
 differ from the first run of the same mode (params, state, per-epoch
 val_acc): without the mode that count is what scheduling changes, with it it
 must be 0.

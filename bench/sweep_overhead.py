@@ -44,9 +44,9 @@ lr_decay = 0.95
 
 BARE_WORKER = r"""
 import json, sys, time
-from sweep.data import load_dataset
-from sweep.objective import RunSeeds, train
-from sweep.config import TrainParams
+from sweep.data.datasets import load_dataset
+from sweep.training import RunSeeds, train
+from sweep.config.sweep_file import TrainParams
 tasks = json.loads(open(sys.argv[1]).read())[int(sys.argv[2])::2]
 data = load_dataset("digits", seed=tasks[0]["data_seed"]) if tasks else None
 for t in tasks:
@@ -69,8 +69,8 @@ def trial_tasks(work: Path) -> list[dict]:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from sweep.config import load_config
-    from sweep.study import seed_index
+    from sweep.config.sweep_file import load_config
+    from sweep.search.study import seed_index
 
     cfg = load_config(work / "bench.toml")
     study = optuna.load_study(study_name=cfg.study_name,

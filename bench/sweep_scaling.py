@@ -53,9 +53,9 @@ lr_decay = 1.0
 BARE_WORKER = r"""
 import json, sys
 from threadpoolctl import threadpool_limits
-from sweep.config import TrainParams
-from sweep.data import load_dataset
-from sweep.objective import RunSeeds, train
+from sweep.config.sweep_file import TrainParams
+from sweep.data.datasets import load_dataset
+from sweep.training import RunSeeds, train
 spec, i, procs, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 tasks = json.loads(open(spec).read())[i::procs]
 d = tasks[0]["data"]
@@ -73,8 +73,8 @@ def trial_tasks(work: Path) -> list[dict]:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from sweep.config import load_config
-    from sweep.study import seed_index
+    from sweep.config.sweep_file import load_config
+    from sweep.search.study import seed_index
 
     cfg = load_config(work / "bench.toml")
     study = optuna.load_study(study_name=cfg.study_name,

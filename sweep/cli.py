@@ -62,7 +62,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sweep.factors import MAX_GRID_CELLS
+    from sweep.config.factors import MAX_GRID_CELLS
 
     parser = _Parser(prog="sweep", description="Does dropout regularize a network, and by how much?")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,8 +168,8 @@ def _origin(args: argparse.Namespace, key: str) -> str:
 
 def _preflight(args: argparse.Namespace, cfg, *, storage: bool = True) -> None:
     """Refuse an unusable tracking URI or storage URL before anything is trained or written."""
-    from sweep.mlflow_store import default_tracking_uri
-    from sweep.preflight import check_storage, check_tracking_uri, check_writable
+    from sweep.tracking.store import default_tracking_uri
+    from sweep.config.preflight import check_storage, check_tracking_uri, check_writable
 
     check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"))
     if storage:
@@ -192,24 +192,24 @@ def _written_folders(args: argparse.Namespace, tracking_uri: str, storage: str |
 
 
 def _load(args: argparse.Namespace, *, storage: bool = True):
-    from sweep.config import load_config
+    from sweep.config.sweep_file import load_config
 
     cfg = load_config(args.config, _overrides(args))
     if getattr(args, "reproducible", False) and cfg.reproducible_lag is None:  # else the file's or the flag's k
         from dataclasses import replace
 
-        cfg = replace(cfg, reproducible_lag=4)  # sweep.reproducible.DEFAULT_LAG (that module imports optuna)
+        cfg = replace(cfg, reproducible_lag=4)  # sweep.search.reproducible.DEFAULT_LAG (that module imports optuna)
     _preflight(args, cfg, storage=storage)
     if getattr(args, "download", False) and cfg.dataset == "cifar10":
-        from sweep.data import download_cifar10
+        from sweep.data.datasets import download_cifar10
 
         download_cifar10(cfg.data_dir)  # a no-op when the folder is complete
     return cfg
 
 
 def _check_resources(args: argparse.Namespace, cfg, *, ablation: bool, local: bool = True) -> None:
-    """Refuse more workers than cores, or a network that cannot fit in memory (sweep.bounds)."""
-    from sweep.bounds import check_jobs, check_memory, useful_jobs
+    """Refuse more workers than cores, or a network that cannot fit in memory (sweep.config.bounds)."""
+    from sweep.config.bounds import check_jobs, check_memory, useful_jobs
 
     if not local:
         return  # a Dask cluster's workers have their own cores and memory
@@ -219,8 +219,8 @@ def _check_resources(args: argparse.Namespace, cfg, *, ablation: bool, local: bo
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sweep.progress import EXIT_FAULT, EXIT_UNTRACKED
-    from sweep.runner import run_sweep
+    from sweep.search.progress import EXIT_FAULT, EXIT_UNTRACKED
+    from sweep.search.runner import run_sweep
 
     cfg = _load(args)
     _check_resources(args, cfg, ablation=False, local=not args.dask_scheduler)
@@ -231,8 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from sweep.ablation import run_ablation
-    from sweep.progress import EXIT_UNTRACKED
+    from sweep.ablation.runner import run_ablation
+    from sweep.search.progress import EXIT_UNTRACKED
 
     cfg = _load(args)
     _check_resources(args, cfg, ablation=True)
@@ -241,9 +241,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from sweep.mlflow_store import default_tracking_uri
-    from sweep.preflight import check_tracking_uri, check_writable
-    from sweep.sync import sync_all
+    from sweep.tracking.store import default_tracking_uri
+    from sweep.config.preflight import check_tracking_uri, check_writable
+    from sweep.tracking.sync import sync_all
 
     uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(uri, _origin(args, "tracking_uri"))
@@ -252,8 +252,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sweep.progress import EXIT_UNTRACKED
-    from sweep.report import ReportInterrupted, ReportNotUploaded, write_report
+    from sweep.search.progress import EXIT_UNTRACKED
+    from sweep.reporting.report import ReportInterrupted, ReportNotUploaded, write_report
 
     cfg = _load(args)
     try:
@@ -269,11 +269,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sweep.status import print_status
+    from sweep.search.status import print_status
 
     name, storage, tracking_uri = args.study, args.storage, args.tracking_uri
     if args.config:  # the file's settings; flags win
-        from sweep.config import load_config
+        from sweep.config.sweep_file import load_config
 
         cfg = load_config(args.config)
         name = name or cfg.study_name
@@ -283,7 +283,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from sweep.mlflow_store import (
+    from sweep.tracking.store import (
         default_tracking_uri,
         find_parent_run,
         make_client,
@@ -317,13 +317,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from sweep.check import cmd_check as check
+    from sweep.check.runner import cmd_check as check
 
     return check(args)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from sweep.data import download_cifar10
+    from sweep.data.datasets import download_cifar10
 
     path = download_cifar10(data_dir=args.data_dir, url=args.url)
     print(f"CIFAR-10 ready in {path}")
@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import signal
 
-    from sweep.stops import raise_terminated, signal_name
+    from sweep.search.stops import raise_terminated, signal_name
 
     args = build_parser().parse_args(argv)
     install_log_masking()
@@ -357,8 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sweep {args.command}: stopped by {signal_name(exc)}", file=sys.stderr)
         return 130
     except Exception as exc:  # a disk that filled up or turned read-only mid-command (checked at start)
-        from sweep.progress import EXIT_FAULT
-        from sweep.recovery import disk_error, disk_error_text
+        from sweep.search.progress import EXIT_FAULT
+        from sweep.search.recovery import disk_error, disk_error_text
 
         disk = disk_error(exc)
         if disk is None:

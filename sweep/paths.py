@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.domains import ConfigError
+from sweep.config.domains import ConfigError
 from sweep.redact import mask_url
 
 STATE_ROOT = ".sweep"
@@ -233,7 +233,7 @@ def _files_fit(folder: Path, trial_starts: dict[int, float | None]) -> bool:
     """Whether every trial file in a study folder (spool events, best weights) can be of these
     trials: its trial exists and had started when the file was begun (a study's files are
     written after its trials start; an older study's, before). No trial files: it fits."""
-    from sweep.spool import first_event
+    from sweep.tracking.spool import first_event
 
     def fits(number_text: str, written: float | None) -> bool:
         try:
@@ -318,7 +318,7 @@ def paths_of_config(workdir: Path, cfg: Any) -> SweepPaths:
     """The files of the study a sweep file names, found without writing anything: its
     own folder if its storage has the study, else `.sweep/<name>` (e.g. an ablation of
     explicit params, with no study)."""
-    from sweep.status import open_storage_readonly
+    from sweep.search.status import open_storage_readonly
 
     base = SweepPaths.for_study(workdir, cfg.study_name)
     try:

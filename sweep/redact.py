@@ -87,7 +87,7 @@ def install_log_masking() -> None:
     """Mask secrets in every log line this process prints (root and MLflow's own handlers).
 
     Also quiets urllib3's "Retrying ..." warning, printed once per HTTP retry:
-    the tracker reports an outage in one line of its own (sweep.outage).
+    the tracker reports an outage in one line of its own (sweep.tracking.outage).
     Call again after importing MLflow, which installs its own handler.
     """
     root = logging.getLogger()

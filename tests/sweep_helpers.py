@@ -118,7 +118,7 @@ def run_cli_interrupted(
 def trial_context(cfg: Any, state_dir: Path, *, target: bool = False) -> Any:
     """The TrialContext run_sweep hands its workers, with the sweep's files under `state_dir`;
     `target`: with the study's --trials target (workers then skip tasks once it is reached)."""
-    from sweep.objective import TrialContext
+    from sweep.search.objective import TrialContext
 
     return TrialContext(
         study_name=cfg.study_name, storage_url=cfg.storage, journal_path=state_dir / "optuna.journal",

@@ -35,7 +35,7 @@ from sweep_helpers import (
     write_config,
 )
 
-from sweep.study import counted_trials
+from sweep.search.study import counted_trials
 
 pytestmark = pytest.mark.faults
 
@@ -341,7 +341,7 @@ def test_an_old_parent_run_keeps_its_params_and_the_sweep_goes_on(tmp_path: Path
     from optuna.study import StudyDirection
 
     from sweep.paths import STUDY_KEY_ATTR, STUDY_KEY_TAG
-    from sweep.study import make_storage
+    from sweep.search.study import make_storage
 
     # The study exists (its parent run is the study's own: a new study of the name would get its own).
     storage = make_storage(None, tmp_path / "optuna.journal")
@@ -402,9 +402,9 @@ def test_a_worker_whose_first_task_meets_a_restarting_database_waits_for_it(
     import optuna
     from sweep_helpers import trial_context
 
-    from sweep.config import load_config
-    from sweep.study import make_storage, open_study
-    from sweep.worker import run_one_trial
+    from sweep.config.sweep_file import load_config
+    from sweep.search.study import make_storage, open_study
+    from sweep.search.worker import run_one_trial
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     cfg = load_config(None, {"study": "late-worker", "trials": 1, "epochs": 1, "storage": postgres_db})
@@ -498,9 +498,9 @@ def test_a_tracker_that_cannot_save_its_progress_mirrors_from_memory(tmp_path: P
     """The disk under the spool folder is full after the workers wrote their runs: the
     tracker cannot write a single side file, and every run, epoch and parent summary
     still reaches MLflow, once; `sweep sync` after space is back duplicates nothing."""
-    from sweep import spool
-    from sweep.mlflow_store import child_runs
-    from sweep.tracking import ParentSpec, Tracker
+    from sweep.tracking import spool
+    from sweep.tracking.store import child_runs
+    from sweep.tracking.tracker import ParentSpec, Tracker
 
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from sweep_helpers import SWEEP, sweep_env
 
-from sweep.study import make_storage
+from sweep.search.study import make_storage
 
 pytestmark = pytest.mark.faults
 
@@ -92,7 +92,7 @@ def test_a_read_only_or_full_working_folder_is_one_line_and_leaves_nothing(
 def test_a_journal_append_the_disk_cuts_short_leaves_the_journal_as_it_was(tmpfs: Path) -> None:
     """Optuna's backend left half a record there; the next record glued to it was skipped
     and create_study failed with `AssertionError: Should not reach.`."""
-    from sweep.journal import JournalWriteError
+    from sweep.search.journal import JournalWriteError
 
     path = tmpfs / "optuna.journal"
     _study(tmpfs)

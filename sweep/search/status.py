@@ -1,0 +1,247 @@
+"""`sweep status`: how a study stands, read from its storage alone (read-only, no MLflow import).
+
+What `sweep run` leaves on the study for it (user attrs, written by the runner):
+
+    target_trials               the --trials target of the latest `sweep run`
+    sweep.process:<host>:<pid>  {"host", "pid", "proc_start", "started", "ended"}: a sweep
+                                process; alive = the pid still runs with that start time
+    mlflow                      {"experiment_id", "tracking_uri"} (password masked)
+
+Liveness of a process on another host cannot be checked from here: it is shown
+as such. A study whose experiment id is not recorded (made before this command
+existed) is looked up in MLflow, only when its store exists (nothing is created).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from sweep.paths import default_journal, journal_file
+from sweep.redact import mask_url
+
+TARGET_ATTR = "target_trials"
+PROCESS_PREFIX = "sweep.process:"
+MLFLOW_ATTR = "mlflow"
+
+
+def mark_sweep_process(study: Any, target: int, *, ended: bool = False) -> None:
+    """Record this `sweep run` process (and the target) on the study; `ended` when it is done."""
+    from sweep.tracking import spool
+
+    pid = os.getpid()
+    host = socket.gethostname()
+    key = f"{PROCESS_PREFIX}{host}:{pid}"
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    record = study.user_attrs.get(key) if ended else None
+    if record is None:
+        record = {"host": host, "pid": pid, "proc_start": spool.process_start_time(pid), "started": now, "ended": None}
+    if ended:
+        record = {**record, "ended": now}
+    else:
+        study.set_user_attr(TARGET_ATTR, target)
+    study.set_user_attr(key, record)
+
+
+def record_experiment(study: Any, experiment_id: str | None, tracking_uri: str) -> str | None:
+    """Keep the study's MLflow experiment id and tracking URI (masked) on the study."""
+    if experiment_id is not None:
+        study.set_user_attr(MLFLOW_ATTR, {"experiment_id": experiment_id, "tracking_uri": mask_url(tracking_uri)})
+    return experiment_id
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+@dataclass
+class StudyStatus:
+    """How one study stands (every count read from the storage at one moment)."""
+
+    name: str
+    target: int | None
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0  # failed and not re-queued: these count towards the target
+    requeued: int = 0  # failed, their params queued again (a dead worker, an interrupt): not counted
+    running: int = 0
+    waiting: int = 0
+    best_number: int | None = None
+    best_value: float | None = None
+    best_params: str = ""
+    test_acc: float | None = None
+    last_ended: dt.datetime | None = None
+    processes: list[str] = field(default_factory=list)  # live (or not checkable) sweep processes
+    mlflow: str = ""
+
+    @property
+    def counted(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+
+def open_storage_readonly(url: str | None, journal: Path) -> Any:
+    """The Optuna storage at `url` (None: the journal file `journal`), creating nothing.
+
+    Raises:
+        ValueError: no such journal file or SQLite file, or no Optuna tables in the database.
+    """
+    from optuna.storages import JournalStorage, RDBStorage
+
+    from sweep.search.journal import CheckedJournalFileBackend
+
+    path = journal_file(url, journal)
+    if path is not None:
+        if not path.is_file():
+            raise ValueError(f"--storage: no Optuna journal at {path}; run `sweep run` here first, "
+                             "or give the study's --storage URL")
+        return JournalStorage(CheckedJournalFileBackend(str(path)))
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise ValueError(f"--storage: no SQLite database at {url.removeprefix('sqlite:///')}")
+    try:
+        return RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
+    except Exception as exc:  # a bad URL, a refused connection, a database without Optuna's tables
+        raise ValueError(f"--storage: no Optuna studies readable at {mask_url(url)} "
+                         f"({type(exc).__name__}; tables are made by `sweep run`, never here)") from None
+
+
+def other_sweep_processes(user_attrs: dict[str, Any]) -> list[tuple[dict[str, Any], bool | None]]:
+    """The study's `sweep run` processes that may still run, other than this one, as
+    (record, alive): alive True on this host, None on another host (cannot be checked here).
+
+    A process killed without recording its end (dead pid on this host) is not listed.
+    """
+    from sweep.tracking import spool
+
+    out = []
+    for key, rec in sorted(user_attrs.items()):
+        if not key.startswith(PROCESS_PREFIX) or not isinstance(rec, dict) or rec.get("ended"):
+            continue
+        if rec.get("host") == socket.gethostname() and rec.get("pid") == os.getpid():
+            continue
+        alive = spool.is_alive(rec["host"], rec["pid"], rec.get("proc_start"))
+        if alive is not False:
+            out.append((rec, alive))
+    return out
+
+
+def _process_lines(user_attrs: dict[str, Any]) -> list[str]:
+    out = []
+    for rec, alive in other_sweep_processes(user_attrs):
+        where = f"host {rec['host']}, pid {rec['pid']}, started {rec['started']}"
+        out.append(f"alive on {where}" if alive else f"on {where} (another host: cannot check it from here)")
+    return out
+
+
+def _mlflow_line(name: str, user_attrs: dict[str, Any], tracking_uri: str | None, workdir: Path) -> str:
+    from sweep.tracking.store import default_tracking_uri, ui_url
+
+    rec = user_attrs.get(MLFLOW_ATTR)
+    uri = tracking_uri or (rec or {}).get("tracking_uri") or default_tracking_uri(workdir)
+    experiment_id = (rec or {}).get("experiment_id")
+    if experiment_id is None:  # a study from before this was recorded: ask MLflow, if its store exists
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            return f"no MLflow store at {uri}"
+        from sweep.tracking.store import make_client
+
+        exp = make_client(uri).get_experiment_by_name(name)
+        if exp is None:
+            return f"no MLflow experiment {name!r} at {mask_url(uri)}"
+        experiment_id = exp.experiment_id
+    if uri.startswith(("http://", "https://")):
+        return ui_url("", 0, experiment_id, base=mask_url(uri))
+    return f"{ui_url('127.0.0.1', 5000, experiment_id)} (after `sweep ui --study {name}`; store {uri})"
+
+
+def study_status(storage: Any, frozen: Any, *, tracking_uri: str | None, workdir: Path) -> StudyStatus:
+    """Status of one study (`frozen`: an optuna FrozenStudy of `storage`)."""
+    from optuna.trial import TrialState
+
+    from sweep.search.progress import format_params
+    from sweep.config.space import SearchSpace
+    from sweep.search.study import retried_numbers
+
+    attrs = dict(frozen.user_attrs)
+    trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
+    retried = retried_numbers(trials)
+    st = StudyStatus(frozen.study_name, attrs.get(TARGET_ATTR))
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            st.complete += 1
+            if st.best_value is None or t.value > st.best_value:
+                st.best_number, st.best_value = t.number, t.value
+                best_params = t.params
+        elif t.state == TrialState.PRUNED:
+            st.pruned += 1
+        elif t.state == TrialState.FAIL:
+            if t.number in retried:
+                st.requeued += 1
+            else:
+                st.failed += 1
+        elif t.state == TrialState.RUNNING:
+            st.running += 1
+        elif t.state == TrialState.WAITING:
+            st.waiting += 1
+        if t.datetime_complete and (st.last_ended is None or t.datetime_complete > st.last_ended):
+            st.last_ended = t.datetime_complete
+    if st.best_number is not None:
+        try:
+            space = SearchSpace.from_dict(attrs["sweep"]["space"])
+            st.best_params = format_params(space, best_params)
+        except (KeyError, TypeError, ValueError):  # not a study this project made
+            st.best_params = str(best_params)
+        test = attrs.get("best_test_acc")
+        if test and test.get("trial") == st.best_number:
+            st.test_acc = float(test["acc"])
+    st.processes = _process_lines(attrs)
+    st.mlflow = _mlflow_line(frozen.study_name, attrs, tracking_uri, workdir)
+    return st
+
+
+def format_status(st: StudyStatus) -> str:
+    """The lines `sweep status` prints for one study."""
+    target = "no target recorded" if st.target is None else f"target {st.target}"
+    lines = [
+        f"study {st.name!r}: {st.counted}" + ("" if st.target is None else f"/{st.target}")
+        + f" trials counted ({target})",
+        f"  complete {st.complete}, pruned {st.pruned}, failed {st.failed}, running {st.running}, "
+        f"waiting {st.waiting}" + (f" (+ {st.requeued} failed and re-queued, not counted)" if st.requeued else ""),
+    ]
+    if st.best_number is None:
+        lines.append("  best: no completed trial yet")
+    else:
+        test = "" if st.test_acc is None else f", test_acc {st.test_acc:.4f}"
+        lines.append(f"  best: trial {st.best_number}, val_acc {st.best_value:.4f}{test}: {st.best_params}")
+    ended = "no trial has ended yet" if st.last_ended is None else st.last_ended.strftime("%Y-%m-%d %H:%M:%S")
+    lines.append(f"  last trial ended: {ended}")
+    lines += [f"  sweep process: {p}" for p in st.processes] or ["  sweep process: none running"]
+    lines.append(f"  MLflow: {st.mlflow}")
+    return "\n".join(lines) + "\n"
+
+
+def print_status(name: str | None, storage_url: str | None, tracking_uri: str | None, workdir: Path,
+                 out: TextIO) -> int:
+    """`sweep status`: every study of the storage (or the one named); returns the exit code."""
+    journal = default_journal(workdir)
+    storage = open_storage_readonly(storage_url, journal)
+    try:
+        studies = storage.get_all_studies()
+    except Exception as exc:  # e.g. a PostgreSQL database without Optuna's tables
+        raise ValueError(f"--storage: no Optuna studies readable at "
+                         f"{mask_url(storage_url or str(journal))} "
+                         f"({type(exc).__name__}; tables are made by `sweep run`, never here)") from None
+    if name is not None:
+        chosen = [s for s in studies if s.study_name == name]
+        if not chosen:
+            known = ", ".join(repr(s.study_name) for s in studies) or "none"
+            raise ValueError(f"--study: no study {name!r} in this storage (studies: {known})")
+        studies = chosen
+    where = mask_url(storage_url) if storage_url else f"journal {journal}"
+    out.write(f"storage: {where}\n")
+    if not studies:
+        out.write("no studies in this storage yet\n")
+    for frozen in sorted(studies, key=lambda s: s.study_name):
+        out.write(format_status(study_status(storage, frozen, tracking_uri=tracking_uri, workdir=workdir)))
+    return 0

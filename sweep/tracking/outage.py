@@ -1,0 +1,214 @@
+"""What is not in MLflow yet, and the lines that say so (the tracker's health reporting).
+
+The spool folder is the source of truth: every event a worker wrote is in a
+`*.jsonl` file, and each file's `.state` side file says how much of it MLflow
+has (see sweep.tracking). `backlog` reads both; `Health` turns the tracker's
+successes and failures into exactly two lines per outage (when it starts,
+when it has caught up) instead of one per retry. `ParentBook` keeps, in the
+spool folder, what the parent runs still need (their spec, summary metrics
+and tags, their end status), so `sweep sync` can finish what a sweep whose
+server never came back could not.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sweep.tracking import spool
+from sweep.redact import mask_text
+
+PARENTS_NAME = ".parents.json"  # not *.jsonl: never read as events
+
+# MLflow's HTTP client would retry one call to a dead server for minutes (7
+# retries, backoff factor 2, 120 s timeout): the tracker retries on its own
+# schedule instead, so one call gives up within ~2 x 10 s. Set only if unset.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 1.0, 15.0
+# How long the end of a sweep waits for the tracker to catch up (SWEEP_TRACKING_WAIT overrides).
+DEFAULT_WAIT_SECONDS = 30.0
+
+
+def tracking_wait_seconds() -> float:
+    """SWEEP_TRACKING_WAIT (seconds) or DEFAULT_WAIT_SECONDS."""
+    try:
+        return max(0.0, float(os.environ.get("SWEEP_TRACKING_WAIT", DEFAULT_WAIT_SECONDS)))
+    except ValueError:
+        return DEFAULT_WAIT_SECONDS
+
+
+def limit_http_retries() -> None:
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
+
+
+@dataclass
+class Backlog:
+    """What a spool folder holds that MLflow lacks."""
+
+    spool_dir: Path
+    runs_missing: int = 0  # spool files with no MLflow run yet
+    runs_open: int = 0  # runs whose end (status) MLflow does not have yet
+    events: int = 0  # complete event lines not sent yet
+    parents: int = 0  # parent runs with updates not sent yet
+
+    @property
+    def empty(self) -> bool:
+        return not (self.runs_missing or self.runs_open or self.events or self.parents)
+
+    def describe(self) -> str:
+        """E.g. '3 run(s) (2 not created yet) and 41 event(s)'."""
+        parts = [f"{self.runs_open} run(s)" + (f" ({self.runs_missing} not created yet)" if self.runs_missing else "")]
+        parts.append(f"{self.events} event(s)")
+        if self.parents:
+            parts.append(f"{self.parents} parent-run update(s)")
+        return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def read_side_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.with_suffix(".state").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def backlog(spool_dir: Path, known: Mapping[Path, Mapping[str, Any]] | None = None,
+            parents_queued: Collection[str] = ()) -> Backlog:
+    """Count what `spool_dir` holds beyond its `.state` offsets (no lock needed: read-only).
+
+    known: side states a tracker holds in memory because it could not save them
+    (a full disk), used instead of the files; parents_queued: keys of parent runs with updates
+    it holds in memory for the same reason.
+    """
+    out = Backlog(Path(spool_dir))
+    known = known or {}
+    for path in spool.spool_files(spool_dir):
+        st = known.get(path) or read_side_state(path)
+        if st.get("closed"):
+            continue
+        try:
+            events, _ = spool.read_events(path, int(st.get("offset", 0)))
+        except (OSError, ValueError):
+            continue
+        if not events:
+            continue  # everything sent (its worker may still be writing), or nothing to send
+        out.runs_open += 1
+        out.runs_missing += 0 if st.get("run_id") else 1
+        out.events += len(events)
+    book = ParentBook(spool_dir).read()
+    out.parents = len({key for key, entry in book.items() if _parent_pending(entry)} | set(parents_queued))
+    return out
+
+
+def _parent_pending(entry: dict[str, Any]) -> bool:
+    return bool(entry.get("metrics") or entry.get("tags") or entry.get("end"))
+
+
+class ParentBook:
+    """`.parents.json` in a spool folder: {key: {"spec", "run_id", "metrics", "tags", "end"}}.
+
+    Written under the spool folder's lock by whoever holds it (tracker or
+    `sweep sync`), atomically (tmp + replace).
+    """
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.path = Path(spool_dir) / PARENTS_NAME
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def write(self, book: dict[str, dict[str, Any]]) -> None:
+        tmp = self.path.with_name(f"{PARENTS_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(book, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def update(self, key: str, **changes: Any) -> None:
+        book = self.read()
+        entry = book.setdefault(key, {})
+        for name, value in changes.items():
+            if name in ("metrics", "tags"):
+                entry[name] = {**entry.get(name, {}), **value}
+            else:
+                entry[name] = value
+        self.write(book)
+
+
+# SQLite's words for a tracking store on a full or read-only disk (not an outage of a server).
+_STORE_FULL = ("database or disk is full", "attempt to write a readonly database")
+
+
+def short_reason(exc: BaseException, limit: int = 160) -> str:
+    """One line naming the failure, password-free: 'ConnectionError: ... Connection refused'."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for marker in ("Connection refused", "Read timed out", "Name or service not known", "Max retries exceeded",
+                   *_STORE_FULL):
+        if marker in text:
+            text = marker.lower()
+            break
+    text = mask_text(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clock(t: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(t))
+
+
+class Health:
+    """Turns tracker successes/failures into one line at an outage's start and one at its end.
+
+    Args:
+        where: the tracking URI as shown (masked).
+        spool_dir: where the events wait.
+        say: prints one line (the sweep's output).
+    """
+
+    def __init__(self, where: str, spool_dir: Path, say: Callable[[str], None]) -> None:
+        self.where, self.spool_dir, self.say = where, Path(spool_dir), say
+        self.down_since: float | None = None  # wall clock, for the message
+        self._down_mono = 0.0
+        self.outages: list[dict[str, float]] = []  # measured: detect time, seconds down, events buffered/sent
+        self.last_error = ""
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        self.last_error = short_reason(exc)
+        if self.down:
+            return
+        self.down_since, self._down_mono = time.time(), time.monotonic()
+        waiting = backlog(self.spool_dir)
+        self.outages.append({"events_waiting": waiting.events})
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            what = f"cannot keep its bookkeeping in {self.spool_dir} since {clock(self.down_since)}"
+        elif self.last_error in _STORE_FULL:
+            what = f"MLflow's store {self.where} cannot be written since {clock(self.down_since)}"
+        else:
+            what = f"MLflow at {self.where} is unreachable since {clock(self.down_since)}"
+        self.say(f"tracking: {what} ({self.last_error}); {waiting.describe()} waiting, kept in {self.spool_dir} "
+                 "and sent when it is back (retrying quietly)")
+
+    def succeeded(self, sent: int) -> None:
+        """After a sync that sent everything there was (`sent` events)."""
+        if not self.down:
+            return
+        seconds = time.monotonic() - self._down_mono
+        self.outages[-1].update(seconds_down=seconds, events_sent=sent)
+        self.say(f"tracking: MLflow at {self.where} is back after {seconds:.0f} s "
+                 f"(down since {clock(self.down_since or 0)}); caught up, sent {sent} event(s) that were waiting")
+        self.down_since = None
