@@ -219,25 +219,22 @@ def _check_resources(args: argparse.Namespace, cfg, *, ablation: bool, local: bo
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sweep.search.progress import EXIT_FAULT, EXIT_UNTRACKED
-    from sweep.search.runner import run_sweep
+    from sweep import api
 
     cfg = _load(args)
     _check_resources(args, cfg, ablation=False, local=not args.dask_scheduler)
-    outcome = run_sweep(cfg, dask_scheduler=args.dask_scheduler, timeout_kill=args.timeout_kill)
-    if outcome.interrupted:
-        return 130
-    return EXIT_FAULT if outcome.fault else EXIT_UNTRACKED if outcome.untracked is not None else 0
+    result = api.run(cfg, dask_scheduler=args.dask_scheduler, timeout_kill=args.timeout_kill, progress=False,
+                     tables=False, checked=True)
+    return result.exit_code
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from sweep.ablation.runner import run_ablation
-    from sweep.search.progress import EXIT_UNTRACKED
+    from sweep import api
 
     cfg = _load(args)
     _check_resources(args, cfg, ablation=True)
-    outcome = run_ablation(cfg, name=args.name, yes=args.yes)
-    return 130 if outcome.interrupted else EXIT_UNTRACKED if outcome.untracked is not None else 0
+    result = api.ablate(cfg, name=args.name, yes=args.yes, progress=False, tables=False, checked=True)
+    return result.exit_code
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -252,12 +249,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from sweep import api
+    from sweep.reporting.report import ReportInterrupted, ReportNotUploaded
     from sweep.search.progress import EXIT_UNTRACKED
-    from sweep.reporting.report import ReportInterrupted, ReportNotUploaded, write_report
 
     cfg = _load(args)
     try:
-        path = write_report(cfg, out_dir=Path(args.out) if args.out else None, out=sys.stdout)
+        path = api.report(cfg, out_dir=args.out, out=sys.stdout, checked=True).path
     except ReportNotUploaded as exc:
         print(f"sweep report: {exc}", file=sys.stderr)
         return EXIT_UNTRACKED

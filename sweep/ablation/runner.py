@@ -29,181 +29,52 @@ MLflow keeps one run for it, ended when the rerun ends the cell.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import signal
 import sys
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
-from sweep.config.bounds import useful_jobs
-from sweep.config.sweep_file import AblationConfig, SweepConfig, TrainParams
-from sweep.config.factors import (
-    FACTOR_TAG_PREFIX,
-    MAX_GRID_CELLS,
-    Levels,
-    cell_levels,
-    grid_size,
-    level_text,
-    level_value,
-    vary_text,
-)
-from sweep.config.display import NOTE_TAG, ablation_note, readable_params, run_note
-from sweep.tracking.store import summary_tags
-from sweep.training import RunSeeds, train
 from sweep.ablation.claims import close_abandoned, settled_end, wait_for_claim
-from sweep.tracking.spool import STATE_TAG, RunRecorder, end_status
-
-# Ablation seeds live apart from trial seeds (trial k uses index k).
-ABLATION_SEED_OFFSET = 1_000_000
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run of the grid: training-set size, keep_prob, seed k and the level of every varied factor."""
-
-    size: int
-    keep_prob: float
-    seed: int  # 0..K-1
-    levels: Levels = ()
-
-    @property
-    def run_name(self) -> str:
-        """``cell-n500-k0.5-s0``, plus ``@normalization=batchnorm,...`` for the varied factors."""
-        name = f"cell-n{self.size}-k{self.keep_prob:g}-s{self.seed}"
-        return name + "@" + ",".join(f"{n}={v}" for n, v in self.levels) if self.levels else name
-
-    def train_params(self, base: TrainParams) -> TrainParams:
-        """`base` with this cell's keep_prob and factor levels."""
-        return replace(base, keep_prob=self.keep_prob, **{n: level_value(n, v) for n, v in self.levels})
-
-
-def grid_cells(grid: AblationConfig, sizes: tuple[int, ...]) -> list[Cell]:
-    """Every cell of the grid, in training order: size, then factor levels, then seed, then keep_prob.
-
-    Cells of one (size, levels, seed) are adjacent, so an interrupted ablation has
-    as many complete pairs as possible.
-    """
-    combos: list[Levels] = [()]
-    for name, values in grid.vary:
-        combos = [(*c, (name, level_text(name, v))) for c in combos for v in values]
-    combos = [tuple(sorted(c)) for c in combos]
-    return [Cell(n, k, s, lv) for n in sizes for lv in combos for s in range(grid.seeds) for k in grid.keep_probs]
-
-
-def check_grid_size(grid: AblationConfig, sizes: tuple[int, ...], yes: bool) -> int:
-    """Number of cells; refuses a grid over MAX_GRID_CELLS unless `yes` (nothing is trained then).
-
-    Raises:
-        ValueError: naming how the grid is made up and the flag that allows it.
-    """
-    total, how = grid_size(len(grid.keep_probs), len(sizes), grid.vary, grid.seeds)
-    if total > MAX_GRID_CELLS and not yes:
-        raise ValueError(f"the ablation grid has {total} cells ({how}), more than {MAX_GRID_CELLS} training runs: "
-                         "pass --yes to run them all, or give fewer values")
-    return total
-
-
-@dataclass(frozen=True)
-class CellTask:
-    """What a worker needs to train one cell (picklable)."""
-
-    cell: Cell
-    params: TrainParams
-    dataset: str
-    data_dir: str | None
-    num_val: int | None
-    data_seed: int
-    base_seed: int
-    spool_dir: Path  # the attempt's file is chosen under the cell's claim (sweep.ablation.claims)
-    ablation: str
-
-
-def subset_seed(data_seed: int, k: int, subsets: str) -> int:
-    """Seed of the training-subset permutation of ablation seed k (every keep_prob and size share it)."""
-    if subsets == "fixed":
-        return data_seed
-    # One 32-bit draw of a SeedSequence: independent of data_seed's neighbours, stable across versions.
-    return int(np.random.SeedSequence([data_seed, ABLATION_SEED_OFFSET + k]).generate_state(1)[0])
-
-
-def cell_seeds(base_seed: int, k: int) -> RunSeeds:
-    """Init/order seeds of seed k: shared by every keep_prob and size (the pairing)."""
-    return RunSeeds.derive(base_seed, ABLATION_SEED_OFFSET + k)
-
-
-def run_cell(task: CellTask) -> dict[str, Any]:
-    """Worker task: train one cell under its claim, recording it in its spool file.
-
-    Returns status BUSY (and the holder) when another process holds the cell's
-    claim; the cell's recorded outcome, untrained, when its spool files settle it.
-    """
-    from sweep.ablation.claims import claim_cell
-
-    c = task.cell
-    with claim_cell(task.spool_dir, c.run_name) as claim:
-        if isinstance(claim, str):
-            return {"cell": c, "status": "BUSY", "holder": claim}
-        if claim.settled is not None:
-            return _settled_result(c, claim.settled)
-        assert claim.path is not None
-        return _train_cell(task, claim.path)
-
-
-def _settled_result(c: Cell, end: dict[str, Any]) -> dict[str, Any]:
-    """The result of a cell from its spool end record (trained by another process or an earlier run)."""
-    from sweep.tracking.store import summary_key
-
-    tags = end.get("tags", {})
-    best = tags.get(summary_key("best_val_acc"))
-    return {"cell": c, "status": end.get("status", "FINISHED"), "best_val_acc": float(best) if best else float("nan"),
-            "reason": tags.get("failure_reason"), "settled": True}
-
-
-def _train_cell(task: CellTask, spool_path: Path) -> dict[str, Any]:
-    from sweep.data.datasets import load_dataset
-
-    c = task.cell
-    data = load_dataset(task.dataset, data_dir=task.data_dir, num_train=c.size, num_val=task.num_val, seed=task.data_seed)
-    params = c.train_params(task.params)
-    seeds = cell_seeds(task.base_seed, c.seed)
-    tags = {
-        "sweep.kind": "cell", "sweep.ablation": task.ablation, "ablation.size": c.size,
-        "ablation.keep_prob": c.keep_prob, "ablation.seed": c.seed,
-        "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order, "ablation.data_seed": task.data_seed,
-        **{FACTOR_TAG_PREFIX + n: v for n, v in c.levels},
-    }
-    with RunRecorder(spool_path) as rec:
-        shown = readable_params({**params.to_flat(), "num_train": c.size})
-        rec.start(c.run_name, f"ablation:{task.ablation}", shown, tags)
-        try:
-            result = train(params, data, seeds, recorder=rec)
-        except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            rec.end(end_status("FAIL", interrupted=interrupted),
-                    {STATE_TAG: "FAIL", "failure_reason": "interrupted" if interrupted else repr(exc)})
-            raise
-        end_tags = {STATE_TAG: result.state, NOTE_TAG: f"{c.size} training rows, seed {c.seed}; "
-                    + run_note(shown, result.state, result.summary, failure_reason=result.failure_reason)}
-        if result.failure_reason:
-            end_tags["failure_reason"] = result.failure_reason
-        rec.end(end_status(result.state), {**end_tags, **summary_tags(result.summary)})
-    return {"cell": c, "status": result.status, "best_val_acc": result.best_val_acc, "reason": result.failure_reason}
-
-
-def ablation_name(params: TrainParams, grid: AblationConfig, dataset: str) -> str:
-    """Stable name for (config, grid): the same command finds its parent run again."""
-    fields: dict[str, Any] = {"p": params.to_flat(), "k": list(grid.keep_probs),
-                              "n": list(grid.resolved_sizes(dataset)), "s": grid.seeds, "d": dataset}
-    if grid.subsets != "fixed":  # absent for "fixed": ablations made before the option keep their names
-        fields["u"] = grid.subsets
-    if grid.vary:  # absent without --vary, for the same reason; sorted: the same cells whatever the order given
-        fields["v"] = {n: sorted(level_text(n, v) for v in values) for n, values in grid.vary}
-    key = json.dumps(fields, sort_keys=True)
-    return "ablation-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+from sweep.ablation.cost import confirm, describe
+from sweep.ablation.grid import (
+    Cell,
+    CellTask,
+    ablation_name,
+    check_grid_size,
+    finished_cells,
+    grid_cells,
+    run_cell,
+    subset_seed,
+)
+from sweep.config.bounds import useful_jobs
+from sweep.config.display import NOTE_TAG, ablation_note, readable_params
+from sweep.config.factors import level_text, vary_text
+from sweep.config.sweep_file import (
+    AblationConfig,
+    SweepConfig,
+    TrainParams,
+    available_cores,
+)
+from sweep.data.datasets import load_dataset
+from sweep.paths import SweepPaths, paths_of_config
+from sweep.search.pool import (
+    MAX_ROUNDS,
+    death_detail,
+    run_unordered,
+    sigterm_as_interrupt,
+    worker_death_errors,
+)
+from sweep.search.progress import print_tracking_status
+from sweep.search.recovery import say_to, stop_tracker
+from sweep.tracking.spool import STATE_TAG, end_status
+from sweep.tracking.store import (
+    child_runs,
+    default_tracking_uri,
+    find_parent_run,
+    make_client,
+)
+from sweep.tracking.tracker import ParentSpec, Tracker
 
 
 def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:
@@ -239,6 +110,7 @@ class AblationOutcome:
     cells_done: int
     interrupted: bool
     untracked: Any = None  # sweep.tracking.outage.Backlog of what MLflow lacks; None: all there
+    fault: str = ""  # why cells were left untrained (workers kept dying); "" when all were trained
 
 
 def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
@@ -251,8 +123,8 @@ def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
 
     from sweep.ablation.cost import Measured
     from sweep.paths import paths_of_config
-    from sweep.tracking.spool import read_state
     from sweep.search.study import make_storage, open_study, spool_path
+    from sweep.tracking.spool import read_state
 
     if (cfg.ablation or AblationConfig()).params is not None:
         return None  # not the configuration the study measured
@@ -271,7 +143,9 @@ def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
     secs = [e["metrics"]["epoch_seconds"] for e in read_state(path).epochs] if path.exists() else []
     if not secs:
         return None
-    from sweep.data.datasets import load_dataset  # the sweep's own cached arrays: how many rows the trial had
+    from sweep.data.datasets import (
+        load_dataset,  # the sweep's own cached arrays: how many rows the trial had
+    )
 
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
     return Measured(float(statistics.median(secs)), params, int(data["X_train"].shape[0]), int(data["X_val"].shape[0]),
@@ -294,151 +168,187 @@ def _estimate(cfg: SweepConfig, params: TrainParams, todo: list[Cell], data_seed
 
 
 def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys.stdout,
-                 workdir: Path | None = None, yes: bool = False, stdin: TextIO | None = None) -> AblationOutcome:
+                 workdir: Path | None = None, yes: bool = False, stdin: TextIO | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> AblationOutcome:
     """Train every missing cell of the ablation grid; returns where it is logged.
 
     `yes` (``--yes``): run a grid of more than MAX_GRID_CELLS cells without
     refusing it, and one estimated at over 10 minutes of wall time without
     asking. Without it the estimate (sweep.ablation.cost, printed first) above 10
     minutes starts only with a 'y' typed on a terminal (`stdin`), else raises
-    sweep.ablation.cost.NotConfirmed with nothing trained.
+    sweep.ablation.cost.NotConfirmed with nothing trained. `on_progress(done, total)`
+    is called after every cell (a notebook's bar).
     """
-    from joblib import Parallel, delayed, parallel_config
-    from joblib.externals.loky.process_executor import TerminatedWorkerError
+    plan = plan_ablation(cfg, name, workdir or Path.cwd(), yes, out)
+    prepare_subsets(cfg, plan)  # each (size, subset seed) cache written once, before workers open it
+    todo = cells_to_train(plan)
+    jobs = useful_jobs(cfg.resolved_jobs(), len(todo))  # an idle worker still costs a process and its memory
+    threads = max(1, available_cores() // jobs)
+    announce_and_confirm(cfg, plan, todo, jobs, threads, yes, stdin or sys.stdin, out)
+    tracker = Tracker(plan.tracking_uri, cfg.study_name, plan.spool_dir, [plan.parent], say=say_to(out)).start()
+    with sigterm_as_interrupt():
+        ended = train_cells(cfg, plan, todo, jobs, threads, out, on_progress)
+    return end_ablation(cfg, plan, tracker, todo, ended, out)
 
-    from sweep.data.datasets import load_dataset
-    from sweep.config.sweep_file import available_cores
-    from sweep.search.progress import print_tracking_status
-    from sweep.search.recovery import say_to, stop_tracker
-    from sweep.paths import paths_of_config
-    from sweep.search.runner import _death_detail, _raise_terminated
-    from sweep.search.stops import signals_deferred
-    from sweep.ablation.cost import confirm, describe
-    from sweep.tracking.store import child_runs, find_parent_run, make_client, default_tracking_uri
-    from sweep.tracking.tracker import ParentSpec, Tracker
 
+@dataclass(frozen=True)
+class AblationPlan:
+    """What one `sweep ablate` trains: the configuration, the grid's cells, where it is logged."""
+
+    name: str
+    study: str
+    params: TrainParams
+    grid: AblationConfig
+    sizes: tuple[int, ...]
+    cells: list[Cell]
+    data_seeds: list[int]  # the training subset's seed for seed index k
+    paths: SweepPaths
+    spool_dir: Path
+    tracking_uri: str
+    parent: ParentSpec
+
+
+def plan_ablation(cfg: SweepConfig, name: str | None, workdir: Path, yes: bool, out: TextIO) -> AblationPlan:
+    """The grid (refused when too large without `yes`), the configuration it re-trains, its parent run."""
     grid = cfg.ablation or AblationConfig()
     sizes = grid.resolved_sizes(cfg.dataset)
     cells = grid_cells(grid, sizes)
     check_grid_size(grid, sizes, yes)
     params = base_params(cfg, out)
     name = name or ablation_name(params, grid, cfg.dataset)
-    study = cfg.study_name
-    paths = paths_of_config(workdir or Path.cwd(), cfg)  # the study's own folder (sweep.paths)
-    spool_dir = paths.state_dir / name / "spool"
-    tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
-    jobs = cfg.resolved_jobs()
-    threads = max(1, available_cores() // jobs)
-
-    # Nested subsets: write each (size, subset seed) cache once before workers open it
-    # (a size that is the whole pool is one entry whatever the seed).
-    data_seeds = [subset_seed(cfg.seed, k, grid.subsets) for k in range(grid.seeds)]
-    for n in sizes:
-        for data_seed in dict.fromkeys(data_seeds):
-            load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=n, num_val=cfg.num_val, seed=data_seed)
-
+    paths = paths_of_config(workdir, cfg)  # the study's own folder (sweep.paths)
+    keeps, sizes_text = ",".join(f"{k:g}" for k in grid.keep_probs), ",".join(map(str, sizes))
     parent = ParentSpec(
         f"ablation:{name}", name,
-        params={**readable_params(params.to_flat()), "keep_probs": ",".join(f"{k:g}" for k in grid.keep_probs),
-                "sizes": ",".join(map(str, sizes)), "seeds": grid.seeds, "dataset": cfg.dataset,
-                "subsets": grid.subsets, **({"vary": vary_text(grid.vary)} if grid.vary else {})},
-        tags={"sweep.kind": "ablation", "optuna.study": study, **paths.identity_tags,
-              NOTE_TAG: ablation_note(name, study, ",".join(f"{k:g}" for k in grid.keep_probs),
-                                      ",".join(map(str, sizes)), grid.seeds)},
+        params={**readable_params(params.to_flat()), "keep_probs": keeps, "sizes": sizes_text, "seeds": grid.seeds,
+                "dataset": cfg.dataset, "subsets": grid.subsets, **({"vary": vary_text(grid.vary)} if grid.vary else {})},
+        tags={"sweep.kind": "ablation", "optuna.study": cfg.study_name, **paths.identity_tags,
+              NOTE_TAG: ablation_note(name, cfg.study_name, keeps, sizes_text, grid.seeds)},
     )
-    # Cells already done, read before anything is started (the estimate and its confirmation come first).
-    client = make_client(tracking_uri)
-    exp = client.get_experiment_by_name(study)
-    parent_id = find_parent_run(client, exp.experiment_id, parent.key, paths.key) if exp is not None else None
-    done = _finished_cells(child_runs(client, exp.experiment_id, parent_id)) if parent_id else set()
+    return AblationPlan(name, cfg.study_name, params, grid, sizes, cells,
+                        [subset_seed(cfg.seed, k, grid.subsets) for k in range(grid.seeds)], paths,
+                        paths.state_dir / name / "spool", cfg.tracking_uri or default_tracking_uri(paths.workdir),
+                        parent)
+
+
+def prepare_subsets(cfg: SweepConfig, plan: AblationPlan) -> None:
+    """Nested subsets: each (size, subset seed) cache once (a size that is the whole pool is one entry)."""
+    for n in plan.sizes:
+        for data_seed in dict.fromkeys(plan.data_seeds):
+            load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=n, num_val=cfg.num_val, seed=data_seed)
+
+
+def cells_to_train(plan: AblationPlan) -> list[Cell]:
+    """The cells neither MLflow nor the spool folder has as done (read before anything starts)."""
+    client = make_client(plan.tracking_uri)
+    exp = client.get_experiment_by_name(plan.study)
+    done: set[Cell] = set()
+    if exp is not None:
+        parent_id = find_parent_run(client, exp.experiment_id, plan.parent.key, plan.paths.key)
+        done = finished_cells(child_runs(client, exp.experiment_id, parent_id)) if parent_id else set()
     # The spool folder is ahead of MLflow (a killed run's last ends may never have been sent).
-    done |= {c for c in cells if settled_end(spool_dir, c.run_name) is not None}
-    todo = [c for c in cells if c not in done]
-    jobs = useful_jobs(jobs, len(todo))  # an idle worker still costs a process and its memory
-    threads = max(1, available_cores() // jobs)
+    done |= {c for c in plan.cells if settled_end(plan.spool_dir, c.run_name) is not None}
+    return [c for c in plan.cells if c not in done]
+
+
+def announce_and_confirm(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: int, threads: int,
+                         yes: bool, stdin: TextIO, out: TextIO) -> None:
+    """The start line and the cost estimate; above 10 minutes it asks (or needs `yes`)."""
+    grid = plan.grid
     varied = "".join(f", {n} {[level_text(n, v) for v in values]}" for n, values in grid.vary)
-    out.write(f"{name}: {len(cells) - len(todo)}/{len(cells)} cells done, training {len(todo)} "
-              f"on {jobs} worker(s) (sizes {list(sizes)}, keep_prob {list(grid.keep_probs)}{varied}, {grid.seeds} seeds, "
-              f"{'one training subset per seed' if grid.subsets == 'per-seed' else 'the same training subset for every seed'})\n")
+    subsets = "one training subset per seed" if grid.subsets == "per-seed" else "the same training subset for every seed"
+    out.write(f"{plan.name}: {len(plan.cells) - len(todo)}/{len(plan.cells)} cells done, training {len(todo)} "
+              f"on {jobs} worker(s) (sizes {list(plan.sizes)}, keep_prob {list(grid.keep_probs)}{varied}, "
+              f"{grid.seeds} seeds, {subsets})\n")
     if todo:
-        est = _estimate(cfg, params, todo, data_seeds[0], paths.workdir, jobs, threads)
-        out.write(f"{name}: {describe(est)}\n")
+        est = _estimate(cfg, plan.params, todo, plan.data_seeds[0], plan.paths.workdir, jobs, threads)
+        out.write(f"{plan.name}: {describe(est)}\n")
         out.flush()
-        confirm(est, yes=yes, stdin=stdin or sys.stdin, out=out)
-    tracker = Tracker(tracking_uri, study, spool_dir, [parent], say=say_to(out)).start()
+        confirm(est, yes=yes, stdin=stdin, out=out)
+
+
+@dataclass
+class CellsEnd:
+    """How the rounds of cells ended."""
+
+    interrupted: bool = False
+    rounds: int = 0
+
+
+def train_cells(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: int, threads: int, out: TextIO,
+                on_progress: Callable[[int, int], None] | None) -> CellsEnd:
+    """Rounds of the missing cells on the pool until none is left (at most MAX_ROUNDS after
+    workers died); `todo` keeps what is still untrained. Ctrl-C/SIGTERM closes the cut-off runs."""
+    total, finished = len(plan.cells), len(plan.cells) - len(todo)
+    ended = CellsEnd()
 
     def task(c: Cell) -> CellTask:
-        return CellTask(c, params, cfg.dataset, cfg.data_dir, cfg.num_val, data_seeds[c.seed], cfg.seed,
-                        spool_dir, name)
+        return CellTask(c, plan.params, cfg.dataset, cfg.data_dir, cfg.num_val, plan.data_seeds[c.seed], cfg.seed,
+                        plan.spool_dir, plan.name)
 
-    old_term = signal.signal(signal.SIGTERM, _raise_terminated)
-    interrupted = False
-    finished = len(cells) - len(todo)
-    deaths = 0
     try:
-        while todo and deaths < 5:
+        while todo and ended.rounds < MAX_ROUNDS:
+            ended.rounds += 1
             # A copy: joblib draws tasks from this generator while results arrive, and the
             # loop below removes cells from `todo` (iterating `todo` itself skipped every
             # other cell with one worker).
             batch = list(todo)
             busy: dict[Cell, str] = {}
             try:
-                with parallel_config(backend="loky", inner_max_num_threads=threads):
-                    with signals_deferred():  # a signal in loky's start-up: a broken pool, a traceback (sweep.search.stops)
-                        results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                            delayed(run_cell)(task(c)) for c in batch)
-                    for res in results:
-                        if res["status"] == "BUSY":
-                            busy[res["cell"]] = res["holder"]
-                            continue
-                        finished += 1
-                        todo.remove(res["cell"])
-                        extra = f" val_acc={res['best_val_acc']:.4f}" if res["status"] == "FINISHED" else f" ({res['reason']})"
-                        by = " (trained by another process or an earlier run)" if res.get("settled") else ""
-                        out.write(f"[{finished:>3}/{len(cells)}] {res['cell'].run_name} {res['status'].lower()}{extra}{by}\n")
-                        out.flush()
-            except TerminatedWorkerError as exc:
-                deaths += 1
-                _close_dead_spools(spool_dir, "worker process died")
-                out.write(f"a worker process died{_death_detail(exc)}; its cells run again\n")
+                for res in run_unordered(run_cell, (task(c) for c in batch), jobs=jobs, threads=threads):
+                    if res["status"] == "BUSY":
+                        busy[res["cell"]] = res["holder"]
+                        continue
+                    finished += 1
+                    todo.remove(res["cell"])
+                    _say_cell(res, finished, total, out)
+                    if on_progress is not None:
+                        on_progress(finished, total)
+            except worker_death_errors(dask=False) as exc:
+                _close_dead_spools(plan.spool_dir, "worker process died")
+                out.write(f"a worker process died{death_detail(exc)}; its cells run again\n")
             if busy:  # another `sweep ablate` of this grid trains them: wait for it, then take its results
                 holders = ", ".join(sorted({_process_text(h) for h in busy.values()}))
-                out.write(f"{name}: waiting for {len(busy)} cell(s) another `sweep ablate` of this grid is "
+                out.write(f"{plan.name}: waiting for {len(busy)} cell(s) another `sweep ablate` of this grid is "
                           f"training ({holders}); a cell is taken over if its process dies\n")
                 out.flush()
                 for c in busy:
-                    wait_for_claim(spool_dir, c.run_name)
+                    wait_for_claim(plan.spool_dir, c.run_name)
     except KeyboardInterrupt:
-        interrupted = True
+        ended.interrupted = True
         out.write("\nstopping; rerun the same command to train the remaining cells\n")
-        _close_dead_spools(spool_dir, "interrupted", interrupted=True)
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        missing = stop_tracker(tracker, "KILLED" if interrupted else "FAILED" if todo else "FINISHED", out)
-    print_tracking_status(study, tracking_uri, missing, tracker.health.last_error, out)
-    return AblationOutcome(name, tracker.experiment_id, tracker.parent_run_ids.get(parent.key),
-                           len(cells), len(cells) - len(todo), interrupted,
-                           untracked=None if missing.empty else missing)
+        _close_dead_spools(plan.spool_dir, "interrupted", interrupted=True)
+    return ended
+
+
+def _say_cell(res: dict[str, Any], finished: int, total: int, out: TextIO) -> None:
+    extra = f" val_acc={res['best_val_acc']:.4f}" if res["status"] == "FINISHED" else f" ({res['reason']})"
+    by = " (trained by another process or an earlier run)" if res.get("settled") else ""
+    out.write(f"[{finished:>3}/{total}] {res['cell'].run_name} {res['status'].lower()}{extra}{by}\n")
+    out.flush()
+
+
+def end_ablation(cfg: SweepConfig, plan: AblationPlan, tracker: Any, todo: list[Cell], ended: CellsEnd,
+                 out: TextIO) -> AblationOutcome:
+    """End the parent run (FINISHED, or KILLED/FAILED with cells left) and say what MLflow lacks;
+    cells left untrained after every round (workers kept dying) are a fault, said in one line."""
+    fault = ""
+    if todo and not ended.interrupted:
+        fault = (f"{len(todo)} cell(s) still untrained after {ended.rounds} rounds in which workers died; "
+                 "run the same command to train them")
+        out.write(f"{plan.name}: stopping: {fault}\n")
+    status = "KILLED" if ended.interrupted else "FAILED" if todo else "FINISHED"
+    missing = stop_tracker(tracker, status, out)
+    print_tracking_status(cfg.study_name, plan.tracking_uri, missing, tracker.health.last_error, out)
+    return AblationOutcome(plan.name, tracker.experiment_id, tracker.parent_run_ids.get(plan.parent.key),
+                           len(plan.cells), len(plan.cells) - len(todo), ended.interrupted,
+                           untracked=None if missing.empty else missing, fault=fault)
 
 
 def _process_text(holder: str) -> str:
     """"host:pid:start" (a claim's holder, sweep.tracking.spool.this_process) as "pid 123 on host"."""
     host, _, rest = holder.partition(":")
     return f"pid {rest.partition(':')[0]} on {host}" if rest else holder
-
-
-def _finished_cells(runs: list[Any]) -> set[Cell]:
-    """Cells that need no rerun: finished, or failed by divergence (deterministic)."""
-    from sweep.tracking.store import run_state
-
-    out: set[Cell] = set()
-    for r in runs:
-        t = r.data.tags
-        state = run_state(r)
-        if state == "COMPLETE" or (state == "FAIL" and t.get("failure_reason", "").startswith("diverged")):
-            out.add(Cell(int(t["ablation.size"]), float(t["ablation.keep_prob"]), int(t["ablation.seed"]),
-                         cell_levels(t)))
-    return out
 
 
 def _close_dead_spools(spool_dir: Path, reason: str, *, interrupted: bool = False) -> None:

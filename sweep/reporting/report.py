@@ -105,7 +105,7 @@ def expected_cells(params: dict[str, str]) -> int:
 
 def load_ablations(client: Any, experiment_id: str, study_key: str | None = None) -> list[AblationRuns]:
     """The ablations of the study whose key is `study_key` (None: of a study from before keys, or of none)."""
-    from sweep.ablation.runner import _finished_cells
+    from sweep.ablation.grid import finished_cells
     from sweep.tracking.store import PARENT_KEY_TAG, child_runs
     from sweep.paths import STUDY_KEY_TAG
 
@@ -120,7 +120,7 @@ def load_ablations(client: Any, experiment_id: str, study_key: str | None = None
         cells, unusable = cells_from_runs(client, runs)
         name = p.data.tags.get(PARENT_KEY_TAG, "").removeprefix("ablation:") or p.info.run_name
         out.append(AblationRuns(name, p.info.run_id, dict(p.data.params), cells, unusable, p.info.status,
-                                len(_finished_cells(runs)), expected_cells(p.data.params)))
+                                len(finished_cells(runs)), expected_cells(p.data.params)))
     return out
 
 

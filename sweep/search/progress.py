@@ -41,6 +41,7 @@ class Progress:
     budget: Any = None  # sweep.config.budget.Budget of `--timeout`, or None
     budget_skipped: int = 0  # tasks that started no trial: the budget was over
     ended_after_budget: int = 0  # trials that ended after the deadline: none replaces them
+    on_progress: Callable[[int, int], None] | None = None  # (done, target) after each trial: a notebook's bar
 
     def done(self) -> int:
         if self.count_done is not None:
@@ -84,6 +85,8 @@ class Progress:
             f"{hms(elapsed)} elapsed, ETA {eta_text}\n"
         )
         self.out.flush()
+        if self.on_progress is not None:
+            self.on_progress(done, self.target)
 
 
 def budget_start_line(budget: Any, timeout: str) -> str:

@@ -16,41 +16,41 @@ same command resumes where it stopped.
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from sweep.tracking import spool
 from sweep.config.bounds import useful_jobs
 from sweep.config.budget import Budget, over_deadline
-from sweep.config.sweep_file import SweepConfig, available_cores
 from sweep.config.display import NOTE_TAG, study_note
-from sweep.tracking.store import summary_tags
-from sweep.search.objective import TrialContext
-from sweep.training import evaluate, load_weights, num_classes_of
-from sweep.search.progress import Progress, SweepOutcome, budget_start_line, print_summary
+from sweep.config.sweep_file import SweepConfig, available_cores
 from sweep.paths import SweepPaths, journal_file, study_paths
-from sweep.search.recovery import say_to, stop_tracker
 from sweep.redact import mask_url
-from sweep.search.stops import signals_deferred, stopped_ending
+from sweep.search.objective import TrialContext
+from sweep.search.pool import (
+    MAX_ROUNDS,
+    death_detail,
+    run_unordered,
+    sigterm_as_interrupt,
+    worker_death_errors,
+)
+from sweep.search.progress import (
+    Progress,
+    SweepOutcome,
+    budget_start_line,
+    print_summary,
+)
+from sweep.search.recovery import say_to, stop_tracker
+from sweep.search.stops import stopped_ending
 from sweep.search.worker import run_one_trial, trial_blas_threads
-
-MAX_ROUNDS = 10  # rounds of re-submission after workers died
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C."""
-
-    signal_name = "SIGTERM"
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise _Terminated()
+from sweep.tracking import spool
+from sweep.tracking.store import summary_tags
+from sweep.training import evaluate, load_weights, num_classes_of
 
 
 class _BudgetOver(KeyboardInterrupt):
@@ -83,45 +83,60 @@ def run_sweep(
     out: TextIO = sys.stdout,
     dask_scheduler: str | None = None,
     timeout_kill: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> SweepOutcome:
     """Run (or resume) the sweep described by `cfg` until `cfg.trials` trials count.
 
     With `cfg.timeout` no trial starts once that budget (from this call's start)
     is over; trials running then finish, or with `timeout_kill` are stopped and
     re-queued like an interrupt. The next call continues towards `cfg.trials`.
+    `on_progress(done, target)` is called after every finished trial (a notebook's bar).
     """
+    from sweep.search.study import counted_trials
+
     budget = Budget.start(cfg.timeout_seconds, kill=timeout_kill)  # counts from this invocation's start
-    import optuna
-    from joblib.externals.loky.process_executor import TerminatedWorkerError
+    data = prepare_data(cfg)  # the parent writes the memory-mapped cache once; workers only open it
+    study, paths = open_sweep_study(cfg, workdir or Path.cwd(), out)
+    missing = cfg.trials - counted_trials(study)
+    plan = plan_workers(cfg, missing, dask_scheduler)
+    ctx = trial_context(cfg, paths, budget, dask_scheduler)
+    tracker = start_tracker(cfg, study, paths, out)
+    progress = announce(cfg, study, data, plan, missing, budget, out, on_progress)
+    with sigterm_as_interrupt():
+        ended = run_rounds(cfg, study, ctx, plan, progress, missing, budget, paths, out)
+        return end_sweep(cfg, study, data, paths, tracker, ctx, ended, budget, out)
 
+
+def prepare_data(cfg: SweepConfig) -> dict[str, np.ndarray]:
+    """The sweep's dataset (its memory-mapped cache written here, once, before any worker opens it)."""
     from sweep.data.datasets import load_dataset
+
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val,
+                        seed=cfg.seed)
+
+
+def open_sweep_study(cfg: SweepConfig, workdir: Path, out: TextIO) -> tuple[Any, SweepPaths]:
+    """Open (or create) the study with its journal repaired, find its own folder, mark this process,
+    and re-queue trials a stopped sweep left RUNNING; returns the study and its paths."""
     from sweep.search.journal import JournalDamaged
-    from sweep.search.status import mark_sweep_process, other_sweep_processes, record_experiment
+    from sweep.search.reproducible import check_study
+    from sweep.search.status import mark_sweep_process, other_sweep_processes
     from sweep.search.study import (
-        OWNERLESS_GRACE_SECONDS, check_target, counted_trials, make_storage, open_study, reap_stale_trials,
-        repair_journal, with_storage_retry,
+        OWNERLESS_GRACE_SECONDS,
+        make_storage,
+        open_study,
+        reap_stale_trials,
+        repair_journal,
     )
-    from sweep.tracking.store import default_tracking_uri
-    from sweep.tracking.tracker import ParentSpec, Tracker
 
-    name = cfg.study_name
-    paths = SweepPaths.for_study(workdir or Path.cwd(), name)
-    tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
-    jobs = cfg.resolved_jobs()
-    threads = max(1, available_cores() // jobs)
-    if cfg.reproducible_lag is not None:  # OpenBLAS rounds differently with 2 threads (sweep.search.reproducible)
-        threads = 1
-
-    # The parent writes the memory-mapped cache once; workers only open it.
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
+    paths = SweepPaths.for_study(workdir, cfg.study_name)
     journal = journal_file(cfg.storage, paths.journal)
     if journal is not None:
         repaired = repair_journal(journal)
         if repaired:
             out.write(repaired + "\n")
-    storage = make_storage(cfg.storage, paths.journal)
     try:
-        study = open_study(cfg, storage)
+        study = open_study(cfg, make_storage(cfg.storage, paths.journal))
     except ValueError as exc:  # a record damaged in the middle: Optuna stops reading there
         if journal is None or "study" in str(exc) or isinstance(exc, JournalDamaged):
             raise  # JournalDamaged names the file and the line already
@@ -138,16 +153,45 @@ def run_sweep(
                                  min_age_seconds=0.0 if alone else OWNERLESS_GRACE_SECONDS)
     if requeued:
         out.write(f"re-queued trials left running by a stopped sweep: {requeued}\n")
-    from sweep.search.reproducible import check_study, given_up_line
-
     mixed = check_study(study, cfg.reproducible_lag)  # a resume that changes the mode breaks the promise: say so
     if mixed:
         out.write(mixed + "\n")
-    missing = cfg.trials - counted_trials(study)
-    jobs = useful_jobs(jobs, missing)  # an idle worker still costs a process and its memory
+    return study, paths
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Where the trials run: `jobs` processes of `threads` BLAS threads (or a Dask cluster)."""
+
+    jobs: int  # loky processes; on Dask, the cap on trials in flight (0: the whole cluster)
+    threads: int
+    in_flight: int  # trials that run at once, for the progress line's "running"
+    where: str  # how the start line says it
+    dask_scheduler: str | None = None
+
+
+def plan_workers(cfg: SweepConfig, missing: int, dask_scheduler: str | None) -> WorkerPlan:
+    """No more workers than trials left (an idle worker still costs a process and its memory)."""
+    jobs = useful_jobs(cfg.resolved_jobs(), missing)
     threads = max(1, available_cores() // jobs)
-    ctx = TrialContext(
-        study_name=name, storage_url=cfg.storage, journal_path=paths.journal, seed=cfg.seed,
+    if cfg.reproducible_lag is not None:  # OpenBLAS rounds differently with 2 threads (sweep.search.reproducible)
+        threads = 1
+    if not dask_scheduler:
+        return WorkerPlan(jobs, threads, jobs, f"on {jobs} worker(s) x {threads} BLAS thread(s)")
+    if cfg.jobs:
+        in_flight, limit = cfg.jobs, f"at most {cfg.jobs} at a time"
+    else:
+        in_flight = _dask_threads(dask_scheduler)
+        limit = f"one per worker thread: {in_flight} now"
+    return WorkerPlan(cfg.jobs or 0, threads, in_flight, f"on the Dask cluster at {dask_scheduler} ({limit})",
+                      dask_scheduler)
+
+
+def trial_context(cfg: SweepConfig, paths: SweepPaths, budget: Budget | None, dask_scheduler: str | None
+                  ) -> TrialContext:
+    """Everything a worker needs to run one trial of this sweep (sent with every task)."""
+    return TrialContext(
+        study_name=cfg.study_name, storage_url=cfg.storage, journal_path=paths.journal, seed=cfg.seed,
         space=cfg.space, spool_dir=paths.spool_dir, weights_dir=paths.weights_dir,
         dataset=cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val,
         pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
@@ -156,6 +200,17 @@ def run_sweep(
         reproducible_lag=cfg.reproducible_lag,
     )
 
+
+def start_tracker(cfg: SweepConfig, study: Any, paths: SweepPaths, out: TextIO) -> Any:
+    """The MLflow tracker thread: the study's parent run, and each trial's run id recorded on its trial."""
+    import optuna
+
+    from sweep.search.status import record_experiment
+    from sweep.tracking.store import default_tracking_uri
+    from sweep.tracking.tracker import ParentSpec, Tracker
+
+    name, storage = cfg.study_name, study._storage
+    tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
     recorded: list[Any] = []
 
     def record_run_id(start: dict[str, Any], run_id: str) -> None:
@@ -170,43 +225,56 @@ def run_sweep(
         if not recorded:  # once: where `sweep status` finds the runs without asking MLflow
             recorded.append(record_experiment(study, tracker.experiment_id, tracking_uri))
 
-    tracker = Tracker(
-        tracking_uri, name, paths.spool_dir,
-        [ParentSpec("study", f"study {name}", params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
-                                           "storage": mask_url(cfg.storage) or f"journal:{paths.journal}"},
-                    tags={"optuna.study": name, "sweep.kind": "study", **paths.identity_tags,
-                          NOTE_TAG: study_note(name, cfg.dataset, cfg.trials)})],
-        on_run_created=record_run_id, say=say_to(out),
-    ).start()
+    parent = ParentSpec("study", f"study {name}",
+                        params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
+                                "storage": mask_url(cfg.storage) or f"journal:{paths.journal}"},
+                        tags={"optuna.study": name, "sweep.kind": "study", **paths.identity_tags,
+                              NOTE_TAG: study_note(name, cfg.dataset, cfg.trials)})
+    tracker = Tracker(tracking_uri, name, paths.spool_dir, [parent], on_run_created=record_run_id,
+                      say=say_to(out)).start()
+    return tracker
 
-    in_flight = jobs  # trials that run at once, for the progress line's "running"
-    if dask_scheduler:
-        if cfg.jobs:
-            in_flight, limit = cfg.jobs, f"at most {cfg.jobs} at a time"
-        else:
-            in_flight = _dask_threads(dask_scheduler)
-            limit = f"one per worker thread: {in_flight} now"
-        where = f"on the Dask cluster at {dask_scheduler} ({limit})"
-    else:
-        where = f"on {jobs} worker(s) x {threads} BLAS thread(s)"
+
+def announce(cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], plan: WorkerPlan, missing: int,
+             budget: Budget | None, out: TextIO, on_progress: Callable[[int, int], None] | None) -> Progress:
+    """The start line (what is done, what runs where, on what data) and the progress counter."""
+    from sweep.search.study import counted_trials, with_storage_retry
+
     say = say_to(out)
-    progress = Progress(cfg.trials, cfg.trials - max(missing, 0), in_flight, cfg.space, out,
-                        count_done=lambda: with_storage_retry(counted_trials, study, say=say), budget=budget)
-    out.write(
-        f"study {name!r}: {cfg.trials - max(missing, 0)}/{cfg.trials} trials done, running {max(missing, 0)} more "
-        f"{where}; dataset {cfg.dataset} "
-        f"({data['X_train'].shape[0]} train / {data['X_val'].shape[0]} val)\n"
-    )
+    done = cfg.trials - max(missing, 0)
+    out.write(f"study {cfg.study_name!r}: {done}/{cfg.trials} trials done, running {max(missing, 0)} more "
+              f"{plan.where}; dataset {cfg.dataset} "
+              f"({data['X_train'].shape[0]} train / {data['X_val'].shape[0]} val)\n")
     out.write(budget_start_line(budget, cfg.timeout or ""))
-    worker_died: tuple[type[BaseException], ...] = (TerminatedWorkerError,)
-    if dask_scheduler:
-        from distributed import KilledWorker  # Dask's word for a task whose workers kept dying
+    return Progress(cfg.trials, done, plan.in_flight, cfg.space, out,
+                    count_done=lambda: with_storage_retry(counted_trials, study, say=say), budget=budget,
+                    on_progress=on_progress)
 
-        worker_died += (KilledWorker,)
-    old_term = signal.signal(signal.SIGTERM, _raise_terminated)
+
+@dataclass(frozen=True)
+class RoundsEnd:
+    """How the rounds of trials ended."""
+
+    interrupted: bool = False  # Ctrl-C or SIGTERM
+    budget_killed: bool = False  # --timeout-kill at the deadline
+    fault: str = ""  # why the sweep stopped itself (a spool folder it cannot write)
+
+
+def run_rounds(cfg: SweepConfig, study: Any, ctx: TrialContext, plan: WorkerPlan, progress: Progress, missing: int,
+               budget: Budget | None, paths: SweepPaths, out: TextIO) -> RoundsEnd:
+    """Rounds of trials until the target counts: a round re-submits what dead workers left,
+    at most MAX_ROUNDS times; Ctrl-C/SIGTERM (or --timeout-kill) fails and re-queues the running ones."""
+    from sweep.search.study import (
+        check_target,
+        counted_trials,
+        reap_stale_trials,
+        with_storage_retry,
+    )
+
+    say = say_to(out)
+    worker_died = worker_death_errors(dask=plan.dask_scheduler is not None)
     old_alarm = None
-    interrupted = budget_killed = False
-    fault = ""  # why the sweep stopped itself (a spool folder it cannot write)
+    fault = ""
     try:
         old_alarm = _arm_budget_kill(budget)  # inside the try: a budget already over fires at once
         rounds = 0
@@ -214,8 +282,7 @@ def run_sweep(
             rounds += 1
             skipped_before = progress.skipped
             try:
-                # On Dask, --jobs (when given) caps the trials in flight; 0 = the whole cluster.
-                trials = _parallel_trials(ctx, missing, cfg.jobs if dask_scheduler else jobs, threads, dask_scheduler)
+                trials = _parallel_trials(ctx, missing, plan.jobs, plan.threads, plan.dask_scheduler)
                 for res in trials:
                     progress.update(res)
                     if res.get("stop"):
@@ -226,14 +293,9 @@ def run_sweep(
                 spool.wait_writers_gone(paths.spool_dir)
                 requeued = with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died",
                                               min_age_seconds=0, say=say)
-                out.write(f"a worker process died{_death_detail(exc)}; re-queued trial(s) {requeued}\n")
+                out.write(f"a worker process died{death_detail(exc)}; re-queued trial(s) {requeued}\n")
             if fault:
-                out.write(f"stopping the sweep: {fault}. What was recorded before is kept; "
-                          "free space there and run the same command to resume.\n")
-                spool.wait_writers_gone(paths.spool_dir)
-                with contextlib.suppress(OSError):  # its runs cannot be closed there: the next run reaps them
-                    reap_stale_trials(study, paths.spool_dir, "stopped: the spool folder cannot be written",
-                                      min_age_seconds=0)
+                _stop_for_fault(study, fault, paths, out)
                 break
             missing = cfg.trials - with_storage_retry(counted_trials, study, say=say)
             if missing > 0 and progress.skipped > skipped_before:
@@ -249,30 +311,51 @@ def run_sweep(
         # --timeout-kill at the deadline takes the interrupt path: running trials
         # failed as "interrupted" and re-queued; but the sweep ended as asked.
         budget_killed = isinstance(exc, _BudgetOver)
-        interrupted = not budget_killed
         out.write("\ntime budget over: stopping the running trials (--timeout-kill); they are re-queued\n"
                   if budget_killed else
                   "\nstopping: marking running trials as interrupted (rerun the same command to resume)\n")
         spool.wait_writers_gone(paths.spool_dir)
         reap_stale_trials(study, paths.spool_dir, "interrupted", min_age_seconds=0)
+        return RoundsEnd(interrupted=not budget_killed, budget_killed=budget_killed)
     finally:
         _disarm_budget_kill(old_alarm)
-    try:  # a signal from here on stops the ending: it says what MLflow lacks (sweep.search.stops)
-        if not interrupted and not budget_killed:  # close runs of trials Optuna's heartbeat failed in the last round
-            with contextlib.suppress(OSError):  # a full spool folder (fault above): the next run reaps
-                with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
+    return RoundsEnd(fault=fault)
 
+
+def _stop_for_fault(study: Any, fault: str, paths: SweepPaths, out: TextIO) -> None:
+    from sweep.search.study import reap_stale_trials
+
+    out.write(f"stopping the sweep: {fault}. What was recorded before is kept; "
+              "free space there and run the same command to resume.\n")
+    spool.wait_writers_gone(paths.spool_dir)
+    with contextlib.suppress(OSError):  # its runs cannot be closed there: the next run reaps them
+        reap_stale_trials(study, paths.spool_dir, "stopped: the spool folder cannot be written", min_age_seconds=0)
+
+
+def end_sweep(cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Any,
+              ctx: TrialContext, ended: RoundsEnd, budget: Budget | None, out: TextIO) -> SweepOutcome:
+    """Close what the last round left, the best trial's test accuracy, the parent run, the summary.
+
+    A signal from here on stops the ending and says what MLflow lacks (sweep.search.stops)."""
+    from sweep.search.reproducible import given_up_line
+    from sweep.search.status import mark_sweep_process
+    from sweep.search.study import reap_stale_trials, with_storage_retry
+
+    say = say_to(out)
+    tracking_uri = tracker.tracking_uri
+    try:
+        if not ended.interrupted and not ended.budget_killed:  # runs of trials the heartbeat failed at the end
+            with contextlib.suppress(OSError):  # a full spool folder (a fault): the next run reaps
+                with_storage_retry(reap_stale_trials, study, paths.spool_dir, "worker process died", say=say)
         given_up = with_storage_retry(given_up_line, study, say=say) if cfg.reproducible_lag is not None else None
         if given_up:  # never silently wrong: these trials saw another past than a rerun would
             out.write(given_up + "\n")
         with trial_blas_threads(ctx):  # the best trial's test accuracy too, in the reproducible mode
-            outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, interrupted, out, budget=budget)
-        outcome.fault = fault
+            outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, ended.interrupted, out, budget=budget)
+        outcome.fault = ended.fault
         with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)
     except KeyboardInterrupt as exc:
-        outcome = stopped_ending(exc, name, tracker, tracking_uri, out)
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
+        outcome = stopped_ending(exc, cfg.study_name, tracker, tracking_uri, out)
     return outcome
 
 
@@ -284,52 +367,23 @@ def _dask_threads(scheduler: str) -> int:
         return sum(client.nthreads().values())
 
 
-def _death_detail(exc: BaseException) -> str:
-    """What loky knows of a dead worker (its exit code, e.g. SIGKILL(-9)), as ' (...)'; '' if nothing."""
-    match = re.search(r"exit codes of the workers are (.+)", str(exc))
-    return f" (exit codes {match.group(1).strip()})" if match else ""
-
-
 def _parallel_trials(
     ctx: TrialContext, n: int, jobs: int, threads: int, dask_scheduler: str | None
 ) -> Iterator[dict[str, Any]]:
-    """Run `n` trials on `jobs` loky processes (or a Dask cluster); yields each outcome as it ends.
-
-    On Dask, joblib's backend runs as many tasks as the cluster has threads
-    whatever `n_jobs` says, so `jobs` > 0 caps the tasks in flight instead
-    (joblib's pre-dispatch: `jobs` submitted, then one more per outcome) and
-    `jobs` = 0 leaves the whole cluster to the sweep. Every task is one trial
-    of seconds or more: never batched.
+    """Run `n` trials on the pool (sweep.search.pool); yields each outcome as it ends.
 
     A worker's spool file is copied into ctx.spool_dir only when it is missing or
     shorter there (the worker ran on another machine's disk), so the tracker
     mirrors every trial; on a shared disk nothing is written twice.
     """
-    from joblib import Parallel, delayed, parallel_config
-
     from sweep.search.study import spool_path
-
-    def adopt_spool(res: dict[str, Any]) -> dict[str, Any]:
-        spool.adopt(spool_path(ctx.spool_dir, res["number"]), res.pop("spool", ""))
-        return res
 
     # Lazily consumed by joblib (pre-dispatch): once the budget is over no task is
     # even submitted; the few already dispatched find it over in the worker.
-    tasks = (delayed(run_one_trial)(ctx) for _ in range(n) if not over_deadline(ctx.deadline))
-    if dask_scheduler:
-        from distributed import Client
-
-        with Client(dask_scheduler), parallel_config(backend="dask"):
-            pre_dispatch = str(jobs) if jobs > 0 else "2*n_jobs"
-            for res in Parallel(n_jobs=-1, pre_dispatch=pre_dispatch, batch_size=1,
-                                return_as="generator_unordered")(tasks):
-                yield adopt_spool(res)
-        return
-    with parallel_config(backend="loky", inner_max_num_threads=threads):
-        with signals_deferred():  # a signal in loky's start-up left a broken pool and a traceback (sweep.search.stops)
-            results = Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(tasks)
-        for res in results:
-            yield adopt_spool(res)
+    tasks = (ctx for _ in range(n) if not over_deadline(ctx.deadline))
+    for res in run_unordered(run_one_trial, tasks, jobs=jobs, threads=threads, dask_scheduler=dask_scheduler):
+        spool.adopt(spool_path(ctx.spool_dir, res["number"]), res.pop("spool", ""))
+        yield res
 
 
 def _finish(

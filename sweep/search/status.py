@@ -221,9 +221,9 @@ def format_status(st: StudyStatus) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_status(name: str | None, storage_url: str | None, tracking_uri: str | None, workdir: Path,
-                 out: TextIO) -> int:
-    """`sweep status`: every study of the storage (or the one named); returns the exit code."""
+def read_statuses(name: str | None, storage_url: str | None, tracking_uri: str | None,
+                  workdir: Path) -> list[StudyStatus]:
+    """How every study of the storage (or the one named) stands, sorted by name (read-only)."""
     journal = default_journal(workdir)
     storage = open_storage_readonly(storage_url, journal)
     try:
@@ -238,10 +238,18 @@ def print_status(name: str | None, storage_url: str | None, tracking_uri: str | 
             known = ", ".join(repr(s.study_name) for s in studies) or "none"
             raise ValueError(f"--study: no study {name!r} in this storage (studies: {known})")
         studies = chosen
-    where = mask_url(storage_url) if storage_url else f"journal {journal}"
+    return [study_status(storage, frozen, tracking_uri=tracking_uri, workdir=workdir)
+            for frozen in sorted(studies, key=lambda s: s.study_name)]
+
+
+def print_status(name: str | None, storage_url: str | None, tracking_uri: str | None, workdir: Path,
+                 out: TextIO) -> int:
+    """`sweep status`: every study of the storage (or the one named); returns the exit code."""
+    statuses = read_statuses(name, storage_url, tracking_uri, workdir)
+    where = mask_url(storage_url) if storage_url else f"journal {default_journal(workdir)}"
     out.write(f"storage: {where}\n")
-    if not studies:
+    if not statuses:
         out.write("no studies in this storage yet\n")
-    for frozen in sorted(studies, key=lambda s: s.study_name):
-        out.write(format_status(study_status(storage, frozen, tracking_uri=tracking_uri, workdir=workdir)))
+    for st in statuses:
+        out.write(format_status(st))
     return 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from sweep.ablation.runner import cell_seeds
+from sweep.ablation.grid import cell_seeds
 from sweep.config.sweep_file import TrainParams
 from sweep.data.datasets import load_dataset
 from sweep.training import RunSeeds, train

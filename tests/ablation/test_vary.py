@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import run_cli
 
-from sweep.ablation.runner import Cell, ablation_name, check_grid_size, grid_cells
+from sweep.ablation.grid import Cell, ablation_name, check_grid_size, grid_cells
 from sweep.config.sweep_file import AblationConfig, ConfigError, TrainParams, load_config
 from sweep.config.factors import cell_levels, level_text, level_value
 

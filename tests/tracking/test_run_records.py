@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from sweep.tracking import spool
-from sweep.ablation.runner import Cell as GridCell
-from sweep.ablation.runner import _finished_cells
+from sweep.ablation.grid import Cell as GridCell
+from sweep.ablation.grid import finished_cells
 from sweep.tracking.store import make_client, run_state, summary_metrics, summary_tags
 from sweep.reporting.report import cells_from_runs
 
@@ -75,7 +75,7 @@ def test_runs_written_the_old_way_are_classified_by_their_state(tmp_path: Path) 
     assert cells[0].best_val_acc == 0.8 and cells[0].gap == 0.15 and cells[0].val_acc == [0.6, 0.7, 0.8]
     assert sorted(unusable) == ["cell-cut: interrupted", "cell-div: diverged at epoch 2"]
     # Resume: the interrupted cell trains again, the diverged one (deterministic) does not.
-    assert _finished_cells(cell_runs) == {GridCell(100, 1.0, 0), GridCell(100, 0.5, 1)}
+    assert finished_cells(cell_runs) == {GridCell(100, 1.0, 0), GridCell(100, 0.5, 1)}
 
 
 def test_a_pruned_run_written_now_is_finished_and_still_read_as_pruned(tmp_path: Path) -> None:

@@ -1,0 +1,488 @@
+"""The Python API: a sweep, its ablation and its report as objects.
+
+The `sweep` command line is a thin layer over these functions; a notebook or a
+script calls them directly::
+
+    import sweep
+
+    cfg = sweep.load_config(trials=12, epochs=5)      # the built-in digits sweep, smaller
+    result = sweep.run(cfg)                           # SweepResult: best trial, trials table
+    ablation = sweep.ablate(cfg, seeds=3)             # AblationResult: cells and paired differences
+    report = sweep.report(cfg)                        # Report: report.md, figures and the verdict
+    net = sweep.load_study(cfg).best_model()          # the best network, a model.FullyConnectedNet
+
+Every function takes the same settings as the command line (the sweep file's
+keys, as keyword overrides) and raises the same one-line `ConfigError` the CLI
+prints. Tables are pandas DataFrames; accuracies in them are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from model import FullyConnectedNet
+    from sweep.config.sweep_file import SweepConfig
+    from sweep.search.progress import SweepOutcome
+    from sweep.analysis.stats import AblationSummary
+    from sweep.search.status import StudyStatus
+
+__all__ = [
+    "AblationResult",
+    "Report",
+    "StudyResults",
+    "SweepResult",
+    "ablate",
+    "load_config",
+    "load_study",
+    "report",
+    "run",
+    "status",
+]
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, **overrides: object) -> SweepConfig:
+    """The sweep settings: a sweep file (TOML, see examples/) with keyword overrides.
+
+    Args:
+        path: the sweep file; None: the built-in digits sweep (examples/digits.toml).
+        **overrides: the command line's settings by their flag names, e.g.
+            ``trials=20, epochs=5, jobs=2, keep_probs=[1, 0.5], sizes=[300], seeds=3``.
+
+    Raises:
+        ConfigError: the same one line `sweep` prints, naming the key and what is allowed.
+
+    Example:
+        >>> sweep.load_config(trials=8).trials
+        8
+    """
+    from sweep.config.sweep_file import load_config as _load
+
+    return _load(path, {k: v for k, v in overrides.items() if v is not None})
+
+
+def _config(config: SweepConfig | str | Path | None, overrides: Mapping[str, object]) -> SweepConfig:
+    """A SweepConfig from what a caller passed: a config, a sweep file, or None (the defaults)."""
+    from sweep.config.sweep_file import SweepConfig, apply_overrides
+
+    if isinstance(config, SweepConfig):
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return apply_overrides(config, given) if given else config
+    return load_config(config, **overrides)
+
+
+# -- results -----------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What `run` did: the best trial, the trials table and where the runs are.
+
+    ``trials`` has one row per Optuna trial (number, state, value = best
+    validation accuracy, params_*, duration), as `optuna.Study.trials_dataframe`.
+    """
+
+    study: str
+    target: int
+    counted: int
+    best_trial: int | None
+    best_val_acc: float | None
+    best_params: dict[str, Any] | None
+    test_acc: float | None
+    interrupted: bool
+    all_in_mlflow: bool
+    tracking_uri: str  # password masked
+    experiment_id: str | None
+    parent_run_id: str | None
+    best_run_id: str | None
+    trials: pd.DataFrame = field(repr=False)
+    exit_code: int = 0  # what `sweep run` exits with for this outcome
+
+    def __repr__(self) -> str:
+        best = "no completed trial" if self.best_trial is None else (
+            f"best trial {self.best_trial}: val {_pct(self.best_val_acc)}, test {_pct(self.test_acc)}")
+        flags = (", interrupted" if self.interrupted else "") + ("" if self.all_in_mlflow else ", NOT ALL IN MLFLOW")
+        return f"<SweepResult {self.study!r}: {self.counted}/{self.target} trials{flags}; {best}>"
+
+    def _repr_markdown_(self) -> str:
+        lines = [f"**Sweep `{self.study}`**: {self.counted} of {self.target} trials counted"
+                 + (" (interrupted: run again to resume)" if self.interrupted else "") + "."]
+        if self.best_trial is not None:
+            params = ", ".join(f"{k} = {v}" for k, v in (self.best_params or {}).items())
+            lines.append(f"Best trial {self.best_trial}: validation {_pct(self.best_val_acc)}, "
+                         f"test {_pct(self.test_acc)} ({params}).")
+        if not self.all_in_mlflow:
+            lines.append("Not everything is in MLflow yet: `sweep sync` sends the rest.")
+        return "\n\n".join(lines)
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    """What `ablate` trained, and what its cells say.
+
+    Tables (accuracies as fractions):
+        ``runs``: one row per finished cell run: size, keep_prob, seed, the varied
+            factors, best_val_acc, final_train_acc, final_val_acc, gap, val_loss.
+        ``cells``: one row per (size, keep_prob[, factors]) and metric: n, mean, low, high
+            (the t-interval over seeds).
+        ``comparisons``: one row per paired comparison against keep_prob 1.0 and metric:
+            n, mean_diff, low, high, p_t, p_t_holm, p_wilcoxon, g_z.
+    """
+
+    name: str
+    study: str
+    cells_total: int
+    cells_done: int
+    interrupted: bool
+    all_in_mlflow: bool
+    experiment_id: str | None
+    parent_run_id: str | None
+    runs: pd.DataFrame = field(repr=False)
+    cells: pd.DataFrame = field(repr=False)
+    comparisons: pd.DataFrame = field(repr=False)
+    verdict: str = field(default="", repr=False)
+    exit_code: int = 0
+
+    def __repr__(self) -> str:
+        state = "interrupted" if self.interrupted else "complete" if self.cells_done == self.cells_total else "unfinished"
+        return (f"<AblationResult {self.name!r} of {self.study!r}: {self.cells_done}/{self.cells_total} cells, "
+                f"{state}; {len(self.comparisons)} comparison rows>")
+
+    def _repr_markdown_(self) -> str:
+        head = f"**Ablation `{self.name}`** of `{self.study}`: {self.cells_done} of {self.cells_total} cells trained."
+        return head + ("\n\n" + self.verdict if self.verdict else "")
+
+
+@dataclass(frozen=True)
+class Report:
+    """`report`'s files and its verdict (the text report.md opens each ablation with)."""
+
+    study: str
+    path: Path  # report.md
+    figures: tuple[Path, ...]
+    verdict: str
+
+    def __repr__(self) -> str:
+        return f"<Report {self.study!r}: {self.path} ({len(self.figures)} figures)>"
+
+    def _repr_markdown_(self) -> str:
+        return f"**Report for `{self.study}`** — {self.path}\n\n{self.verdict}"
+
+
+# -- entry points -------------------------------------------------------------------
+
+
+def run(config: SweepConfig | str | Path | None = None, *, workdir: str | Path | None = None,
+        dask_scheduler: str | None = None, timeout_kill: bool = False, out: TextIO | None = None,
+        progress: bool = True, tables: bool = True, checked: bool = False, **overrides: object) -> SweepResult:
+    """Run (or resume) the sweep until the study has `trials` trials; the same as `sweep run`.
+
+    Args:
+        config: a SweepConfig, a sweep file, or None (the built-in digits sweep).
+        workdir: the folder holding the journal, mlflow.db and .sweep/ (default: the current one).
+        dask_scheduler: run the trials on this Dask cluster (needs a shared ``storage``).
+        out: where the progress lines go (default: standard output).
+        progress: also show a progress bar (tqdm: a widget in Jupyter).
+        tables: read the trials table back (``SweepResult.trials``; empty when False).
+        checked: the caller already made the start-up checks (the CLI names its flags in them).
+        **overrides: settings by their flag names (``trials=20``, ``jobs=2``, ...).
+    """
+    from sweep.search.progress import EXIT_FAULT, EXIT_UNTRACKED
+    from sweep.search.runner import run_sweep
+
+    cfg = _config(config, overrides)
+    if not checked:
+        _preflight(cfg, workdir, local=dask_scheduler is None)
+    with _progress_bar(progress, cfg.trials, "trials") as listener:
+        o = run_sweep(cfg, workdir=_path(workdir), out=out or sys.stdout, dask_scheduler=dask_scheduler,
+                      timeout_kill=timeout_kill, on_progress=listener)
+    code = 130 if o.interrupted else EXIT_FAULT if o.fault else EXIT_UNTRACKED if o.untracked is not None else 0
+    return _sweep_result(cfg, o, code, _path(workdir), tables)
+
+
+def ablate(config: SweepConfig | str | Path | None = None, *, name: str | None = None, yes: bool = True,
+           workdir: str | Path | None = None, out: TextIO | None = None, progress: bool = True,
+           tables: bool = True, checked: bool = False, **overrides: object) -> AblationResult:
+    """Train every missing cell of the ablation grid, then summarize it; the same as `sweep ablate`.
+
+    Args:
+        config: a SweepConfig, a sweep file, or None (the built-in digits sweep).
+        name: the ablation's name (default: derived from the grid).
+        yes: run a large or long grid without asking (the CLI asks on a terminal).
+        **overrides: ``keep_probs=[1, 0.5]``, ``sizes=[300, 1000]``, ``seeds=5``, ``vary=["normalization=none,batchnorm"]``, ...
+    """
+    from sweep.ablation.runner import run_ablation
+    from sweep.search.progress import EXIT_FAULT, EXIT_UNTRACKED
+
+    cfg = _config(config, overrides)
+    if not checked:
+        _preflight(cfg, workdir, ablation=True)
+    with _progress_bar(progress, None, "cells") as listener:
+        o = run_ablation(cfg, name=name, out=out or sys.stdout, workdir=_path(workdir), yes=yes,
+                         on_progress=listener)
+    code = 130 if o.interrupted else EXIT_FAULT if o.fault else EXIT_UNTRACKED if o.untracked is not None else 0
+    return _ablation_result(cfg, o, code, _path(workdir), tables)
+
+
+def report(config: SweepConfig | str | Path | None = None, *, out_dir: str | Path | None = None,
+           workdir: str | Path | None = None, out: TextIO | None = None, checked: bool = False,
+           **overrides: object) -> Report:
+    """Write report.md and its figures for the study and its ablations; the same as `sweep report`.
+
+    Raises:
+        ConfigError: nothing is recorded for the study.
+        sweep.reporting.report.ReportNotUploaded: written on disk, but MLflow did not take it (the CLI's exit 3).
+    """
+    from sweep.reporting.report import write_report
+
+    cfg = _config(config, overrides)
+    if not checked:
+        _preflight(cfg, workdir, train=False)
+    path = write_report(cfg, out_dir=_path(out_dir), workdir=_path(workdir), out=out)
+    return _report_of(cfg.study_name, path)
+
+
+def status(study: str | None = None, *, storage: str | None = None, tracking_uri: str | None = None,
+           workdir: str | Path | None = None) -> list[StudyStatus]:
+    """How each study of the storage stands (read-only), as `sweep status` prints it."""
+    from sweep.search.status import read_statuses
+
+    return read_statuses(study, storage, tracking_uri, (_path(workdir) or Path.cwd()).resolve())
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """A finished (or running) study read back: its trials, its best trial and that trial's network."""
+
+    config: SweepConfig = field(repr=False)
+    workdir: Path
+    trials: pd.DataFrame = field(repr=False)
+    best_trial: int | None
+    best_val_acc: float | None
+    best_params: dict[str, Any] | None
+    test_acc: float | None
+
+    def best_model(self) -> FullyConnectedNet:
+        """The best trial's network with its saved weights (test mode: ``net.loss(X)`` gives scores).
+
+        Raises:
+            ConfigError: no completed trial, or its weights are no longer on disk.
+        """
+        from sweep.config.domains import ConfigError
+        from sweep.training import build_net, load_model_state, load_weights
+        from sweep.paths import SweepPaths
+
+        if self.best_trial is None or self.best_params is None:
+            raise ConfigError(f"--study: {self.config.study_name!r} has no completed trial yet")
+        paths = SweepPaths.for_study(self.workdir, self.config.study_name)
+        file = paths.weights_dir / f"trial-{self.best_trial:04d}.npz"
+        if not file.exists():
+            raise ConfigError(f"{file}: the best trial's weights are not there (deleted, or the study "
+                              "ran in another folder)")
+        weights = load_weights(file)
+        params = self.config.space.params_from_trial(self.best_params)
+        net = build_net(params, int(weights["W1"].shape[0]), int(weights[f"b{len(params.hidden_dims) + 1}"].shape[0]),
+                        seed=0)
+        load_model_state(net, weights)
+        return net
+
+    def __repr__(self) -> str:
+        best = "no completed trial" if self.best_trial is None else (
+            f"best trial {self.best_trial}: val {_pct(self.best_val_acc)}, test {_pct(self.test_acc)}")
+        return f"<StudyResults {self.config.study_name!r}: {len(self.trials)} trials; {best}>"
+
+
+def load_study(config: SweepConfig | str | Path | None = None, *, workdir: str | Path | None = None,
+               **overrides: object) -> StudyResults:
+    """Read a study back from its storage (nothing is trained or written)."""
+    from sweep.config.domains import ConfigError
+    from sweep.paths import SweepPaths
+    from sweep.search.study import make_storage, open_study
+
+    cfg = _config(config, overrides)
+    where = (_path(workdir) or Path.cwd()).resolve()
+    paths = SweepPaths.for_study(where, cfg.study_name)
+    try:
+        study = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
+    except KeyError:
+        raise ConfigError(f"--study: no study {cfg.study_name!r} in this storage; run `sweep run` first") from None
+    best, value, params, test = _best_of(study)
+    return StudyResults(cfg, where, study.trials_dataframe(), best, value, params, test)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _path(p: str | Path | None) -> Path | None:
+    return None if p is None else Path(p)
+
+
+def _preflight(cfg: SweepConfig, workdir: str | Path | None, *, train: bool = True, ablation: bool = False,
+               local: bool = True) -> None:
+    """The CLI's checks before anything is created: a usable tracking URI and storage URL, writable
+    folders, and (to train) no more workers than cores and a network that fits in memory."""
+    from sweep.config.bounds import check_jobs, check_memory, useful_jobs
+    from sweep.config.preflight import check_storage, check_tracking_uri, check_writable
+    from sweep.tracking.store import default_tracking_uri
+
+    where = (_path(workdir) or Path.cwd()).resolve()
+    tracking_uri = cfg.tracking_uri or default_tracking_uri(where)
+    check_tracking_uri(tracking_uri, "[sweep] tracking_uri")
+    check_storage(cfg.storage, "[sweep] storage")
+    check_writable({where: "working folder"})
+    if train and local:
+        check_jobs(cfg, "[sweep] jobs")
+        check_memory(cfg, useful_jobs(cfg.resolved_jobs(), 10**9 if ablation else cfg.trials), ablation=ablation)
+
+
+def _report_of(study: str, path: Path) -> Report:
+    """The written report read back: its figures, and the verdict paragraphs it opens each ablation with."""
+    text = path.read_text(encoding="utf-8")
+    verdicts = [part.split("\n\n")[0] + "\n\n" + part.split("\n\n")[1] if part.count("\n\n") > 1 else part
+                for part in (chunk.split("\n#")[0].strip() for chunk in text.split("### Verdict\n\n")[1:])]
+    figures = tuple(sorted((path.parent / "figures").rglob("*.png")))
+    return Report(study, path, figures, "\n\n".join(verdicts))
+
+
+class _progress_bar:
+    """A tqdm bar (a widget in Jupyter) fed by the runner's progress callback; a no-op when off."""
+
+    def __init__(self, enabled: bool, total: int | None, unit: str) -> None:
+        self.enabled, self.total, self.unit, self.bar = enabled, total, unit, None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, unit=self.unit, file=sys.stderr)
+
+        def listener(done: int, total: int) -> None:
+            assert self.bar is not None
+            if self.bar.total != total:
+                self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+
+        return listener
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _best_of(study: Any) -> tuple[int | None, float | None, dict[str, Any] | None, float | None]:
+    """The best completed trial's number, value and params, and its test accuracy if computed."""
+    try:
+        best = study.best_trial
+    except ValueError:  # no completed trial
+        return None, None, None, None
+    stored = study.user_attrs.get("best_test_acc") or {}
+    test = float(stored["acc"]) if stored.get("trial") == best.number else None
+    return best.number, float(best.value), dict(best.params), test
+
+
+def _sweep_result(cfg: SweepConfig, o: SweepOutcome, code: int, workdir: Path | None, tables: bool) -> SweepResult:
+    import pandas as pd
+
+    from sweep.redact import mask_url
+
+    trials = load_study(cfg, workdir=workdir).trials if tables else pd.DataFrame()
+    return SweepResult(
+        study=o.study_name, target=cfg.trials, counted=o.counted, best_trial=o.best_number,
+        best_val_acc=o.best_value, best_params=o.best_params, test_acc=o.test_acc, interrupted=o.interrupted,
+        all_in_mlflow=o.untracked is None, tracking_uri=mask_url(o.tracking_uri) or "",
+        experiment_id=o.experiment_id, parent_run_id=o.parent_run_id, best_run_id=o.best_run_id,
+        trials=trials, exit_code=code,
+    )
+
+
+def _ablation_result(cfg: SweepConfig, o: Any, code: int, workdir: Path | None, tables: bool) -> AblationResult:
+    """Read the ablation's cells back from MLflow and summarize them as the report does."""
+    import numpy as np
+
+    from sweep.tracking.store import default_tracking_uri, make_client
+    from sweep.reporting.report import load_ablations
+    from sweep.analysis.stats import summarize
+
+    runs: list[Any] = []
+    summaries: list[tuple[dict[str, str], AblationSummary]] = []
+    if o.experiment_id is not None and tables:
+        from sweep.paths import paths_of_config
+
+        where = (workdir or Path.cwd()).resolve()
+        client = make_client(cfg.tracking_uri or default_tracking_uri(where))
+        for ab in load_ablations(client, o.experiment_id, paths_of_config(where, cfg).key):
+            if ab.name != o.name:
+                continue
+            runs = ab.cells
+            by_levels: dict[tuple[tuple[str, str], ...], list[Any]] = {}
+            for c in ab.cells:
+                by_levels.setdefault(c.levels, []).append(c)
+            for levels, cells in sorted(by_levels.items()):
+                summaries.append((dict(levels), summarize(cells, rng=np.random.default_rng(cfg.seed))))
+    from sweep.reporting.verdict import verdict
+
+    text = "\n\n".join((f"**{', '.join(f'{k}={v}' for k, v in lv.items())}**\n\n" if lv else "") + verdict(s)
+                       for lv, s in summaries)
+    return AblationResult(
+        name=o.name, study=cfg.study_name, cells_total=o.cells_total, cells_done=o.cells_done,
+        interrupted=o.interrupted, all_in_mlflow=o.untracked is None, experiment_id=o.experiment_id,
+        parent_run_id=o.parent_run_id, runs=runs_table(runs), cells=cells_table(summaries),
+        comparisons=comparisons_table(summaries), verdict=text, exit_code=code,
+    )
+
+
+_RUN_FIELDS = ("size", "keep_prob", "seed", "best_val_acc", "final_train_acc", "final_val_acc", "gap", "val_loss")
+
+
+def runs_table(cells: Sequence[Any]) -> pd.DataFrame:
+    """One row per finished cell run (sweep.stats.Cell), the varied factors as columns."""
+    import pandas as pd
+
+    rows = [{**{f: getattr(c, f) for f in _RUN_FIELDS}, **dict(c.levels)} for c in cells]
+    return pd.DataFrame(rows, columns=list(_RUN_FIELDS) if not rows else None)
+
+
+def cells_table(summaries: Sequence[tuple[Mapping[str, str], AblationSummary]]) -> pd.DataFrame:
+    """One row per (factors, size, keep_prob, metric): n, mean and the t-interval over seeds."""
+    import pandas as pd
+
+    rows = []
+    for levels, s in summaries:
+        for (size, keep), cell in sorted(s.cells.items()):
+            for metric, iv in cell.intervals.items():
+                rows.append({**levels, "size": size, "keep_prob": keep, "metric": metric, "n": iv.n,
+                             "mean": iv.mean, "low": iv.low, "high": iv.high})
+    return pd.DataFrame(rows, columns=None if rows else ["size", "keep_prob", "metric", "n", "mean", "low", "high"])
+
+
+def comparisons_table(summaries: Sequence[tuple[Mapping[str, str], AblationSummary]]) -> pd.DataFrame:
+    """One row per (factors, size, keep_prob, metric) paired against the baseline keep_prob on shared seeds."""
+    import pandas as pd
+
+    cols = ["size", "keep_prob", "baseline_keep", "metric", "n", "mean_diff", "low", "high", "p_t", "p_t_holm",
+            "p_wilcoxon", "g_z"]
+    rows = []
+    for levels, s in summaries:
+        for (size, keep), comp in sorted(s.comparisons.items()):
+            for metric, r in comp.results.items():
+                rows.append({**levels, "size": size, "keep_prob": keep, "baseline_keep": comp.baseline_keep,
+                             "metric": metric, "n": r.n, "mean_diff": r.mean_diff, "low": r.diff.low,
+                             "high": r.diff.high, "p_t": r.p_t, "p_t_holm": r.p_t_holm, "p_wilcoxon": r.p_wilcoxon,
+                             "g_z": r.g_z})
+    return pd.DataFrame(rows, columns=None if rows else cols)
+

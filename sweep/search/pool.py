@@ -1,0 +1,91 @@
+"""The worker pool a sweep and an ablation share: where tasks run, which signals stop it,
+and how often a round is retried after workers die.
+
+One task is one trial or one ablation cell (seconds or more of training: never
+batched). On one machine the tasks run in loky processes, each with
+`threads` BLAS threads; with a Dask scheduler they run on its workers through
+joblib's Dask backend. Both entry points read the results as they arrive
+(unordered) and start another round for what a dead worker left undone, at
+most `MAX_ROUNDS` times; SIGTERM stops either like Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sweep.search.stops import signals_deferred
+
+T = TypeVar("T")
+
+# Rounds of re-submission after workers died (a sweep's trials, an ablation's cells).
+MAX_ROUNDS = 10
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+    signal_name = "SIGTERM"
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises `Terminated` (a KeyboardInterrupt): one stop path for both signals."""
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def worker_death_errors(dask: bool) -> tuple[type[BaseException], ...]:
+    """What the pool raises when a worker died under its task (loky's, and Dask's KilledWorker on a cluster)."""
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    if not dask:
+        return (TerminatedWorkerError,)
+    from distributed import (
+        KilledWorker,  # Dask's word for a task whose workers kept dying
+    )
+
+    return (TerminatedWorkerError, KilledWorker)
+
+
+def death_detail(exc: BaseException) -> str:
+    """What loky knows of a dead worker (its exit code, e.g. SIGKILL(-9)), as ' (...)'; '' if nothing."""
+    match = re.search(r"exit codes of the workers are (.+)", str(exc))
+    return f" (exit codes {match.group(1).strip()})" if match else ""
+
+
+def run_unordered(fn: Callable[[T], dict[str, Any]], tasks: Iterable[T], *, jobs: int, threads: int,
+                  dask_scheduler: str | None = None) -> Iterator[dict[str, Any]]:
+    """`fn(task)` for every task on `jobs` loky processes (or a Dask cluster); yields each result as it ends.
+
+    `tasks` is read lazily (joblib's pre-dispatch), so a generator can stop
+    submitting (e.g. at a time budget). On Dask, joblib runs as many tasks as
+    the cluster has threads whatever `n_jobs` says, so `jobs` > 0 caps the
+    tasks in flight instead (`jobs` submitted, then one more per result) and
+    `jobs` = 0 leaves the whole cluster to the caller.
+    """
+    from joblib import Parallel, delayed, parallel_config
+
+    calls = (delayed(fn)(t) for t in tasks)
+    if dask_scheduler:
+        from distributed import Client
+
+        with Client(dask_scheduler), parallel_config(backend="dask"):
+            pre_dispatch = str(jobs) if jobs > 0 else "2*n_jobs"
+            yield from Parallel(n_jobs=-1, pre_dispatch=pre_dispatch, batch_size=1,
+                                return_as="generator_unordered")(calls)
+        return
+    with parallel_config(backend="loky", inner_max_num_threads=threads):
+        with signals_deferred():  # a signal in loky's start-up left a broken pool and a traceback (sweep.search.stops)
+            results = Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(calls)
+        yield from results
