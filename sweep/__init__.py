@@ -20,29 +20,33 @@ from typing import TYPE_CHECKING
 from sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from sweep.api import (
-        AblationResult,
-        Report,
-        StudyResults,
-        SweepResult,
-        ablate,
-        load_config,
-        load_study,
-        report,
-        run,
-        status,
-    )
+    from sweep.api import ablate, load_config, load_study, report, run, status
     from sweep.config.domains import ConfigError
     from sweep.config.sweep_file import SweepConfig
+    from sweep.results import AblationResult, Report, StudyResults, SweepResult
     from sweep.search.status import StudyStatus
 
 _EXPORTS = {
-    **dict.fromkeys(["AblationResult", "Report", "StudyResults", "SweepResult", "ablate", "load_config",
-                     "load_study", "report", "run", "status"], "sweep.api"),
+    **dict.fromkeys(["ablate", "load_config", "load_study", "report", "run", "status"], "sweep.api"),
+    **dict.fromkeys(["AblationResult", "Report", "StudyResults", "SweepResult"], "sweep.results"),
     "ConfigError": "sweep.config.domains",
     "SweepConfig": "sweep.config.sweep_file",
     "StudyStatus": "sweep.search.status",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AblationResult",
+    "ConfigError",
+    "Report",
+    "StudyResults",
+    "StudyStatus",
+    "SweepConfig",
+    "SweepResult",
+    "ablate",
+    "load_config",
+    "load_study",
+    "report",
+    "run",
+    "status",
+]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

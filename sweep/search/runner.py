@@ -31,6 +31,7 @@ from sweep.config.display import NOTE_TAG, study_note
 from sweep.config.sweep_file import SweepConfig, available_cores
 from sweep.paths import SweepPaths, journal_file, study_paths
 from sweep.redact import mask_url
+from sweep.search.finish import finish
 from sweep.search.objective import TrialContext
 from sweep.search.pool import (
     MAX_ROUNDS,
@@ -43,14 +44,11 @@ from sweep.search.progress import (
     Progress,
     SweepOutcome,
     budget_start_line,
-    print_summary,
 )
-from sweep.search.recovery import say_to, stop_tracker
+from sweep.search.recovery import say_to
 from sweep.search.stops import stopped_ending
 from sweep.search.worker import run_one_trial, trial_blas_threads
 from sweep.tracking import spool
-from sweep.tracking.store import summary_tags
-from sweep.training import evaluate, load_weights, num_classes_of
 
 
 class _BudgetOver(KeyboardInterrupt):
@@ -351,7 +349,7 @@ def end_sweep(cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: 
         if given_up:  # never silently wrong: these trials saw another past than a rerun would
             out.write(given_up + "\n")
         with trial_blas_threads(ctx):  # the best trial's test accuracy too, in the reproducible mode
-            outcome = _finish(cfg, study, data, paths, tracker, tracking_uri, ended.interrupted, out, budget=budget)
+            outcome = finish(cfg, study, data, paths, tracker, tracking_uri, ended.interrupted, out, budget=budget)
         outcome.fault = ended.fault
         with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)
     except KeyboardInterrupt as exc:
@@ -384,90 +382,3 @@ def _parallel_trials(
     for res in run_unordered(run_one_trial, tasks, jobs=jobs, threads=threads, dask_scheduler=dask_scheduler):
         spool.adopt(spool_path(ctx.spool_dir, res["number"]), res.pop("spool", ""))
         yield res
-
-
-def _finish(
-    cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Any,
-    tracking_uri: str, interrupted: bool, out: TextIO, *, budget: Budget | None = None,
-) -> SweepOutcome:
-    from sweep.search.study import check_target, counted_trials, with_storage_retry
-
-    best_number = best_value = best_params = test_acc = None
-    # Every storage call here waits for a restarting database, as the sweep's own calls do.
-    trials = with_storage_retry(study.get_trials, deepcopy=False)
-    completed = [t for t in trials if t.state.name == "COMPLETE"]
-    if completed:
-        best = max(completed, key=lambda t: t.value)
-        best_number, best_value, best_params = best.number, best.value, dict(best.params)
-        test_acc = with_storage_retry(_test_accuracy, study, best, data, paths, cfg.space)
-    # After a full run every trial of this process has ended, so a trial still
-    # RUNNING belongs to another `sweep run` of the study, which ends the shared
-    # parent run when it finishes (the last one to finish sees none running).
-    # After an interrupt a RUNNING trial may be this process's own, its worker
-    # not gone yet: the parent is marked KILLED as before.
-    others = 0 if interrupted else with_storage_retry(check_target, study, cfg.trials).running
-    if others:
-        out.write(f"{others} trial(s) of this study still run in another sweep process; "
-                  "it will end the MLflow parent run\n")
-    if test_acc is not None:  # queued: sent with the final drain (or kept for `sweep sync`)
-        tracker.log_parent("study", tags={"best_trial": best_number, **summary_tags({"best_test_acc": test_acc})})
-    missing = stop_tracker(tracker, None if others else "KILLED" if interrupted else "FINISHED", out)
-    outcome = SweepOutcome(
-        study_name=study.study_name, experiment_id=tracker.experiment_id,
-        parent_run_id=tracker.parent_run_ids.get("study"), tracking_uri=tracking_uri,
-        best_number=best_number, best_value=best_value, best_params=best_params, test_acc=test_acc,
-        interrupted=interrupted, counted=with_storage_retry(counted_trials, study),
-        best_run_id=with_storage_retry(_run_id_of, study, best_number),
-        untracked=None if missing.empty else missing, tracking_error=tracker.health.last_error,
-    )
-    if budget is not None and budget.over() and not interrupted and outcome.counted < cfg.trials:
-        outcome.budget_seconds = budget.seconds  # the budget, not the target, ended this sweep
-    print_summary(outcome, cfg, out)
-    return outcome
-
-
-def _run_id_of(study: Any, number: int | None) -> str | None:
-    """The MLflow run id recorded for trial `number` (on the trial, or on the study for a finished one)."""
-    if number is None:
-        return None
-    trial = study.get_trials(deepcopy=False)[number]
-    return trial.user_attrs.get("mlflow_run_id") or study.user_attrs.get(f"mlflow_run_id:{number}")
-
-
-def _test_accuracy(study: Any, best: Any, data: dict[str, np.ndarray], paths: SweepPaths, space: Any) -> float | None:
-    """Test accuracy of the best trial, computed once and kept on the study."""
-    stored = study.user_attrs.get("best_test_acc")
-    if stored and stored.get("trial") == best.number:
-        return float(stored["acc"])
-    weights_file = paths.weights_dir / f"trial-{best.number:04d}.npz"
-    if not weights_file.exists() or "X_test" not in data:
-        return None
-    params = space.params_from_trial(best.params)
-    acc = evaluate(params, load_weights(weights_file), data["X_test"], data["y_test"], num_classes_of(data))
-    study.set_user_attr("best_test_acc", {"trial": best.number, "acc": acc})
-    remove_beaten_weights(study, best, paths.weights_dir)
-    return acc
-
-
-def remove_beaten_weights(study: Any, best: Any, weights_dir: Path) -> list[Path]:
-    """Delete the saved weights of trials that can no longer be the best; returns what was deleted.
-
-    Only the best trial's weights are worth keeping, but another `sweep run` on
-    this study may have saved a newer best since `best` was read: so the trials
-    are read again and a file goes only if its trial has finished with a value
-    no higher than the best's (and is not the best). Files of trials still
-    running, or finished after that read, stay.
-    """
-    from optuna.trial import TrialState
-
-    finished = {t.number: t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    removed = []
-    for f in weights_dir.glob("trial-*.npz"):
-        try:
-            number = int(f.stem.removeprefix("trial-"))
-        except ValueError:  # not a file this module wrote
-            continue
-        if number != best.number and number in finished and finished[number] <= best.value:
-            f.unlink(missing_ok=True)
-            removed.append(f)
-    return removed

@@ -35,7 +35,7 @@ def _study_parents(workdir: Path) -> dict[str | None, str]:
 
 def _key_and_trials(study: optuna.Study) -> tuple[str, list[optuna.trial.FrozenTrial], dict[int, str]]:
     """The study's key, trials and their MLflow run ids, read now (before its journal is deleted)."""
-    from sweep.search.runner import _run_id_of
+    from sweep.search.finish import _run_id_of
 
     trials = study.get_trials()
     run_ids = {t.number: _run_id_of(study, t.number) for t in trials}

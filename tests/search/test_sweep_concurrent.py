@@ -181,7 +181,7 @@ def test_a_task_starts_no_trial_at_the_target_but_runs_a_dead_workers_requeued_o
 
 def test_removing_beaten_weights_keeps_a_best_saved_by_another_process(tmp_path: Path) -> None:
     """A process that read the best before another process's newer best finished must not delete it."""
-    from sweep.search.runner import remove_beaten_weights
+    from sweep.search.finish import remove_beaten_weights
 
     study = optuna.create_study(storage=make_storage(None, tmp_path / "optuna.journal"), direction="maximize")
     dist = {"x": FloatDistribution(0, 1)}
