@@ -33,6 +33,7 @@ import hashlib
 import json
 import signal
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -239,6 +240,9 @@ class AblationOutcome:
     cells_done: int
     interrupted: bool
     untracked: Any = None  # sweep.outage.Backlog of what MLflow lacks; None: all there
+    trained: int = 0  # cells this command trained (not those done before, nor by another process)
+    estimated_seconds: float | None = None  # the wall time it estimated before training (None: nothing to train)
+    seconds: float = 0.0  # the wall time it took, from the estimate to the end
 
 
 def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
@@ -356,11 +360,14 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     out.write(f"{name}: {len(cells) - len(todo)}/{len(cells)} cells done, training {len(todo)} "
               f"on {jobs} worker(s) (sizes {list(sizes)}, keep_prob {list(grid.keep_probs)}{varied}, {grid.seeds} seeds, "
               f"{'one training subset per seed' if grid.subsets == 'per-seed' else 'the same training subset for every seed'})\n")
+    est = None
     if todo:
         est = _estimate(cfg, params, todo, data_seeds[0], paths.workdir, jobs, threads)
         out.write(f"{name}: {describe(est)}\n")
         out.flush()
         confirm(est, yes=yes, stdin=stdin or sys.stdin, out=out)
+    started = time.monotonic()
+    trained = 0
     tracker = Tracker(tracking_uri, study, spool_dir, [parent], say=say_to(out)).start()
 
     def task(c: Cell) -> CellTask:
@@ -386,6 +393,7 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
                             busy[res["cell"]] = res["holder"]
                             continue
                         finished += 1
+                        trained += not res.get("settled")
                         todo.remove(res["cell"])
                         extra = f" val_acc={res['best_val_acc']:.4f}" if res["status"] == "FINISHED" else f" ({res['reason']})"
                         by = " (trained by another process or an earlier run)" if res.get("settled") else ""
@@ -412,7 +420,9 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     print_tracking_status(study, tracking_uri, missing, tracker.health.last_error, out)
     return AblationOutcome(name, tracker.experiment_id, tracker.parent_run_ids.get(parent.key),
                            len(cells), len(cells) - len(todo), interrupted,
-                           untracked=None if missing.empty else missing)
+                           untracked=None if missing.empty else missing, trained=trained,
+                           estimated_seconds=est.wall_seconds if est is not None else None,
+                           seconds=time.monotonic() - started)
 
 
 def _process_text(holder: str) -> str:

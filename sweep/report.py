@@ -9,7 +9,7 @@ parent run (the study's and every ablation's).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -265,12 +265,37 @@ def _factorial_section(ab: AblationRuns, fs: FactorialSummary, out_dir: Path) ->
     return "".join(lines)
 
 
+@dataclass
+class ReportWritten:
+    """What `write_report` did, for the lines `sweep report` ends with (sweep.closing)."""
+
+    experiment_id: str | None = None
+    run_ids: list[str] = field(default_factory=list)  # parent runs holding the report (the study's last)
+    openings: list[tuple[str, str]] = field(default_factory=list)  # (ablation, its verdict's first paragraph)
+
+
+def verdict_opening(ab: AblationRuns, summary: AblationSummary | FactorialSummary | None) -> str:
+    """The first paragraph of an ablation's verdict (its overview), after the unfinished line if any."""
+    from sweep.factorial_verdict import factorial_verdict
+    from sweep.verdict import verdict
+
+    if summary is None:
+        text = "No finished cells yet."
+    elif isinstance(summary, FactorialSummary):
+        text = factorial_verdict(summary).split("\n\n")[0]
+    else:
+        text = verdict(summary, opening=True).split("\n\n")[0]
+    return f"{ab.unfinished()}.\n{text}" if ab.unfinished() else text
+
+
 def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path | None = None,
-                 out: TextIO | None = None) -> Path:
+                 out: TextIO | None = None, written: ReportWritten | None = None) -> Path:
     """Write report.md (+ figures) for the study `cfg` names; returns its path.
 
     `out`: where to say which ablations are unfinished (the report says it too).
+    `written`: filled with where the report went in MLflow and each verdict's opening.
     """
+    written = written if written is not None else ReportWritten()
     from sweep.runner import SweepPaths
     from sweep.study import make_storage, open_study
     from sweep.mlflow_store import default_tracking_uri, make_client
@@ -308,9 +333,11 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
         if any(c.levels for c in ab.cells):  # an ablation with --vary
             fs = summarize_factorial(ab.cells, parse_vary_text(ab.params.get("vary", "")), rng=rng)
             parts.append(_factorial_section(ab, fs, out_dir) + "\n")
+            written.openings.append((ab.name, verdict_opening(ab, fs)))
             continue
         summary = summarize(ab.cells, rng=rng) if ab.cells else None
         parts.append(_ablation_section(ab, summary, out_dir) + "\n")
+        written.openings.append((ab.name, verdict_opening(ab, summary)))
     if study is not None:
         parts.append(_sweep_section(cfg, study, out_dir))
     report = out_dir / "report.md"
@@ -324,6 +351,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
         if study_parent:
             parents.append(study_parent)
         upload_report(client, parents, out_dir, tracking_uri)
+        written.experiment_id, written.run_ids = exp.experiment_id, parents
     return report
 
 
