@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop unpromising trials early: hyperband (successive halving over epochs), median "
                           f"(below the median of earlier trials at the same epoch) or none (default: {_FILE}"
                           f"{d['pruner']})")
-    run.add_argument("--dask-scheduler", help="run trials on a Dask cluster at this address (needs a shared --storage)")
+    run.add_argument("--dask-scheduler", help="run trials on a Dask cluster at this address, needs a shared --storage "
+                                                          "(default: none, local joblib processes)")
     run.add_argument("--timeout", metavar="DURATION",
                      help="time budget of this run: 90s, 45m, 2h, 1h30m; no trial starts after it "
                           "(running ones finish); the same command later continues towards --trials "
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--yes", action="store_true",
                         help=f"don't ask, run it: a grid of more than {MAX_GRID_CELLS} cells, or one estimated "
                              "at over 10 minutes of wall time")
-    ablate.add_argument("--name", help="ablation name (default: derived from the grid)")
+    ablate.add_argument("--name", help="ablation name (default: ablation-<hash of the configuration and grid>)")
 
     report = sub.add_parser("report", help="statistics, figures and a verdict for a study and its ablations")
     _add_config(report, d)
