@@ -357,8 +357,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         if exp is not None:  # a store recorded before the view existed: the printed address needs it
             set_runs_view(client, experiment_id, exp.tags)
         parent = find_parent_run(client, experiment_id, "study") if experiment_id else None
-    from sweep.servers import local_address, serve
+    from sweep.servers import check_port_free, local_address, serve
 
+    check_port_free(args.host, args.port)
     lines = [f"MLflow UI for {mask_url(uri)}", f"  open {ui_url(args.host, args.port, experiment_id)}"]
     if parent:
         lines.append(f"  the study's parent run: {ui_url(args.host, args.port, experiment_id, run_id=parent)}")
@@ -373,7 +374,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from sweep.redact import mask_url
-    from sweep.servers import dashboard_command, local_address, serve
+    from sweep.servers import check_port_free, dashboard_command, local_address, serve
     from sweep.status import open_storage_readonly
 
     journal = Path.cwd() / "optuna.journal"
@@ -382,6 +383,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if args.study is not None and args.study not in names:
         known = ", ".join(map(repr, names)) or "none"
         raise ValueError(f"--study: no study {args.study!r} in this storage (studies: {known})")
+    check_port_free(args.host, args.port)
     cmd = dashboard_command(args.storage, str(journal), args.host, args.port)
     base = f"http://{args.host}:{args.port}"
     where = mask_url(args.storage) if args.storage else f"journal {journal}"

@@ -32,6 +32,28 @@ def local_address(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on: the probe would get that server's answer.
+
+    Raises:
+        ValueError: naming --port and the host.
+    """
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a port in TIME_WAIT is free
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise ValueError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}); "
+                             "give another --port") from None
+
+
 def answers(url: str, timeout: float = 2.0) -> bool:
     """True when an HTTP GET of `url` gets any HTTP response (an error status too: the server is up)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a local server: never via a proxy

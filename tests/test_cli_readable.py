@@ -201,3 +201,16 @@ def test_dashboard_without_a_journal_says_so(tmp_path: Path) -> None:
     proc = run_cli(tmp_path, "dashboard", check=False)
     assert proc.returncode == 2 and "optuna.journal" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "optuna.journal").exists()
+
+
+@pytest.mark.parametrize("command", ["ui", "dashboard"])
+def test_a_port_in_use_is_refused_in_one_line(store: tuple[Path, str, str], command: str) -> None:
+    import socket
+
+    with socket.socket() as busy:  # another server's port: its answer must not pass for ours
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run_cli(store[0], command, "--port", str(port), check=False, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and f"--port {port}" in proc.stderr and "open " not in proc.stdout
