@@ -69,11 +69,10 @@ def _study_or_none(cfg: Any, workdir: Path) -> Any:
 
 def record_on_study(cfg: Any, workdir: Path, key: str, value: dict[str, Any]) -> None:
     """Set a user attr on the study, when there is one; a storage that refuses it costs only the note."""
-    study = _study_or_none(cfg, workdir)
-    if study is None:
-        return
     try:
-        study.set_user_attr(key, value)
+        study = _study_or_none(cfg, workdir)
+        if study is not None:
+            study.set_user_attr(key, value)
     except Exception as exc:  # read-only journal, a database gone: `sweep status` then lacks the line
         print(f"(not noted on the study for `sweep status`: {type(exc).__name__})")
 
