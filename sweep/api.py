@@ -143,7 +143,7 @@ def ablate(config: SweepConfig | str | Path | None = None, *, name: str | None =
 
 def report(config: SweepConfig | str | Path | None = None, *, out_dir: str | Path | None = None,
            workdir: str | Path | None = None, out: TextIO | None = None, checked: bool = False,
-           **overrides: object) -> Report:
+           written: Any = None, **overrides: object) -> Report:
     """Write report.md and its figures for the study and its ablations; the same as `sweep report`.
 
     Raises:
@@ -155,7 +155,7 @@ def report(config: SweepConfig | str | Path | None = None, *, out_dir: str | Pat
     cfg = _config(config, overrides)
     if not checked:
         _preflight(cfg, workdir, train=False)
-    path = write_report(cfg, out_dir=_path(out_dir), workdir=_path(workdir), out=out)
+    path = write_report(cfg, out_dir=_path(out_dir), workdir=_path(workdir), out=out, written=written)
     return _report_of(cfg.study_name, path)
 
 
@@ -304,7 +304,7 @@ def _ablation_result(cfg: SweepConfig, o: Any, code: int, workdir: Path | None, 
         name=o.name, study=cfg.study_name, cells_total=o.cells_total, cells_done=o.cells_done,
         interrupted=o.interrupted, all_in_mlflow=o.untracked is None, experiment_id=o.experiment_id,
         parent_run_id=o.parent_run_id, runs=runs_table(runs), cells=cells_table(summaries),
-        comparisons=comparisons_table(summaries), verdict=text, exit_code=code,
+        comparisons=comparisons_table(summaries), verdict=text, exit_code=code, outcome=o,
     )
 
 

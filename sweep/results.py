@@ -90,6 +90,7 @@ class AblationResult:
     comparisons: pd.DataFrame = field(repr=False)
     verdict: str = field(default="", repr=False)
     exit_code: int = 0
+    outcome: Any = field(default=None, repr=False)  # sweep.ablation.runner.AblationOutcome, as the CLI reads it
 
     def __repr__(self) -> str:
         state = "interrupted" if self.interrupted else "complete" if self.cells_done == self.cells_total else "unfinished"

@@ -31,6 +31,8 @@ def test_ui_serves_mlflow_and_prints_the_runs_table_address(tmp_path: Path) -> N
                             env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # its own process group: the server's workers go with it
     try:
+        starting = proc.stdout.readline()  # said at once; the address only once the server answers
+        assert "starting MLflow's UI" in starting, starting
         first = proc.stdout.readline() + proc.stdout.readline()
         assert f"http://127.0.0.1:{port}/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=" in first
         parent_line = proc.stdout.readline()

@@ -30,6 +30,7 @@ MLflow keeps one run for it, ended when the rerun ends the cell.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,9 @@ class AblationOutcome:
     interrupted: bool
     untracked: Any = None  # sweep.tracking.outage.Backlog of what MLflow lacks; None: all there
     fault: str = ""  # why cells were left untrained (workers kept dying); "" when all were trained
+    trained: int = 0  # cells this command trained (not those done before, nor by another process)
+    estimated_seconds: float | None = None  # the wall time it estimated before training (None: nothing to train)
+    seconds: float = 0.0  # the wall time it took, from the estimate to the end
 
 
 def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
@@ -184,11 +188,14 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     todo = cells_to_train(plan)
     jobs = useful_jobs(cfg.resolved_jobs(), len(todo))  # an idle worker still costs a process and its memory
     threads = max(1, available_cores() // jobs)
-    announce_and_confirm(cfg, plan, todo, jobs, threads, yes, stdin or sys.stdin, out)
+    estimated = announce_and_confirm(cfg, plan, todo, jobs, threads, yes, stdin or sys.stdin, out)
+    started = time.monotonic()
     tracker = Tracker(plan.tracking_uri, cfg.study_name, plan.spool_dir, [plan.parent], say=say_to(out)).start()
     with sigterm_as_interrupt():
         ended = train_cells(cfg, plan, todo, jobs, threads, out, on_progress)
-    return end_ablation(cfg, plan, tracker, todo, ended, out)
+    outcome = end_ablation(cfg, plan, tracker, todo, ended, out)
+    outcome.estimated_seconds, outcome.seconds = estimated, time.monotonic() - started
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -252,8 +259,9 @@ def cells_to_train(plan: AblationPlan) -> list[Cell]:
 
 
 def announce_and_confirm(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: int, threads: int,
-                         yes: bool, stdin: TextIO, out: TextIO) -> None:
-    """The start line and the cost estimate; above 10 minutes it asks (or needs `yes`)."""
+                         yes: bool, stdin: TextIO, out: TextIO) -> float | None:
+    """The start line and the cost estimate; above 10 minutes it asks (or needs `yes`).
+    Returns the estimated wall time (None: nothing to train)."""
     grid = plan.grid
     varied = "".join(f", {n} {[level_text(n, v) for v in values]}" for n, values in grid.vary)
     subsets = "one training subset per seed" if grid.subsets == "per-seed" else "the same training subset for every seed"
@@ -265,6 +273,8 @@ def announce_and_confirm(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell],
         out.write(f"{plan.name}: {describe(est)}\n")
         out.flush()
         confirm(est, yes=yes, stdin=stdin, out=out)
+        return float(est.wall_seconds)
+    return None
 
 
 @dataclass
@@ -273,6 +283,7 @@ class CellsEnd:
 
     interrupted: bool = False
     rounds: int = 0
+    trained: int = 0  # cells this process trained (not settled by another process or an earlier run)
 
 
 def train_cells(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: int, threads: int, out: TextIO,
@@ -300,6 +311,7 @@ def train_cells(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: in
                         busy[res["cell"]] = res["holder"]
                         continue
                     finished += 1
+                    ended.trained += not res.get("settled")
                     todo.remove(res["cell"])
                     _say_cell(res, finished, total, out)
                     if on_progress is not None:
@@ -342,7 +354,7 @@ def end_ablation(cfg: SweepConfig, plan: AblationPlan, tracker: Any, todo: list[
     print_tracking_status(cfg.study_name, plan.tracking_uri, missing, tracker.health.last_error, out)
     return AblationOutcome(plan.name, tracker.experiment_id, tracker.parent_run_ids.get(plan.parent.key),
                            len(plan.cells), len(plan.cells) - len(todo), ended.interrupted,
-                           untracked=None if missing.empty else missing, fault=fault)
+                           untracked=None if missing.empty else missing, fault=fault, trained=ended.trained)
 
 
 def _process_text(holder: str) -> str:

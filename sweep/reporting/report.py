@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -276,8 +276,31 @@ def _factorial_section(ab: AblationRuns, fs: FactorialSummary, out_dir: Path) ->
     return "".join(lines)
 
 
+@dataclass
+class ReportWritten:
+    """What `write_report` did, for the lines `sweep report` ends with (sweep.closing)."""
+
+    experiment_id: str | None = None
+    run_ids: list[str] = field(default_factory=list)  # parent runs holding the report (the study's last)
+    openings: list[tuple[str, str]] = field(default_factory=list)  # (ablation, its verdict's first paragraph)
+
+
+def verdict_opening(ab: AblationRuns, summary: AblationSummary | FactorialSummary | None) -> str:
+    """The first paragraph of an ablation's verdict (its overview), after the unfinished line if any."""
+    from sweep.reporting.factorial_verdict import factorial_verdict
+    from sweep.reporting.verdict import verdict
+
+    if summary is None:
+        text = "No finished cells yet."
+    elif isinstance(summary, FactorialSummary):
+        text = factorial_verdict(summary).split("\n\n")[0]
+    else:
+        text = verdict(summary, opening=True).split("\n\n")[0]
+    return f"{ab.unfinished()}.\n{text}" if ab.unfinished() else text
+
+
 def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path | None = None,
-                 out: TextIO | None = None) -> Path:
+                 out: TextIO | None = None, written: ReportWritten | None = None) -> Path:
     """Write report.md (+ figures) for the study `cfg` names; returns its path.
 
     `out`: where to say which ablations are unfinished (the report says it too).
@@ -285,9 +308,12 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     end, signals held: a report stopped midway (Ctrl-C, SIGTERM, an error) leaves the
     previous report.md and figures/ as they were, never new figures beside an old text.
 
+    `written`: filled with where the report went in MLflow and each verdict's opening.
+
     Raises:
         ReportInterrupted: a signal stopped it (the line to print says what is kept).
     """
+    written = written if written is not None else ReportWritten()
     from sweep.paths import SweepPaths, study_paths
     from sweep.search.study import make_storage, open_study
     from sweep.tracking.store import default_tracking_uri, make_client
@@ -317,7 +343,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     ablations = load_ablations(client, exp.experiment_id, paths.key) if exp is not None else []
     build = _start_build(out_dir)
     try:
-        (build / "report.md").write_text(_report_text(cfg, name, ablations, study, build, out), encoding="utf-8")
+        (build / "report.md").write_text(_report_text(cfg, name, ablations, study, build, written, out), encoding="utf-8")
         _swap_in(build, out_dir)
     except KeyboardInterrupt as exc:
         from sweep.search.stops import signal_name
@@ -337,6 +363,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
             if study_parent:
                 parents.append(study_parent)
             upload_report(client, parents, out_dir, tracking_uri)
+            written.experiment_id, written.run_ids = exp.experiment_id, parents
         except KeyboardInterrupt as exc:
             from sweep.search.stops import signal_name
 
@@ -346,7 +373,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
 
 
 def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], study: Any, out_dir: Path,
-                 out: TextIO | None = None) -> str:
+                 written: ReportWritten, out: TextIO | None = None) -> str:
     """report.md's text; its figures are written under `out_dir`/figures."""
     parts = [f"# Does dropout regularize? Report for `{name}`\n\n",
              "keep_prob is the probability of KEEPING a unit (1.0 = no dropout). "
@@ -361,9 +388,11 @@ def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], stu
         if any(c.levels for c in ab.cells):  # an ablation with --vary
             fs = summarize_factorial(ab.cells, parse_vary_text(ab.params.get("vary", "")), rng=rng)
             parts.append(_factorial_section(ab, fs, out_dir) + "\n")
+            written.openings.append((ab.name, verdict_opening(ab, fs)))
             continue
         summary = summarize(ab.cells, rng=rng) if ab.cells else None
         parts.append(_ablation_section(ab, summary, out_dir) + "\n")
+        written.openings.append((ab.name, verdict_opening(ab, summary)))
     if study is not None:
         parts.append(_sweep_section(cfg, study, out_dir))
     return "".join(parts)

@@ -76,6 +76,8 @@ class StudyStatus:
     last_ended: dt.datetime | None = None
     processes: list[str] = field(default_factory=list)  # live (or not checkable) sweep processes
     mlflow: str = ""
+    ablations: list[str] = field(default_factory=list)  # one line each (sweep.closing's notes on the study)
+    report: str = ""  # the last report written, and when
 
     @property
     def counted(self) -> int:
@@ -197,7 +199,47 @@ def study_status(storage: Any, frozen: Any, *, tracking_uri: str | None, workdir
             st.test_acc = float(test["acc"])
     st.processes = _process_lines(attrs)
     st.mlflow = _mlflow_line(frozen.study_name, attrs, tracking_uri, workdir)
+    st.ablations, st.report = _ablation_lines(frozen.study_name, attrs, tracking_uri, workdir)
     return st
+
+
+def _ablation_lines(name: str, attrs: dict[str, Any], tracking_uri: str | None,
+                    workdir: Path) -> tuple[list[str], str]:
+    """The study's ablations and last report, from the notes `sweep ablate`/`sweep report` left on it.
+
+    An ablation folder in .sweep/<study>/ without a note (killed, or from before the
+    notes) is listed as such: its cells are in MLflow, read by `sweep report`.
+    """
+    from sweep.closing import ABLATION_ATTR_PREFIX, REPORT_ATTR, mlflow_link
+    from sweep.tracking.store import default_tracking_uri
+
+    uri = tracking_uri or (attrs.get(MLFLOW_ATTR) or {}).get("tracking_uri") or default_tracking_uri(workdir)
+    lines, noted = [], set()
+    for key, rec in sorted(attrs.items()):
+        if not key.startswith(ABLATION_ATTR_PREFIX) or not isinstance(rec, dict):
+            continue
+        ablation = key.removeprefix(ABLATION_ATTR_PREFIX)
+        noted.add(ablation)
+        done, total = rec.get("cells_done"), rec.get("cells_total")
+        state = "complete" if done == total else "unfinished"
+        ended = "interrupted" if rec.get("ended") == "interrupted" else f"last run ended {rec.get('ended')}"
+        link = mlflow_link(uri, name, rec.get("experiment_id"), rec.get("parent_run_id")) \
+            if rec.get("parent_run_id") else "no MLflow parent run recorded"
+        lines.append(f"{ablation}: {done}/{total} cells done ({state}, {ended}); parent run {link}")
+    folder = workdir / ".sweep" / name
+    if folder.is_dir():
+        for sub in sorted(folder.glob("ablation-*/spool")):
+            if sub.parent.name not in noted:
+                lines.append(f"{sub.parent.name}: in {sub.parent} (no summary noted: killed, or ended before "
+                             "`sweep status` read ablations; `sweep report` reads it from MLflow)")
+    rec = attrs.get(REPORT_ATTR)
+    report = ""
+    if isinstance(rec, dict):
+        path = Path(rec.get("path", ""))
+        where = path.relative_to(workdir) if path.is_relative_to(workdir) else path
+        missing = "" if path.is_file() else " (no longer there)"
+        report = f"{where}{missing}, written {rec.get('written')}"
+    return lines, report
 
 
 def format_status(st: StudyStatus) -> str:
@@ -218,6 +260,8 @@ def format_status(st: StudyStatus) -> str:
     lines.append(f"  last trial ended: {ended}")
     lines += [f"  sweep process: {p}" for p in st.processes] or ["  sweep process: none running"]
     lines.append(f"  MLflow: {st.mlflow}")
+    lines += [f"  ablation {a}" for a in st.ablations] or ["  ablations: none recorded"]
+    lines.append(f"  last report: {st.report}" if st.report else "  last report: none written")
     return "\n".join(lines) + "\n"
 
 

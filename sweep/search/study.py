@@ -232,6 +232,10 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     raise ValueError(f"pruner must be one of hyperband, median, none; got {name!r}")
 
 
+#: The name of a trial's value, shown by optuna-dashboard (`sweep dashboard`) and Optuna's plots.
+OBJECTIVE_NAME = "best val accuracy"
+
+
 def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -> optuna.Study:
     """Create the study (or load it) and check a resumed one matches the sweep file."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -250,6 +254,8 @@ def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -
     else:
         storage.set_study_system_attr(study_id, STUDY_KEY_ATTR, new_study_key())
     study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
+    if study.metric_names is None:  # optuna-dashboard shows the value as "Objective 0" without it
+        study.set_metric_names([OBJECTIVE_NAME])
     identity = study_identity(cfg)
     stored = study.user_attrs.get("sweep")
     if stored is None:
