@@ -101,7 +101,8 @@ def _add_common(p: argparse.ArgumentParser, d: dict[str, str]) -> None:
     p.add_argument("--epochs", type=int, help=f"epochs per run (default: {_FILE}{d['epochs']})")
     p.add_argument("--jobs", type=int, help=f"worker processes; 0 = all cores (default: {_FILE}{d['jobs']})")
     p.add_argument("--oversubscribe", action="store_true", default=None,
-                   help="allow --jobs above the number of cores (refused otherwise)")
+                   help="allow --jobs above the number of cores, refused otherwise (default: the sweep file's "
+                        "oversubscribe, else off)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 first if it is not in the data folder")
 
 
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"{d['pruner']})")
     run.add_argument("--reproducible", action="store_true",
                      help="the same --seed gives the same trials, params, pruning and curves at any --jobs "
-                          "and on Dask (trial n sees only trials < n - k, waiting for them)")
+                          "and on Dask (trial n sees only trials < n - k, waiting for them) (default: off)")
     run.add_argument("--reproducible-lag", type=int, metavar="K",
                      help="k of --reproducible (default: 4; implies it)")
     run.add_argument("--dask-scheduler", help="run trials on a Dask cluster at this address, needs a shared --storage "

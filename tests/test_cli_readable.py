@@ -110,8 +110,8 @@ def test_report_ends_with_each_verdicts_opening_and_its_mlflow_page(store: tuple
     work, _, report = store
     lines = report.rstrip().splitlines()
     assert re.match(r"ablation-\w+:$", lines[0]), lines
-    assert lines[1].startswith("  - Dropout helped") and lines[2].startswith("  - Dropout hurt"), lines
-    assert lines[3].startswith("  - No detectable effect"), lines
+    # The verdict's one-sentence answer (issue 18's headline: it counts what survives Holm).
+    assert lines[1].startswith("  In short (1 comparison, counting only differences that survive Holm"), lines
     assert lines[-2] == f"report written to {work / 'reports' / 'dropout-digits' / 'report.md'}"
     _, parents, _ = mlflow_runs(work)
     assert lines[-1].startswith("  in MLflow: http://127.0.0.1:5000/#/experiments/1/runs/"
