@@ -11,6 +11,7 @@ most `MAX_ROUNDS` times; SIGTERM stops either like Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 from collections.abc import Callable, Iterable, Iterator
@@ -87,5 +88,33 @@ def run_unordered(fn: Callable[[T], dict[str, Any]], tasks: Iterable[T], *, jobs
         return
     with parallel_config(backend="loky", inner_max_num_threads=threads):
         with signals_deferred():  # a signal in loky's start-up left a broken pool and a traceback (sweep.search.stops)
-            results = Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(calls)
+            try:
+                results = Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(calls)
+            except BrokenPipeError:
+                # loky's resource tracker (it removes the pool's temporary folders) died as
+                # it was launched: its first message meets a closed pipe. loky relaunches a
+                # tracker it finds dead only when it probes an old one, so do that once here.
+                _forget_dead_resource_tracker()
+                results = Parallel(n_jobs=jobs, batch_size=1, return_as="generator_unordered")(calls)
         yield from results
+
+
+def _forget_dead_resource_tracker() -> None:
+    """Reap loky's resource tracker whose pipe broke, so the next pool launches a new one; say so once."""
+    import os
+    import sys
+
+    from joblib.externals.loky.backend import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    if tracker._fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.close(tracker._fd)
+    if tracker._pid is not None:
+        with contextlib.suppress(ChildProcessError, ProcessLookupError):
+            if os.waitpid(tracker._pid, os.WNOHANG) == (0, 0):  # alive, yet its pipe is closed: end it
+                os.kill(tracker._pid, signal.SIGKILL)
+                os.waitpid(tracker._pid, 0)
+    tracker._fd = tracker._pid = tracker._exitcode = None
+    print("note: loky's resource tracker died as the worker pool started; started a new one", file=sys.stderr)

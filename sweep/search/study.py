@@ -255,7 +255,9 @@ def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -
         storage.set_study_system_attr(study_id, STUDY_KEY_ATTR, new_study_key())
     study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
     if study.metric_names is None:  # optuna-dashboard shows the value as "Objective 0" without it
-        study.set_metric_names([OBJECTIVE_NAME])
+        with warnings.catch_warnings():  # flagged experimental, a warning in every sweep's output
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE_NAME])
     identity = study_identity(cfg)
     stored = study.user_attrs.get("sweep")
     if stored is None:

@@ -12,6 +12,7 @@ the previous one), through the runner's own `_parallel_trials`.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,54 @@ def test_the_timeout_kill_alarm_during_the_pools_start_stops_cleanly(tmp_path: P
     lines = proc.stdout.splitlines()
     assert len(lines) == steps and all("stopped cleanly (_BudgetOver)" in line or "finished" in line
                                        for line in lines), lines
+
+
+# Injected into every Python process of the sweep through PYTHONPATH: the first loky
+# resource tracker to start exits at once (as one did in CI: BrokenPipeError from its
+# first message, a traceback, exit 1), later ones run as usual.
+TRACKER_DIES_ONCE = r"""
+import os, sys
+if os.environ.get("TRACKER_PARENT_SLOW"):
+    # The sweep process: descheduled right after it launched the tracker (as on a loaded
+    # machine), so the tracker is gone before its first message is written.
+    os.environ.pop("TRACKER_PARENT_SLOW")
+    from joblib.externals.loky.backend import resource_tracker as _rt
+    _launch = _rt.ResourceTracker._launch
+    def _slow_launch(self):
+        _launch(self)
+        if not os.path.exists(os.environ["TRACKER_MARKER"] + ".seen"):
+            open(os.environ["TRACKER_MARKER"] + ".seen", "w").close()
+            os.waitpid(self._pid, 0)
+    _rt.ResourceTracker._launch = _slow_launch
+try:
+    cmdline = open("/proc/self/cmdline", "rb").read()
+except OSError:
+    cmdline = b""
+if b"resource_tracker import main" in cmdline:
+    marker = os.environ["TRACKER_MARKER"]
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        pass
+    else:
+        os._exit(1)
+"""
+
+
+def test_a_resource_tracker_that_dies_as_the_pool_starts_is_replaced_and_the_sweep_completes(tmp_path: Path) -> None:
+    from sweep_helpers import SWEEP
+
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(TRACKER_DIES_ONCE)
+    env = sweep_env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(inject), env.get("PYTHONPATH", "")]))
+    env["TRACKER_MARKER"] = str(tmp_path / "tracker-died")
+    env["TRACKER_PARENT_SLOW"] = "1"
+    proc = subprocess.run([*SWEEP, "run", "--trials", "2", "--epochs", "1", "--jobs", "2"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert (tmp_path / "tracker-died").exists(), "the injected fault did not fire"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "loky's resource tracker died as the worker pool started; started a new one" in proc.stderr
+    assert "[  2/2]" in proc.stdout
