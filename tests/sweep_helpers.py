@@ -123,6 +123,6 @@ def trial_context(cfg: Any, state_dir: Path, *, target: bool = False) -> Any:
     return TrialContext(
         study_name=cfg.study_name, storage_url=cfg.storage, journal_path=state_dir / "optuna.journal",
         seed=cfg.seed, space=cfg.space, spool_dir=state_dir / "spool", weights_dir=state_dir / "weights",
-        dataset=cfg.dataset, data_dir=None, num_train=None, num_val=None, pruner=cfg.pruner,
+        data=cfg.data, pruner=cfg.pruner,
         max_epochs=cfg.space.max_epochs, target_trials=cfg.trials if target else None,
     )

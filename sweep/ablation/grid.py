@@ -27,6 +27,7 @@ from sweep.config.factors import (
     level_value,
 )
 from sweep.config.sweep_file import AblationConfig, TrainParams
+from sweep.data.spec import DataSpec
 from sweep.tracking.spool import STATE_TAG, RunRecorder, end_status
 from sweep.tracking.store import summary_tags
 from sweep.training import RunSeeds, train
@@ -87,10 +88,7 @@ class CellTask:
 
     cell: Cell
     params: TrainParams
-    dataset: str
-    data_dir: str | None
-    num_val: int | None
-    data_seed: int
+    data: DataSpec  # the cell's training subset: its size and its seed's rows
     base_seed: int
     spool_dir: Path  # the attempt's file is chosen under the cell's claim (sweep.ablation.claims)
     ablation: str
@@ -138,16 +136,15 @@ def _settled_result(c: Cell, end: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_cell(task: CellTask, spool_path: Path) -> dict[str, Any]:
-    from sweep.data.datasets import load_dataset
 
     c = task.cell
-    data = load_dataset(task.dataset, data_dir=task.data_dir, num_train=c.size, num_val=task.num_val, seed=task.data_seed)
+    data = task.data.load()
     params = c.train_params(task.params)
     seeds = cell_seeds(task.base_seed, c.seed)
     tags = {
         "sweep.kind": "cell", "sweep.ablation": task.ablation, "ablation.size": c.size,
         "ablation.keep_prob": c.keep_prob, "ablation.seed": c.seed,
-        "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order, "ablation.data_seed": task.data_seed,
+        "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order, "ablation.data_seed": task.data.seed,
         **{FACTOR_TAG_PREFIX + n: v for n, v in c.levels},
     }
     with RunRecorder(spool_path) as rec:

@@ -57,7 +57,6 @@ from sweep.config.sweep_file import (
     TrainParams,
     available_cores,
 )
-from sweep.data.datasets import load_dataset
 from sweep.paths import SweepPaths, paths_of_config
 from sweep.search.pool import (
     MAX_ROUNDS,
@@ -80,7 +79,7 @@ from sweep.tracking.tracker import ParentSpec, Tracker
 
 def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:
     """The configuration to ablate: explicit params, else the study's best trial."""
-    grid = cfg.ablation or AblationConfig()
+    grid = cfg.grid
     if grid.params is not None:
         return grid.base_params()
     from sweep.paths import SweepPaths, journal_file
@@ -130,7 +129,7 @@ def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
     from sweep.search.study import make_storage, open_study, spool_path
     from sweep.tracking.spool import read_state
 
-    if (cfg.ablation or AblationConfig()).params is not None:
+    if cfg.grid.params is not None:
         return None  # not the configuration the study measured
     paths = paths_of_config(workdir, cfg)
     try:
@@ -147,11 +146,8 @@ def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
     secs = [e["metrics"]["epoch_seconds"] for e in read_state(path).epochs] if path.exists() else []
     if not secs:
         return None
-    from sweep.data.datasets import (
-        load_dataset,  # the sweep's own cached arrays: how many rows the trial had
-    )
 
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed)
+    data = cfg.data.load()
     return Measured(float(statistics.median(secs)), params, int(data["X_train"].shape[0]), int(data["X_val"].shape[0]),
                     int(data["X_train"].shape[1]), source)
 
@@ -160,12 +156,11 @@ def _estimate(cfg: SweepConfig, params: TrainParams, todo: list[Cell], data_seed
               jobs: int, threads: int) -> Any:
     """The cost of `todo` (sweep.ablation.cost.Estimate), from the study's measurement or a one-epoch timing run."""
     from sweep.ablation.cost import estimate_cost, measure_epoch
-    from sweep.data.datasets import load_dataset
 
     measured = study_timing(cfg, workdir)
     if measured is None:
         n = max(c.size for c in todo)
-        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=n, num_val=cfg.num_val, seed=data_seed)
+        data = cfg.data.subset(n, data_seed).load()
         measured = measure_epoch(params, data, threads, f"a one-epoch timing run on {data['X_train'].shape[0]} rows")
     return estimate_cost(todo, lambda c: (c.train_params(params), c.size), measured,
                          workers=jobs, threads=threads)
@@ -217,7 +212,7 @@ class AblationPlan:
 
 def plan_ablation(cfg: SweepConfig, name: str | None, workdir: Path, yes: bool, out: TextIO) -> AblationPlan:
     """The grid (refused when too large without `yes`), the configuration it re-trains, its parent run."""
-    grid = cfg.ablation or AblationConfig()
+    grid = cfg.grid
     sizes = grid.resolved_sizes(cfg.dataset)
     cells = grid_cells(grid, sizes)
     check_grid_size(grid, sizes, yes)
@@ -242,7 +237,7 @@ def prepare_subsets(cfg: SweepConfig, plan: AblationPlan) -> None:
     """Nested subsets: each (size, subset seed) cache once (a size that is the whole pool is one entry)."""
     for n in plan.sizes:
         for data_seed in dict.fromkeys(plan.data_seeds):
-            load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=n, num_val=cfg.num_val, seed=data_seed)
+            cfg.data.subset(n, data_seed).load()
 
 
 def cells_to_train(plan: AblationPlan) -> list[Cell]:
@@ -294,7 +289,7 @@ def train_cells(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: in
     ended = CellsEnd()
 
     def task(c: Cell) -> CellTask:
-        return CellTask(c, plan.params, cfg.dataset, cfg.data_dir, cfg.num_val, plan.data_seeds[c.seed], cfg.seed,
+        return CellTask(c, plan.params, cfg.data.subset(c.size, plan.data_seeds[c.seed]), cfg.seed,
                         plan.spool_dir, plan.name)
 
     try:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.config.budget import parse_duration
+from sweep.data.spec import DataSpec
 from sweep.config.domains import (
     DOMAINS,
     MAX_DEPTH,
@@ -279,6 +280,16 @@ class SweepConfig:
     def study_name(self) -> str:
         """`study`, or ``dropout-<dataset>`` (derived, so ``--dataset cifar10`` gets its own study)."""
         return self.study or f"dropout-{self.dataset}"
+
+    @property
+    def data(self) -> DataSpec:
+        """The sweep's data: dataset, folder, training and validation rows, the study seed's subset."""
+        return DataSpec(self.dataset, self.data_dir, self.num_train, self.num_val, self.seed)
+
+    @property
+    def grid(self) -> AblationConfig:
+        """The ablation grid: `[ablation]` of the sweep file, else the defaults."""
+        return self.ablation or AblationConfig()
 
     @property
     def timeout_seconds(self) -> float | None:

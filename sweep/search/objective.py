@@ -14,6 +14,7 @@ import numpy as np
 
 from sweep.config.display import NOTE_TAG, readable_params, run_note
 from sweep.tracking.store import summary_tags
+from sweep.data.spec import DataSpec
 from sweep.training import RunResult, RunSeeds, save_weights, train
 from sweep.tracking.spool import STATE_TAG, RunRecorder, SpoolWriteError, end_status
 
@@ -35,10 +36,7 @@ class TrialContext:
     space: Any  # sweep.config.SearchSpace
     spool_dir: Path
     weights_dir: Path
-    dataset: str
-    data_dir: str | None
-    num_train: int | None
-    num_val: int | None
+    data: DataSpec  # the sweep's arrays (every worker loads the same memory-mapped cache)
     pruner: str
     max_epochs: int
     # The study's --trials target: a task starts no trial once it is reached

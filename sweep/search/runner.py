@@ -107,10 +107,7 @@ def run_sweep(
 
 def prepare_data(cfg: SweepConfig) -> dict[str, np.ndarray]:
     """The sweep's dataset (its memory-mapped cache written here, once, before any worker opens it)."""
-    from sweep.data.datasets import load_dataset
-
-    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val,
-                        seed=cfg.seed)
+    return cfg.data.load()
 
 
 def open_sweep_study(cfg: SweepConfig, workdir: Path, out: TextIO) -> tuple[Any, SweepPaths]:
@@ -190,8 +187,7 @@ def trial_context(cfg: SweepConfig, paths: SweepPaths, budget: Budget | None, da
     """Everything a worker needs to run one trial of this sweep (sent with every task)."""
     return TrialContext(
         study_name=cfg.study_name, storage_url=cfg.storage, journal_path=paths.journal, seed=cfg.seed,
-        space=cfg.space, spool_dir=paths.spool_dir, weights_dir=paths.weights_dir,
-        dataset=cfg.dataset, data_dir=cfg.data_dir, num_train=cfg.num_train, num_val=cfg.num_val,
+        space=cfg.space, spool_dir=paths.spool_dir, weights_dir=paths.weights_dir, data=cfg.data,
         pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
         target_trials=cfg.trials, deadline=budget.deadline if budget else None,
         sweep_process=None if dask_scheduler else spool.this_process(),

@@ -57,13 +57,9 @@ def _record_owner(storage: Any, trial_id: int, ctx: TrialContext) -> None:
 
 
 def _worker_data(ctx: TrialContext) -> dict[str, np.ndarray]:
-    from sweep.data.datasets import load_dataset
-
-    key = ("data", ctx.dataset, ctx.data_dir, ctx.num_train, ctx.num_val, ctx.seed)
+    key = ("data", ctx.data)
     if key not in _worker_cache:
-        _worker_cache[key] = load_dataset(
-            ctx.dataset, data_dir=ctx.data_dir, num_train=ctx.num_train, num_val=ctx.num_val, seed=ctx.seed
-        )
+        _worker_cache[key] = ctx.data.load()
     return _worker_cache[key]
 
 
