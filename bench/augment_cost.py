@@ -38,8 +38,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from model import FullyConnectedNet, Solver  # noqa: E402
-from model.augment import apply_augmentation, draw_augmentation, epoch_rng  # noqa: E402
+from model import FullyConnectedNet, Solver
+from model.augment import apply_augmentation, draw_augmentation, epoch_rng
 
 IMAGE_SHAPE = (3, 32, 32)
 HIDDEN = (1024, 1024)

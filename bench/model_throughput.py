@@ -39,7 +39,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from model import FullyConnectedNet, Solver  # noqa: E402
+from model import FullyConnectedNet, Solver
 
 INPUT_DIM, HIDDEN, NUM_CLASSES = 3072, (512, 256), 10
 KEEP_PROB, LEARNING_RATE = 0.5, 1e-3

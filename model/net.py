@@ -10,7 +10,7 @@ import numpy as np
 
 from model import layers
 
-__all__ = ["FullyConnectedNet", "NORMALIZATIONS", "project_max_norm"]
+__all__ = ["NORMALIZATIONS", "FullyConnectedNet", "project_max_norm"]
 
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 

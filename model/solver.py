@@ -12,7 +12,7 @@ import numpy as np
 from model import augment, optim
 from model.layers import softmax_loss
 
-__all__ = ["Solver", "TrainingDiverged", "METRIC_KEYS"]
+__all__ = ["METRIC_KEYS", "Solver", "TrainingDiverged"]
 
 #: Keys of the dict passed to ``on_epoch`` (all float values).
 METRIC_KEYS = ("train_acc", "val_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds")

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from model import FullyConnectedNet
+    from sweep.analysis.stats import AblationSummary
     from sweep.config.sweep_file import SweepConfig
     from sweep.search.progress import SweepOutcome
-    from sweep.analysis.stats import AblationSummary
     from sweep.search.status import StudyStatus
 
 __all__ = [
@@ -282,8 +282,8 @@ class StudyResults:
             ConfigError: no completed trial, or its weights are no longer on disk.
         """
         from sweep.config.domains import ConfigError
-        from sweep.training import build_net, load_model_state, load_weights
         from sweep.paths import SweepPaths
+        from sweep.training import build_net, load_model_state, load_weights
 
         if self.best_trial is None or self.best_params is None:
             raise ConfigError(f"--study: {self.config.study_name!r} has no completed trial yet")
@@ -414,9 +414,9 @@ def _ablation_result(cfg: SweepConfig, o: Any, code: int, workdir: Path | None, 
     """Read the ablation's cells back from MLflow and summarize them as the report does."""
     import numpy as np
 
-    from sweep.tracking.store import default_tracking_uri, make_client
-    from sweep.reporting.report import load_ablations
     from sweep.analysis.stats import summarize
+    from sweep.reporting.report import load_ablations
+    from sweep.tracking.store import default_tracking_uri, make_client
 
     runs: list[Any] = []
     summaries: list[tuple[dict[str, str], AblationSummary]] = []

@@ -168,8 +168,8 @@ def _origin(args: argparse.Namespace, key: str) -> str:
 
 def _preflight(args: argparse.Namespace, cfg, *, storage: bool = True) -> None:
     """Refuse an unusable tracking URI or storage URL before anything is trained or written."""
-    from sweep.tracking.store import default_tracking_uri
     from sweep.config.preflight import check_storage, check_tracking_uri, check_writable
+    from sweep.tracking.store import default_tracking_uri
 
     check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"))
     if storage:
@@ -238,8 +238,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from sweep.tracking.store import default_tracking_uri
     from sweep.config.preflight import check_tracking_uri, check_writable
+    from sweep.tracking.store import default_tracking_uri
     from sweep.tracking.sync import sync_all
 
     uri = args.tracking_uri or default_tracking_uri()
@@ -281,6 +281,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from sweep.redact import mask_url
     from sweep.tracking.store import (
         default_tracking_uri,
         find_parent_run,
@@ -288,7 +289,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
         set_runs_view,
         ui_url,
     )
-    from sweep.redact import mask_url
 
     uri = args.tracking_uri or default_tracking_uri()
     experiment_id = parent = None
@@ -335,10 +335,9 @@ COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sweep.redact import install_log_masking, mask_text
-
     import signal
 
+    from sweep.redact import install_log_masking, mask_text
     from sweep.search.stops import raise_terminated, signal_name
 
     args = build_parser().parse_args(argv)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sweep_helpers import load_study, mlflow_runs, write_config
 
 import sweep
+from sweep_helpers import load_study, mlflow_runs, write_config
 
 TINY_SPACE = """
 keep_prob = {low = 0.5, high = 1.0, step = 0.25}

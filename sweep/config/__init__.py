@@ -15,12 +15,9 @@ from typing import TYPE_CHECKING
 from sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .sweep_file import AblationConfig
     from .domains import ConfigError
-    from .space import SearchSpace
-    from .sweep_file import SweepConfig
-    from .space import TrainParams
-    from .sweep_file import load_config
+    from .space import SearchSpace, TrainParams
+    from .sweep_file import AblationConfig, SweepConfig, load_config
 
 __all__ = ['AblationConfig', 'ConfigError', 'SearchSpace', 'SweepConfig', 'TrainParams', 'load_config']
 

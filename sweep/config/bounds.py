@@ -21,9 +21,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.config.sweep_file import SweepConfig, available_cores
 from sweep.config.domains import ConfigError
 from sweep.config.space import Choice, Fixed, Param, Range
+from sweep.config.sweep_file import SweepConfig, available_cores
 
 INPUT_DIMS = {"digits": 64, "cifar10": 3 * 32 * 32}
 NUM_CLASSES = 10

@@ -40,7 +40,6 @@ from sweep.config.domains import (
     check_keys,
 )
 from sweep.config.factors import Factors, check_vary, level_text, parse_vary_args
-from sweep.paths import check_study_name
 from sweep.config.space import (
     Choice,
     Fixed,
@@ -50,6 +49,7 @@ from sweep.config.space import (
     TrainParams,
     params_from_mapping,
 )
+from sweep.paths import check_study_name
 
 __all__ = [
     "DATASETS",

@@ -17,10 +17,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from sweep.config.sweep_file import SweepConfig
 from sweep.analysis.factorial import FactorialSummary, summarize_factorial
-from sweep.config.factors import parse_vary_text
 from sweep.analysis.stats import AblationSummary, Cell, summarize
+from sweep.config.factors import parse_vary_text
+from sweep.config.sweep_file import SweepConfig
 
 REPORT_ARTIFACT_PATH = "report"
 
@@ -106,8 +106,8 @@ def expected_cells(params: dict[str, str]) -> int:
 def load_ablations(client: Any, experiment_id: str, study_key: str | None = None) -> list[AblationRuns]:
     """The ablations of the study whose key is `study_key` (None: of a study from before keys, or of none)."""
     from sweep.ablation.grid import finished_cells
-    from sweep.tracking.store import PARENT_KEY_TAG, child_runs
     from sweep.paths import STUDY_KEY_TAG
+    from sweep.tracking.store import PARENT_KEY_TAG, child_runs
 
     parents = client.search_runs(
         [experiment_id], filter_string="tags.`sweep.kind` = 'ablation'", order_by=["attributes.start_time ASC"]
@@ -156,8 +156,8 @@ def search_history(trials: list[Any]) -> list[Any]:
 
 
 def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
-    from sweep.config.display import readable_params
     from sweep.analysis.importance import keep_prob_importance, trend_vs_keep_prob
+    from sweep.config.display import readable_params
     from sweep.reporting.figures import plot_history, plot_importances, plot_sweep_scatter
 
     trials = study.get_trials(deepcopy=False)
@@ -424,8 +424,8 @@ def upload_report(client: Any, run_ids: list[str], out_dir: Path, tracking_uri: 
     """
     import time
 
-    from sweep.tracking.outage import short_reason
     from sweep.redact import mask_url
+    from sweep.tracking.outage import short_reason
     from sweep.tracking.tracker import tracking_wait_seconds
 
     deadline = time.monotonic() + tracking_wait_seconds()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from sweep.config.display import NOTE_TAG, readable_params, run_note
+from sweep.tracking.spool import STATE_TAG, RunRecorder, SpoolWriteError, end_status
 from sweep.tracking.store import summary_tags
 from sweep.training import RunResult, RunSeeds, save_weights, train
-from sweep.tracking.spool import STATE_TAG, RunRecorder, SpoolWriteError, end_status
 
 # -- Optuna trials -----------------------------------------------------------
 

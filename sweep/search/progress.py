@@ -14,10 +14,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from sweep.config.sweep_file import SweepConfig
 from sweep.config.display import format_number, scale_of
-from sweep.tracking.store import ui_url
+from sweep.config.sweep_file import SweepConfig
 from sweep.redact import mask_url
+from sweep.tracking.store import ui_url
 
 
 @dataclass

@@ -36,7 +36,7 @@ def mark_sweep_process(study: Any, target: int, *, ended: bool = False) -> None:
     pid = os.getpid()
     host = socket.gethostname()
     key = f"{PROCESS_PREFIX}{host}:{pid}"
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     record = study.user_attrs.get(key) if ended else None
     if record is None:
         record = {"host": host, "pid": pid, "proc_start": spool.process_start_time(pid), "started": now, "ended": None}
@@ -159,8 +159,8 @@ def study_status(storage: Any, frozen: Any, *, tracking_uri: str | None, workdir
     """Status of one study (`frozen`: an optuna FrozenStudy of `storage`)."""
     from optuna.trial import TrialState
 
-    from sweep.search.progress import format_params
     from sweep.config.space import SearchSpace
+    from sweep.search.progress import format_params
     from sweep.search.study import retried_numbers
 
     attrs = dict(frozen.user_attrs)

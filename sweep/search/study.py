@@ -27,11 +27,11 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.tracking import spool
 from sweep.config.sweep_file import SweepConfig
+from sweep.paths import STUDY_KEY_ATTR, journal_file, new_study_key
 from sweep.search.journal import CheckedJournalFileBackend
 from sweep.search.journal_lock import JournalFlock
-from sweep.paths import STUDY_KEY_ATTR, journal_file, new_study_key
+from sweep.tracking import spool
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_SECONDS = 10

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from sweep.tracking import spool
 from sweep.config.budget import over_deadline
 from sweep.search.objective import TrialContext, TrialFailed, trial_objective
 from sweep.search.recovery import disk_error, disk_error_text, fail_and_requeue, fault_outcome
+from sweep.tracking import spool
 
 _worker_cache: dict[tuple[Any, ...], Any] = {}
 
@@ -79,7 +79,11 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     by at most (number of concurrently starting workers - 1).
     """
     from sweep.search.study import (
-        check_target, is_storage_error, reap_stale_trials, short_storage_error, spool_path,
+        check_target,
+        is_storage_error,
+        reap_stale_trials,
+        short_storage_error,
+        spool_path,
         with_storage_retry,
     )
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep.tracking import spool
-from sweep.tracking.store import log_batch
 from sweep.tracking.outage import Health, short_reason
+from sweep.tracking.store import log_batch
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

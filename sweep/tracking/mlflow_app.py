@@ -24,7 +24,6 @@ import json
 from pathlib import Path
 
 from flask import Response
-
 from mlflow.server import app as flask_app
 from mlflow.server.fastapi_app import app  # noqa: F401  (what uvicorn serves: MLflow's ASGI app around flask_app)
 

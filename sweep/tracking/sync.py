@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from sweep.tracking import spool
 from sweep.config.domains import ConfigError
 from sweep.paths import STATE_ROOT, STUDY_KEY_TAG, check_study_name, read_record, study_folders, study_name_of
-from sweep.tracking.outage import ParentBook, backlog, short_reason
 from sweep.redact import mask_url
+from sweep.tracking import spool
+from sweep.tracking.outage import ParentBook, backlog, short_reason
 from sweep.tracking.tracker import ParentSpec, Tracker
 
 # Exit code when something could not be uploaded (MLflow failed meanwhile).

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sweep.ablation.runner import study_timing
-
-from sweep.ablation.grid import Cell
-from sweep.config.sweep_file import TrainParams, load_config
 from sweep.ablation.cost import Measured, cell_seconds, describe, estimate_cost
+from sweep.ablation.grid import Cell
+from sweep.ablation.runner import study_timing
+from sweep.config.sweep_file import TrainParams, load_config
 from sweep_helpers import SWEEP, mlflow_runs, run_cli, sweep_env, write_config
 
 SPACE = """

@@ -73,7 +73,7 @@ def build_archive(
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.server.hits.append(self.path)
         if self.path not in self.server.routes:
             self.send_error(404)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from sweep.reporting import figures as plots
 from sweep.analysis.importance import ImportanceResult, TrendPoint
 from sweep.analysis.stats import AblationSummary, Cell, summarize
+from sweep.reporting import figures as plots
 
 SIZES = (500, 2000)
 KEEPS = (1.0, 0.5, 0.25)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-from sweep_helpers import SWEEP, sweep_env
 
 from sweep.search.journal import LINE_KEY
 from sweep.search.study import make_storage
+from sweep_helpers import SWEEP, sweep_env
 
 
 def _journal(tmp_path: Path) -> list[str]:

@@ -22,9 +22,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.tracking.store import ui_url
 from sweep.config.display import format_number
 from sweep.search.study import retried_numbers
+from sweep.tracking.store import ui_url
 from sweep_helpers import load_study, mlflow_runs, run_cli, run_cli_interrupted, running_worker, sweep_env
 
 MIXED = """

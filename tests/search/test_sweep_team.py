@@ -25,11 +25,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.tracking import spool
 from sweep.search import study as sweep_study
 from sweep.search.study import WORKER_ATTR, make_storage, reap_stale_trials, spool_path
+from sweep.tracking import spool
 from sweep_helpers import (
-    SLOW_SPACE, dead_pid, load_study, mlflow_runs, run_cli, run_cli_interrupted, trial_context, write_config,
+    SLOW_SPACE,
+    dead_pid,
+    load_study,
+    mlflow_runs,
+    run_cli,
+    run_cli_interrupted,
+    trial_context,
+    write_config,
 )
 
 STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
@@ -335,8 +342,8 @@ def test_a_task_rerun_after_its_worker_died_trains_that_workers_trial(
     The re-run task must fail the dead worker's trial and train its params (journal
     storage: no heartbeat would ever do it)."""
     from sweep.config.sweep_file import load_config
-    from sweep.search.worker import run_one_trial
     from sweep.search.study import open_study
+    from sweep.search.worker import run_one_trial
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     cfg = load_config(None, {"study": "rerun", "trials": 2, "epochs": 1})
