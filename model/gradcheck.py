@@ -50,7 +50,7 @@ def eval_numerical_gradient(
         ix = it.multi_index
         old = x[ix]
 
-        def at(step: float) -> float:
+        def at(step: float, ix: tuple[int, ...] = ix, old: float = old) -> float:  # bound now, called now
             x[ix] = old + step
             value = f(x)
             x[ix] = old

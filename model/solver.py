@@ -136,7 +136,7 @@ class Solver:
         >>> test_acc, test_loss = solver.evaluate(data["X_test"], data["y_test"])
     """
 
-    def __init__(
+    def __init__(  # noqa: C901 - one check per keyword argument, next to the argument it checks
         self,
         model: Any,
         data: Mapping[str, np.ndarray],
@@ -378,7 +378,7 @@ class Solver:
             raise ValueError("no best_params yet: call train() first")
         for k, v in self.best_params.items():
             self.model.params[k] = v.copy()
-        for p, stats in zip(getattr(self.model, "bn_params", []), self._best_norm_stats):
+        for p, stats in zip(getattr(self.model, "bn_params", []), self._best_norm_stats, strict=False):
             for k, v in stats.items():
                 p[k] = v.copy()
 

@@ -43,6 +43,9 @@ _EXPORTS = {
     "SweepConfig": "sweep.config.sweep_file",
     "StudyStatus": "sweep.search.status",
 }
-__all__ = sorted(_EXPORTS)
+# Written out (not sorted(_EXPORTS)) so linters and type checkers see the public names.
+__all__ = ["AblationResult", "ConfigError", "Report", "StudyResults", "StudyStatus", "SweepConfig", "SweepResult",
+           "ablate", "load_config", "load_study", "report", "run", "status"]
+assert __all__ == sorted(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

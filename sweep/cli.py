@@ -18,14 +18,14 @@ def _csv_floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 1,0.75,0.5; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 1,0.75,0.5; got {text!r}") from None
 
 
 def _csv_ints(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 500,2000; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 500,2000; got {text!r}") from None
 
 
 def _positive_int(text: str) -> int:

@@ -75,7 +75,7 @@ def test_sweep_ablation_and_report_through_the_api(in_tmp: Path) -> None:
 
     ab = sweep.ablate(cfg, keep_probs=[1.0, 0.5], sizes=[300], seeds=3, out=log, progress=False)
     assert ab.exit_code == 0 and (ab.cells_done, ab.cells_total) == (6, 6)
-    _, parents, children = mlflow_runs(in_tmp)
+    _, _parents, children = mlflow_runs(in_tmp)
     cell_runs = [r for r in children if r.data.tags.get("mlflow.parentRunId") == ab.parent_run_id]
     assert len(cell_runs) == len(ab.runs) == 6
     by_cell = {(int(r.data.tags["ablation.keep_prob"] == "0.5"), int(r.data.tags["ablation.seed"])): r

@@ -189,7 +189,7 @@ def test_mlflow_server_killed_mid_ablation_and_back(mlflow_server_factory: Any, 
     assert out.count("is unreachable since") == 1 and out.count("is back after") == 1, out
     assert "NOT ALL IN MLFLOW" not in out and "Traceback" not in out
     client, parents, children = mlflow_runs(None, tracking_uri=server.url)
-    (key, parent), = ((k, p) for k, p in parents.items() if k.startswith("ablation:"))
+    (_key, parent), = ((k, p) for k, p in parents.items() if k.startswith("ablation:"))
     assert parent.info.status == "FINISHED"
     cells = [r for r in children if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
     names = sorted(r.info.run_name for r in cells)

@@ -19,6 +19,7 @@ what each cell trains (`work_of_cell`).
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -64,7 +65,7 @@ def epoch_work(num_train: int, num_val: int) -> float:
 def net_weights(params: TrainParams, input_dim: int, num_classes: int = NUM_CLASSES) -> int:
     """Weights of the net `params` builds: sum of d_in * d_out over its affine layers."""
     dims = [input_dim, *params.hidden_dims, num_classes]
-    return sum(a * b for a, b in zip(dims, dims[1:]))
+    return sum(a * b for a, b in itertools.pairwise(dims))
 
 
 def cell_seconds(params: TrainParams, num_train: int, measured: Measured, threads: int = 1,

@@ -93,7 +93,7 @@ def _factor_order(cells: Sequence[Cell], given: Sequence[tuple[str, Sequence[str
     return out
 
 
-def interactions(
+def interactions(  # noqa: C901 - factor x level pair x context x keep_prob: the nesting is the design being tested
     cells: Sequence[Cell],
     factors: Sequence[tuple[str, Sequence[str]]] | None = None,
     metrics: Sequence[str] = INTERACTION_METRICS,
@@ -151,7 +151,7 @@ def interactions(
     for m in metrics:
         adj_t = holm([i.results[m].p_t for i in found])
         adj_w = holm([i.results[m].p_wilcoxon for i in found])
-        for i, pt, pw in zip(found, adj_t, adj_w):
+        for i, pt, pw in zip(found, adj_t, adj_w, strict=True):
             i.results[m] = replace(i.results[m], p_t_holm=float(pt), p_wilcoxon_holm=float(pw))
     return found
 
@@ -167,7 +167,7 @@ def _holm_over_grid(per_level: dict[Levels, AblationSummary]) -> tuple[dict[Leve
     for m in metrics:
         adj_t = holm([per_level[lv].comparisons[k].results[m].p_t for lv, k in keys])
         adj_w = holm([per_level[lv].comparisons[k].results[m].p_wilcoxon for lv, k in keys])
-        for (lv, k), pt, pw in zip(keys, adj_t, adj_w):
+        for (lv, k), pt, pw in zip(keys, adj_t, adj_w, strict=True):
             new[lv][k][m] = replace(new[lv][k][m], p_t_holm=float(pt), p_wilcoxon_holm=float(pw))
     for lv, s in per_level.items():
         comps = {k: replace(c, results=new[lv][k]) for k, c in s.comparisons.items()}

@@ -92,7 +92,7 @@ def _same(a: Any, b: Any, tol: float = 1e-8) -> bool:
     return bool(np.allclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=tol, atol=tol))
 
 
-def check_net(cls: type, call: Caller, rng: np.random.Generator) -> Checks:
+def check_net(cls: type, call: Caller, rng: np.random.Generator) -> Checks:  # noqa: C901 - a flat list of independent findings, read top to bottom like the checklist it prints
     d = NetDriver(cls, call)
     name = cls.__name__
     x = rng.standard_normal((N, DIMS["input_dim"]))
@@ -203,7 +203,7 @@ def check_net(cls: type, call: Caller, rng: np.random.Generator) -> Checks:
         errors = {}
         for k, v in net.params.items():
             analytic = grads.get(k) if isinstance(grads, dict) else None
-            errors[k] = np.inf if analytic is None else grad_error(lambda _v: d.loss(net, x, y)[0], v, None, analytic)
+            errors[k] = np.inf if analytic is None else grad_error(lambda _v, net=net: d.loss(net, x, y)[0], v, None, analytic)
         bad = {k: e for k, e in errors.items() if not e < 1e-6}
         if bad:
             yield Finding(False, f"{name}: with {label} the gradients of "

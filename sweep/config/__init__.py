@@ -21,4 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ['AblationConfig', 'ConfigError', 'SearchSpace', 'SweepConfig', 'TrainParams', 'load_config']
 
-__getattr__, __dir__ = lazy_exports(__name__, {'SweepConfig': '.sweep_file', 'AblationConfig': '.sweep_file', 'load_config': '.sweep_file', 'ConfigError': '.domains', 'SearchSpace': '.space', 'TrainParams': '.space'})
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'SweepConfig': '.sweep_file', 'AblationConfig': '.sweep_file', 'load_config': '.sweep_file',
+    'ConfigError': '.domains', 'SearchSpace': '.space', 'TrainParams': '.space',
+})

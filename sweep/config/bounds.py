@@ -17,6 +17,7 @@ at once. It is a lower bound: numpy's temporaries come on top.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +57,7 @@ class Network:
 
     def bytes_needed(self, input_dim: int) -> int:
         dims = (input_dim, *self.hidden_dims, NUM_CLASSES)
-        params = sum(a * b + b for a, b in zip(dims, dims[1:])) + 2 * sum(self.hidden_dims)  # + norm scale/shift
+        params = sum(a * b + b for a, b in itertools.pairwise(dims)) + 2 * sum(self.hidden_dims)  # + norm scale/shift
         activations = _ACTIVATION_ARRAYS * self.batch_size * sum(self.hidden_dims) + 4 * self.batch_size * input_dim
         return _BYTES * (_PARAM_COPIES * params + activations)
 

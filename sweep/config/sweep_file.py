@@ -110,9 +110,8 @@ _SIZE = Domain(int, 1, note="training examples")
 
 def _check_sweep_field(name: str, value: object, key: str) -> object:
     """Validate one [sweep] setting (None = unset is allowed for the optional ones)."""
-    if name in _SWEEP_TEXT or name in ("num_train", "num_val", "timeout", "reproducible_lag"):
-        if value is None:
-            return None
+    if value is None and (name in _SWEEP_TEXT or name in ("num_train", "num_val", "timeout", "reproducible_lag")):
+        return None
     if name == "oversubscribe" and not isinstance(value, bool):  # jobs above the cores, on purpose (sweep.config.bounds)
         raise ConfigError(f"must be true or false, got {value!r}", key=key)
     if name == "timeout":  # kept as written ("45m"), so the file round-trips; seconds: timeout_seconds

@@ -127,7 +127,7 @@ def hms(seconds: float) -> str:
     """Seconds as H:MM:SS ('?' when unknown)."""
     if not np.isfinite(seconds):
         return "?"
-    s = int(round(seconds))
+    s = round(float(seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 

@@ -155,7 +155,7 @@ def _mlflow_line(name: str, user_attrs: dict[str, Any], tracking_uri: str | None
     return f"{ui_url('127.0.0.1', 5000, experiment_id)} (after `sweep ui --study {name}`; store {uri})"
 
 
-def study_status(storage: Any, frozen: Any, *, tracking_uri: str | None, workdir: Path) -> StudyStatus:
+def study_status(storage: Any, frozen: Any, *, tracking_uri: str | None, workdir: Path) -> StudyStatus:  # noqa: C901 - one count per trial state and source, each a line of `sweep status`
     """Status of one study (`frozen`: an optuna FrozenStudy of `storage`)."""
     from optuna.trial import TrialState
 

@@ -378,7 +378,7 @@ def record_lost_trial(path: Path, study_name: str, number: int, params: dict[str
         rec.end(status, tags)
 
 
-def reap_stale_trials(
+def reap_stale_trials(  # noqa: C901 - one branch per way a dead worker leaves a trial behind (docs/reliability.md)
     study: optuna.Study,
     spool_dir: Path,
     reason: str,
@@ -424,8 +424,8 @@ def reap_stale_trials(
         if t.number in retried:
             state = read(path) if t.state == TrialState.FAIL else None
             # Failed and re-queued by Optuna's heartbeat: end the run its dead worker left open.
-            if state is not None and state.start is not None and state.end is None:
-                if owner_alive(state.start) is not True:
+            if (state is not None and state.start is not None and state.end is None
+                    and owner_alive(state.start) is not True):
                     lost = {spool.STATE_TAG: "FAIL", "failure_reason": "worker stopped sending heartbeats"}
                     spool.append_end(path, spool.end_status("FAIL"), lost)
             continue

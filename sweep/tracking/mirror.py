@@ -131,7 +131,7 @@ class SpoolMirror:
         else:
             self.unsaved.discard(path)
 
-    def _apply(self, client: MlflowClient, experiment_id: str, parent_run_ids: dict[str, str], path: Path,
+    def _apply(self, client: MlflowClient, experiment_id: str, parent_run_ids: dict[str, str], path: Path,  # noqa: C901 - one branch per spool event kind (start/epoch/end), applied in file order
                st: FileState, events: list[dict[str, Any]]) -> None:
         from mlflow.entities import Metric
 

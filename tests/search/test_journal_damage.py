@@ -31,8 +31,8 @@ def _damage(lines: list[str], how: str) -> list[str]:
     if how == "deleted":
         return lines[:k] + lines[k + 1:]
     if how == "duplicated":
-        return lines[: k + 1] + [lines[k]] + lines[k + 1:]
-    return lines[:k] + [lines[k].replace('":', '"', 1)] + lines[k + 1:]  # "Expecting ':' delimiter"
+        return [*lines[: k + 1], lines[k], *lines[k + 1:]]
+    return [*lines[:k], lines[k].replace('":', '"', 1), *lines[k + 1:]]  # "Expecting ':' delimiter"
 
 
 @pytest.mark.parametrize("command", ["status", "run"])

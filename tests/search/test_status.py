@@ -77,7 +77,7 @@ def _status_counts(text: str) -> dict[str, int]:
     match = COUNTS.search(text)
     assert match, text
     keys = ("complete", "pruned", "failed", "running", "waiting", "requeued")
-    return {k: int(v or 0) for k, v in zip(keys, match.groups())}
+    return {k: int(v or 0) for k, v in zip(keys, match.groups(), strict=True)}
 
 
 def _study_counts(study: optuna.Study) -> dict[str, int]:

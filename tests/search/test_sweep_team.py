@@ -10,6 +10,7 @@ case with no heartbeat to fall back on.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -470,7 +471,7 @@ def test_jobs_caps_the_trials_in_flight_on_a_dask_cluster(
             results = list(_parallel_trials(ctx, 4, jobs, 1, dask_client.scheduler.address))
         assert sorted(r["number"] for r in results) == [0, 1, 2, 3]
         runs = spans(tmp_path / ".sweep" / cfg.study_name / "spool")
-        overlaps = sum(1 for (_, end, _), (start, _, _) in zip(runs, runs[1:]) if start < end)
+        overlaps = sum(1 for (_, end, _), (start, _, _) in itertools.pairwise(runs) if start < end)
         if jobs == 1:
             assert overlaps == 0, runs
         else:
