@@ -327,6 +327,7 @@ class FullyConnectedNet:
         dh, grads[f"W{L}"], grads[f"b{L}"] = layers.affine_backward(dscores, last_cache)
         for i in range(L - 1, 0, -1):
             aff_cache, norm_cache, act_cache = caches[i - 1]
+            assert dh is not None  # need_dx was true for every layer above the first
             dh = (layers.relu_dropout_backward(dh, act_cache) if self.use_dropout
                   else layers.relu_backward(dh, act_cache))
             if norm == "batchnorm":
