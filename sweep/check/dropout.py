@@ -143,7 +143,8 @@ def check_dropout(mod: Any, call: Caller, rng: np.random.Generator, fwd_name: st
                              + ", ".join(f"{100 * fractions[p][0]:.1f} % at {key}={p}" for p in PROBS)
                              + f" (95 % CIs about ±0.2 points): {key} is neither the KEEP nor the DROP probability "
                              f"({said[claim]})")
-    keep = {"keep": p0, "drop": 1 - p0}.get(verdict, f0)  # the probability the function really keeps with
+    by_verdict: dict[str | None, float] = {"keep": p0, "drop": 1 - p0}
+    keep = by_verdict.get(verdict, f0)  # the probability the function really keeps with
 
     # Inverted dropout: train mode divides the kept units by the keep probability, so the mean is preserved.
     out, cache = run(p0, seed=123)

@@ -124,7 +124,7 @@ def check_memory(cfg: SweepConfig, workers: int, *, ablation: bool) -> None:
             "give smaller sizes" + (" or fewer --jobs" if workers > 1 else ""), key=key)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sweep.config.budget import parse_duration
 from sweep.config.domains import (
@@ -496,7 +496,7 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
         if "vary" in given:
             vary = given["vary"]
             is_flags = isinstance(vary, list | tuple) and all(isinstance(v, str) for v in vary)
-            ablation["vary"] = parse_vary_args(vary) if is_flags else check_vary(vary, "vary")
+            ablation["vary"] = parse_vary_args(cast(list[str], vary)) if is_flags else check_vary(vary, "vary")
         if ablation:
             sweep["ablation"] = replace(cfg.ablation or AblationConfig(), **ablation)
         return replace(cfg, **sweep)
