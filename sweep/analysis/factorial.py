@@ -137,8 +137,9 @@ def interactions(  # noqa: C901 - factor x level pair x context x keep_prob: the
             for ctx in contexts:
                 side = {lv: tuple(sorted((*ctx, (name, lv)))) for lv in (ref, lev)}
                 for keep in (k for k in keeps if k != base):
-                    parts = [runs.get((side[lv], k)) for lv in (lev, ref) for k in (keep, base)]
-                    if any(p is None for p in parts):
+                    wanted = [runs.get((side[lv], k)) for lv in (lev, ref) for k in (keep, base)]
+                    parts = [p for p in wanted if p is not None]
+                    if len(parts) < len(wanted):  # a cell of the 2x2 was not run
                         continue
                     seeds = tuple(sorted(set.intersection(*(set(p) for p in parts))))
                     t_a, b_a, t_b, b_b = parts

@@ -65,11 +65,11 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _keep_colors(keeps: Sequence[float], baseline: float) -> dict[float, tuple[float, ...]]:
+def _keep_colors(keeps: Sequence[float], baseline: float) -> dict[float, tuple[float, float, float, float]]:
     """Baseline in black, other keep_probs along viridis (low keep = dark)."""
     others = sorted(k for k in keeps if k != baseline)
     cmap = colormaps["viridis"]
-    colors: dict[float, tuple[float, ...]] = {baseline: (0.0, 0.0, 0.0, 1.0)}
+    colors: dict[float, tuple[float, float, float, float]] = {baseline: (0.0, 0.0, 0.0, 1.0)}
     for i, k in enumerate(others):
         colors[k] = cmap(0.1 + 0.75 * i / max(1, len(others) - 1))
     return colors
@@ -184,8 +184,8 @@ def benefit_figure(summary: AblationSummary) -> Figure:
     best = {s: _best_keep(summary, s) for s in summary.sizes}
     # "best" is the best DROPOUT setting (keep < 1) against none, picked post hoc.
     for j, (keep, color, label) in enumerate([*series, (None, "black", "best dropout keep (post hoc)")]):
-        pts = [(size, best[size] if keep is None else keep) for size in summary.sizes]
-        pts = [(size, k) for size, k in pts if (size, k) in summary.comparisons]
+        wanted = [(size, best[size] if keep is None else keep) for size in summary.sizes]
+        pts = [(size, k) for size, k in wanted if k is not None and (size, k) in summary.comparisons]
         if not pts:
             continue
         xs = [size * 1.04 ** (j - len(series) / 2) for size, _ in pts]
@@ -445,8 +445,8 @@ def _clip_outliers(axes: Sequence[Axes], values: Sequence[float]) -> list[float]
     for ax in axes:
         ax.set_ylim(bottom, top)
     for ax, off in zip(axes, (0, 1), strict=True):
-        xs = [c.get_offsets()[:, 0] for c in ax.collections]
-        ys = [c.get_offsets()[:, 1] for c in ax.collections]
+        xs = [np.asarray(c.get_offsets())[:, 0] for c in ax.collections]
+        ys = [np.asarray(c.get_offsets())[:, 1] for c in ax.collections]
         if not xs:
             continue
         x, y = np.concatenate(xs), np.concatenate(ys)
