@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -270,6 +270,10 @@ class FullyConnectedNet:
             project_max_norm(self.params[f"W{i}"], self.max_norm)
 
     # ------------------------------------------------------------------ loss
+    @overload
+    def loss(self, X: np.ndarray, y: None = None) -> np.ndarray: ...
+    @overload
+    def loss(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]: ...
     def loss(  # noqa: C901 - forward then backward through each layer kind in one pass, the cs231n shape students compare with
         self, X: np.ndarray, y: np.ndarray | None = None
     ) -> np.ndarray | tuple[float, dict[str, np.ndarray]]:

@@ -12,6 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sweep.config.sweep_file import SweepConfig
 
 
 def _csv_floats(text: str) -> list[float]:
@@ -166,7 +170,7 @@ def _origin(args: argparse.Namespace, key: str) -> str:
     return flag
 
 
-def _preflight(args: argparse.Namespace, cfg, *, storage: bool = True) -> None:
+def _preflight(args: argparse.Namespace, cfg: SweepConfig, *, storage: bool = True) -> None:
     """Refuse an unusable tracking URI or storage URL before anything is trained or written."""
     from sweep.config.preflight import check_storage, check_tracking_uri, check_writable
     from sweep.tracking.store import default_tracking_uri
@@ -191,7 +195,7 @@ def _written_folders(args: argparse.Namespace, tracking_uri: str, storage: str |
     return {folder: label for folder, label in folders.items() if folder.is_dir()}
 
 
-def _load(args: argparse.Namespace, *, storage: bool = True):
+def _load(args: argparse.Namespace, *, storage: bool = True) -> SweepConfig:
     from sweep.config.sweep_file import load_config
 
     cfg = load_config(args.config, _overrides(args))
@@ -207,7 +211,7 @@ def _load(args: argparse.Namespace, *, storage: bool = True):
     return cfg
 
 
-def _check_resources(args: argparse.Namespace, cfg, *, ablation: bool, local: bool = True) -> None:
+def _check_resources(args: argparse.Namespace, cfg: SweepConfig, *, ablation: bool, local: bool = True) -> None:
     """Refuse more workers than cores, or a network that cannot fit in memory (sweep.config.bounds)."""
     from sweep.config.bounds import check_jobs, check_memory, useful_jobs
 
@@ -297,7 +301,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         exp = client.get_experiment_by_name(args.study)
         experiment_id = exp.experiment_id if exp else None
         if exp is not None:  # a store recorded before the view existed: the printed address needs it
-            set_runs_view(client, experiment_id, exp.tags)
+            set_runs_view(client, exp.experiment_id, exp.tags)
         # The newest study of the name (`sweep ui` knows no storage to tell them apart).
         parent = find_parent_run(client, experiment_id, "study", newest_of_any_study=True) if experiment_id else None
     lines = [f"MLflow UI for {mask_url(uri)}", f"  open {ui_url(args.host, args.port, experiment_id)}"]

@@ -110,7 +110,7 @@ def _train_recorded(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             if interrupted:
                 reason = "interrupted"
             elif isinstance(exc, SpoolWriteError):
-                reason = exc.strerror
+                reason = exc.strerror or str(exc)  # always set: SpoolWriteError(errno, text)
             elif is_storage_error(exc):
                 reason = f"the Optuna storage failed: {short_storage_error(exc)}"
             else:

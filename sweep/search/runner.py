@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -369,7 +369,7 @@ def _dask_threads(scheduler: str) -> int:
 
 def _parallel_trials(
     ctx: TrialContext, n: int, jobs: int, threads: int, dask_scheduler: str | None
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     """Run `n` trials on the pool (sweep.search.pool); yields each outcome as it ends.
 
     A worker's spool file is copied into ctx.spool_dir only when it is missing or

@@ -98,6 +98,7 @@ def open_storage_readonly(url: str | None, journal: Path) -> Any:
             raise ValueError(f"--storage: no Optuna journal at {path}; run `sweep run` here first, "
                              "or give the study's --storage URL")
         return JournalStorage(CheckedJournalFileBackend(str(path)))
+    assert url is not None  # journal_file gives None only for a database URL
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise ValueError(f"--storage: no SQLite database at {url.removeprefix('sqlite:///')}")
     try:
@@ -115,7 +116,7 @@ def other_sweep_processes(user_attrs: dict[str, Any]) -> list[tuple[dict[str, An
     """
     from sweep.tracking import spool
 
-    out = []
+    out: list[tuple[dict[str, Any], bool | None]] = []
     for key, rec in sorted(user_attrs.items()):
         if not key.startswith(PROCESS_PREFIX) or not isinstance(rec, dict) or rec.get("ended"):
             continue

@@ -91,7 +91,7 @@ def signals_deferred() -> Iterator[None]:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         if pending:  # the first one, as it would have acted (its handler raises, or its default action)
-            handler = old[pending[0]]
+            handler = old[signal.Signals(pending[0])]
             if callable(handler):
                 handler(pending[0], None)
             elif handler == signal.SIG_DFL:

@@ -127,6 +127,7 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
         # is waited for, never broken (sweep.search.journal_lock says why not Optuna's symlink lock).
         # Records are numbered and appended whole or not at all (sweep.search.journal).
         return JournalStorage(CheckedJournalFileBackend(str(path), lock_obj=JournalFlock(path)))
+    assert url is not None  # journal_file gives None only for a database URL
     if url.startswith(_RDB_PREFIXES):
         with warnings.catch_warnings():  # heartbeat_interval is flagged experimental, in every worker's stderr
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -185,8 +186,8 @@ def repair_journal(path: Path) -> str | None:
         with open(path, "rb") as f:
             f.seek(keep)
             cut = f.read()
-        with open(path.with_name(path.name + ".damaged"), "ab") as f:
-            f.write(cut + b"\n")
+        with open(path.with_name(path.name + ".damaged"), "ab") as damaged:
+            damaged.write(cut + b"\n")
         os.truncate(path, keep)
     finally:
         lock.release()
@@ -235,7 +236,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -> optuna.Study:
     """Create the study (or load it) and check a resumed one matches the sweep file."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         storage=storage,
         study_name=cfg.study_name,
         sampler=make_sampler(cfg.seed),

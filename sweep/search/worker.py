@@ -8,7 +8,7 @@ and the time budget, trains one trial and returns its outcome with its events.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,10 @@ from sweep.config.budget import over_deadline
 from sweep.search.objective import TrialContext, TrialFailed, trial_objective
 from sweep.search.recovery import disk_error, disk_error_text, fail_and_requeue, fault_outcome
 from sweep.tracking import spool
+
+if TYPE_CHECKING:
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
 
 _worker_cache: dict[tuple[Any, ...], Any] = {}
 
@@ -28,7 +32,8 @@ def _worker_study(ctx: TrialContext) -> Any:
     key = ("study", ctx.storage_url, str(ctx.journal_path), ctx.study_name, ctx.reproducible_lag)
     if key not in _worker_cache:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        sampler, pruner = make_sampler(ctx.seed), make_pruner(ctx.pruner, ctx.max_epochs)
+        sampler: BaseSampler = make_sampler(ctx.seed)
+        pruner: BasePruner = make_pruner(ctx.pruner, ctx.max_epochs)
         if ctx.reproducible_lag is not None:
             from sweep.search.reproducible import lagged
 
@@ -131,7 +136,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     except spool.SpoolWriteError as exc:
         # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
-        return fault_outcome(done.get("number", -1), exc.strerror, stop=True)
+        return fault_outcome(done.get("number", -1), exc.strerror or str(exc), stop=True)
     except Exception as exc:
         disk = disk_error(exc)
         if disk is not None:  # the journal's disk is full or read-only: nothing more can be recorded

@@ -74,7 +74,7 @@ def sync_all(workdir: Path, tracking_uri: str, *, study: str | None = None, out:
             # may be a new one (mlflow.db deleted, another --tracking-uri), and the
             # tracker then sends every run again.
             experiment, specs = _parents(spool_dir, study_name_of(study_dir))
-            tracker = Tracker(tracking_uri, experiment, spool_dir, specs, say=lambda line: out.write(line + "\n"))
+            tracker = Tracker(tracking_uri, experiment, spool_dir, specs, say=lambda line: print(line, file=out))
             try:
                 after = tracker.sync_now()
             except Exception as exc:
