@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    import optuna
     import pandas as pd
 
     from model import FullyConnectedNet
@@ -384,7 +385,7 @@ class _progress_bar:
             self.bar.close()
 
 
-def _best_of(study: Any) -> tuple[int | None, float | None, dict[str, Any] | None, float | None]:
+def _best_of(study: optuna.Study) -> tuple[int | None, float | None, dict[str, Any] | None, float | None]:
     """The best completed trial's number, value and params, and its test accuracy if computed."""
     try:
         best = study.best_trial
@@ -392,6 +393,7 @@ def _best_of(study: Any) -> tuple[int | None, float | None, dict[str, Any] | Non
         return None, None, None, None
     stored = study.user_attrs.get("best_test_acc") or {}
     test = float(stored["acc"]) if stored.get("trial") == best.number else None
+    assert best.value is not None  # a completed trial's
     return best.number, float(best.value), dict(best.params), test
 
 

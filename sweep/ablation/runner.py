@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sweep.ablation.claims import close_abandoned, settled_end, wait_for_claim
 from sweep.ablation.cost import confirm, describe
@@ -75,6 +75,9 @@ from sweep.tracking.store import (
     make_client,
 )
 from sweep.tracking.tracker import ParentSpec, Tracker
+
+if TYPE_CHECKING:
+    from sweep.tracking.tracker import Tracker
 
 
 def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:
@@ -328,7 +331,7 @@ def _say_cell(res: dict[str, Any], finished: int, total: int, out: TextIO) -> No
     out.flush()
 
 
-def end_ablation(cfg: SweepConfig, plan: AblationPlan, tracker: Any, todo: list[Cell], ended: CellsEnd,
+def end_ablation(cfg: SweepConfig, plan: AblationPlan, tracker: Tracker, todo: list[Cell], ended: CellsEnd,
                  out: TextIO) -> AblationOutcome:
     """End the parent run (FINISHED, or KILLED/FAILED with cells left) and say what MLflow lacks;
     cells left untrained after every round (workers kept dying) are a fault, said in one line."""

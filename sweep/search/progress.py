@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from sweep.config.display import format_number, scale_of
 from sweep.config.sweep_file import SweepConfig
 from sweep.redact import mask_url
 from sweep.tracking.store import ui_url
+
+if TYPE_CHECKING:
+    from sweep.config.budget import Budget
+    from sweep.config.space import SearchSpace
 
 
 @dataclass
@@ -27,7 +31,7 @@ class Progress:
     target: int
     already: int
     jobs: int
-    space: Any
+    space: SearchSpace
     out: TextIO = sys.stdout
     started: float = field(default_factory=time.monotonic)
     states: dict[str, int] = field(default_factory=dict)
@@ -38,7 +42,7 @@ class Progress:
     # sweep.search.study.counted_trials): other `sweep run`s of the study count too, and a
     # dead worker's re-queued trial does not. None: this process's own count.
     count_done: Callable[[], int] | None = None
-    budget: Any = None  # sweep.config.budget.Budget of `--timeout`, or None
+    budget: Budget | None = None  # of `--timeout`
     budget_skipped: int = 0  # tasks that started no trial: the budget was over
     ended_after_budget: int = 0  # trials that ended after the deadline: none replaces them
     on_progress: Callable[[int, int], None] | None = None  # (done, target) after each trial: a notebook's bar
@@ -89,7 +93,7 @@ class Progress:
             self.on_progress(done, self.target)
 
 
-def budget_start_line(budget: Any, timeout: str) -> str:
+def budget_start_line(budget: Budget | None, timeout: str) -> str:
     """The start line of a budgeted sweep: when the last trial may start (local time, to the second)."""
     if budget is None:
         return ""
@@ -98,7 +102,7 @@ def budget_start_line(budget: Any, timeout: str) -> str:
     return f"time budget {timeout}: no trial starts after {at}; trials running then are {then}\n"
 
 
-def budget_eta(eta: float, budget: Any) -> str:
+def budget_eta(eta: float, budget: Budget | None) -> str:
     """The progress line's ETA, bounded by the time budget: 'H:MM:SS', or with a budget
     'H:MM:SS (budget H:MM:SS left)'; when the budget ends first the ETA is the time left,
     marked '(budget ends first)'. Trials running at the deadline may still finish after it."""
@@ -110,7 +114,7 @@ def budget_eta(eta: float, budget: Any) -> str:
     return f"{hms(eta)} (budget {hms(left)} left)"
 
 
-def format_params(space: Any, params: dict[str, Any]) -> str:
+def format_params(space: SearchSpace, params: dict[str, Any]) -> str:
     """Short human form of a trial's params, e.g. keep=0.55 hidden=256-128 norm=batchnorm lr=1.234e-3
     (numbers as in MLflow's params: sweep.config.display.format_number)."""
     try:

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -51,6 +51,13 @@ from sweep.search.worker import run_one_trial, trial_blas_threads
 from sweep.tracking import spool
 from sweep.tracking.store import summary_tags
 from sweep.training import evaluate, load_weights, num_classes_of
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from sweep.config.space import SearchSpace
+    from sweep.tracking.tracker import Tracker
 
 
 class _BudgetOver(KeyboardInterrupt):
@@ -201,7 +208,7 @@ def trial_context(cfg: SweepConfig, paths: SweepPaths, budget: Budget | None, da
     )
 
 
-def start_tracker(cfg: SweepConfig, study: Any, paths: SweepPaths, out: TextIO) -> Any:
+def start_tracker(cfg: SweepConfig, study: optuna.Study, paths: SweepPaths, out: TextIO) -> Tracker:
     """The MLflow tracker thread: the study's parent run, and each trial's run id recorded on its trial."""
     import optuna
 
@@ -235,7 +242,7 @@ def start_tracker(cfg: SweepConfig, study: Any, paths: SweepPaths, out: TextIO) 
     return tracker
 
 
-def announce(cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], plan: WorkerPlan, missing: int,
+def announce(cfg: SweepConfig, study: optuna.Study, data: dict[str, np.ndarray], plan: WorkerPlan, missing: int,
              budget: Budget | None, out: TextIO, on_progress: Callable[[int, int], None] | None) -> Progress:
     """The start line (what is done, what runs where, on what data) and the progress counter."""
     from sweep.search.study import counted_trials, with_storage_retry
@@ -260,7 +267,7 @@ class RoundsEnd:
     fault: str = ""  # why the sweep stopped itself (a spool folder it cannot write)
 
 
-def run_rounds(cfg: SweepConfig, study: Any, ctx: TrialContext, plan: WorkerPlan, progress: Progress, missing: int,
+def run_rounds(cfg: SweepConfig, study: optuna.Study, ctx: TrialContext, plan: WorkerPlan, progress: Progress, missing: int,
                budget: Budget | None, paths: SweepPaths, out: TextIO) -> RoundsEnd:
     """Rounds of trials until the target counts: a round re-submits what dead workers left,
     at most MAX_ROUNDS times; Ctrl-C/SIGTERM (or --timeout-kill) fails and re-queues the running ones."""
@@ -322,7 +329,7 @@ def run_rounds(cfg: SweepConfig, study: Any, ctx: TrialContext, plan: WorkerPlan
     return RoundsEnd(fault=fault)
 
 
-def _stop_for_fault(study: Any, fault: str, paths: SweepPaths, out: TextIO) -> None:
+def _stop_for_fault(study: optuna.Study, fault: str, paths: SweepPaths, out: TextIO) -> None:
     from sweep.search.study import reap_stale_trials
 
     out.write(f"stopping the sweep: {fault}. What was recorded before is kept; "
@@ -332,7 +339,7 @@ def _stop_for_fault(study: Any, fault: str, paths: SweepPaths, out: TextIO) -> N
         reap_stale_trials(study, paths.spool_dir, "stopped: the spool folder cannot be written", min_age_seconds=0)
 
 
-def end_sweep(cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Any,
+def end_sweep(cfg: SweepConfig, study: optuna.Study, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Tracker,
               ctx: TrialContext, ended: RoundsEnd, budget: Budget | None, out: TextIO) -> SweepOutcome:
     """Close what the last round left, the best trial's test accuracy, the parent run, the summary.
 
@@ -387,7 +394,7 @@ def _parallel_trials(
 
 
 def _finish(
-    cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Any,
+    cfg: SweepConfig, study: optuna.Study, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Tracker,
     tracking_uri: str, interrupted: bool, out: TextIO, *, budget: Budget | None = None,
 ) -> SweepOutcome:
     from sweep.search.study import check_target, counted_trials, with_storage_retry
@@ -426,7 +433,7 @@ def _finish(
     return outcome
 
 
-def _run_id_of(study: Any, number: int | None) -> str | None:
+def _run_id_of(study: optuna.Study, number: int | None) -> str | None:
     """The MLflow run id recorded for trial `number` (on the trial, or on the study for a finished one)."""
     if number is None:
         return None
@@ -434,7 +441,8 @@ def _run_id_of(study: Any, number: int | None) -> str | None:
     return trial.user_attrs.get("mlflow_run_id") or study.user_attrs.get(f"mlflow_run_id:{number}")
 
 
-def _test_accuracy(study: Any, best: Any, data: dict[str, np.ndarray], paths: SweepPaths, space: Any) -> float | None:
+def _test_accuracy(study: optuna.Study, best: FrozenTrial, data: dict[str, np.ndarray], paths: SweepPaths,
+                   space: SearchSpace) -> float | None:
     """Test accuracy of the best trial, computed once and kept on the study."""
     stored = study.user_attrs.get("best_test_acc")
     if stored and stored.get("trial") == best.number:
@@ -449,7 +457,7 @@ def _test_accuracy(study: Any, best: Any, data: dict[str, np.ndarray], paths: Sw
     return acc
 
 
-def remove_beaten_weights(study: Any, best: Any, weights_dir: Path) -> list[Path]:
+def remove_beaten_weights(study: optuna.Study, best: FrozenTrial, weights_dir: Path) -> list[Path]:
     """Delete the saved weights of trials that can no longer be the best; returns what was deleted.
 
     Only the best trial's weights are worth keeping, but another `sweep run` on
@@ -460,7 +468,9 @@ def remove_beaten_weights(study: Any, best: Any, weights_dir: Path) -> list[Path
     """
     from optuna.trial import TrialState
 
-    finished = {t.number: t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    finished = {t.number: t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.value is not None}
+    assert best.value is not None  # the best completed trial's
     removed = []
     for f in weights_dir.glob("trial-*.npz"):
         try:

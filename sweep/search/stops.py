@@ -13,7 +13,11 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from sweep.search.progress import SweepOutcome
+    from sweep.tracking.tracker import Tracker
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -44,7 +48,7 @@ def signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def stopped_ending(exc: BaseException, study: str, tracker: Any, tracking_uri: str, out: TextIO) -> Any:
+def stopped_ending(exc: BaseException, study: str, tracker: Tracker, tracking_uri: str, out: TextIO) -> SweepOutcome:
     """A signal stopped `sweep run` after its last trial: say so and what MLflow lacks; the
     SweepOutcome (interrupted)."""
     from sweep.search.progress import SweepOutcome, print_stopped_ending

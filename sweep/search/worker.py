@@ -18,8 +18,10 @@ from sweep.search.recovery import disk_error, disk_error_text, fail_and_requeue,
 from sweep.tracking import spool
 
 if TYPE_CHECKING:
+    import optuna
     from optuna.pruners import BasePruner
     from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
 
 _worker_cache: dict[tuple[Any, ...], Any] = {}
 
@@ -49,14 +51,14 @@ def _worker_study(ctx: TrialContext) -> Any:
     return _worker_cache[key]
 
 
-def _record_owner(storage: Any, trial_id: int, ctx: TrialContext) -> None:
+def _record_owner(storage: BaseStorage, trial_id: int, ctx: TrialContext) -> None:
     """The trial's liveness record every machine can read (the spool file is on this one's disk)."""
     import socket
 
     from sweep.search.study import WORKER_ATTR
 
     pid = os.getpid()
-    owner = {"host": socket.gethostname(), "pid": pid, "proc_start": spool.process_start_time(pid),
+    owner: dict[str, Any] = {"host": socket.gethostname(), "pid": pid, "proc_start": spool.process_start_time(pid),
              "sweep": ctx.sweep_process}
     storage.set_trial_system_attr(trial_id, WORKER_ATTR, owner)
 
@@ -126,7 +128,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     data = _worker_data(ctx)
     done: dict[str, Any] = {}
 
-    def objective(trial: Any) -> float:
+    def objective(trial: optuna.Trial) -> float:
         done["number"] = trial.number
         _record_owner(trial.study._storage, trial._trial_id, ctx)
         return trial_objective(trial, ctx, data)
