@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from model import FullyConnectedNet
+    from sweep.ablation.runner import AblationOutcome
     from sweep.analysis.stats import AblationSummary
     from sweep.config.sweep_file import SweepConfig
     from sweep.search.progress import SweepOutcome
@@ -412,7 +413,7 @@ def _sweep_result(cfg: SweepConfig, o: SweepOutcome, code: int, workdir: Path | 
     )
 
 
-def _ablation_result(cfg: SweepConfig, o: Any, code: int, workdir: Path | None, tables: bool) -> AblationResult:
+def _ablation_result(cfg: SweepConfig, o: AblationOutcome, code: int, workdir: Path | None, tables: bool) -> AblationResult:
     """Read the ablation's cells back from MLflow and summarize them as the report does."""
     import numpy as np
 

@@ -38,6 +38,8 @@ from sweep.config.domains import ConfigError
 from sweep.redact import mask_url
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import optuna
 
     from sweep.config.sweep_file import SweepConfig
@@ -215,7 +217,7 @@ def study_paths(workdir: Path, study: optuna.Study, storage: str | None, *, clai
     return SweepPaths(base.workdir, base.journal, folder, ident.key)
 
 
-def find_folder(root: Path, ident: Identity, trial_starts: Any) -> Path | None:
+def find_folder(root: Path, ident: Identity, trial_starts: Callable[[], dict[int, float | None]]) -> Path | None:
     """The folder under `root` whose record is `ident`'s, else an unrecorded `root/<name>` it adopts, else None."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for folder in sorted(root.iterdir()):

@@ -77,6 +77,7 @@ from sweep.tracking.store import (
 from sweep.tracking.tracker import ParentSpec, Tracker
 
 if TYPE_CHECKING:
+    from sweep.tracking.outage import Backlog
     from sweep.tracking.tracker import Tracker
 
 
@@ -112,7 +113,7 @@ class AblationOutcome:
     cells_total: int
     cells_done: int
     interrupted: bool
-    untracked: Any = None  # sweep.tracking.outage.Backlog of what MLflow lacks; None: all there
+    untracked: Backlog | None = None  # what MLflow lacks; None: all there
     fault: str = ""  # why cells were left untrained (workers kept dying); "" when all were trained
 
 

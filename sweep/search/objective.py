@@ -19,7 +19,7 @@ from sweep.training import RunResult, RunSeeds, save_weights, train
 if TYPE_CHECKING:
     import optuna
 
-    from sweep.config.space import SearchSpace
+    from sweep.config.space import SearchSpace, TrainParams
 
 # -- Optuna trials -----------------------------------------------------------
 
@@ -90,7 +90,7 @@ def trial_objective(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, n
         raise
 
 
-def _train_recorded(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, np.ndarray], params: Any, seeds: Any,
+def _train_recorded(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, np.ndarray], params: TrainParams, seeds: RunSeeds,
                     tags: dict[str, Any]) -> float:
     """Train one trial's run, its events in the trial's spool file (see trial_objective)."""
     import optuna

@@ -22,6 +22,7 @@ from sweep.tracking.store import ui_url
 if TYPE_CHECKING:
     from sweep.config.budget import Budget
     from sweep.config.space import SearchSpace
+    from sweep.tracking.outage import Backlog
 
 
 @dataclass
@@ -150,7 +151,7 @@ class SweepOutcome:
     counted: int
     budget_seconds: float | None = None  # set when the time budget (not the target) ended the sweep
     best_run_id: str | None = None  # the best trial's MLflow run
-    untracked: Any = None  # sweep.tracking.outage.Backlog of what MLflow lacks at the end; None: all there
+    untracked: Backlog | None = None  # what MLflow lacks at the end; None: all there
     tracking_error: str = ""  # the tracker's last failure, if any
     fault: str = ""  # why the sweep stopped itself before its target (e.g. a full spool folder)
 
@@ -212,7 +213,7 @@ EXIT_UNTRACKED = 3
 EXIT_FAULT = 4
 
 
-def print_tracking_status(study: str, tracking_uri: str, untracked: Any, error: str, out: TextIO) -> bool:
+def print_tracking_status(study: str, tracking_uri: str, untracked: Backlog | None, error: str, out: TextIO) -> bool:
     """The last lines when MLflow lacks part of the sweep: what, where it is kept, how to upload it.
 
     Returns True if it printed them (the caller then points at no curves, which are incomplete).
@@ -230,7 +231,7 @@ def print_tracking_status(study: str, tracking_uri: str, untracked: Any, error: 
     return True
 
 
-def print_stopped_ending(signal_name: str, study: str, tracking_uri: str, untracked: Any, out: TextIO) -> None:
+def print_stopped_ending(signal_name: str, study: str, tracking_uri: str, untracked: Backlog | None, out: TextIO) -> None:
     """The lines of a sweep a signal stopped after its last trial (while it tested the best
     trial, sent the runs to MLflow or summed up): what happened and what MLflow lacks."""
     out.write(f"\nstopped by {signal_name} after the last trial, while the sweep was ending; every trial "

@@ -38,6 +38,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
     from optuna.storages import BaseStorage
 
 DEFAULT_LAG = 4
@@ -68,7 +69,7 @@ class PastStorage:
     other object through, so Study and Hyperband's bracket study take it as is.
     """
 
-    def __init__(self, inner: Any, cutoff: int, own: int) -> None:
+    def __init__(self, inner: BaseStorage, cutoff: int, own: int) -> None:
         self._inner = inner
         self._cutoff = cutoff
         self._own = own
@@ -78,7 +79,7 @@ class PastStorage:
         trials = self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
         return [t for t in trials if t.number < self._cutoff or t.number == self._own]
 
-    def get_n_trials(self, study_id: int, state: Any = None) -> int:
+    def get_n_trials(self, study_id: int, state: TrialState | Sequence[TrialState] | None = None) -> int:
         states = None if state is None else (state,) if isinstance(state, TrialState) else tuple(state)
         return len(self.get_all_trials(study_id, deepcopy=False, states=states))
 
@@ -174,7 +175,7 @@ class LaggedSampler(BaseSampler):
         return self.inner.sample_relative(self._view(study, trial), trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: Any) -> Any:
+                           param_distribution: BaseDistribution) -> Any:
         return self.inner.sample_independent(self._view(study, trial), trial, param_name, param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,

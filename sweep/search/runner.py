@@ -53,6 +53,8 @@ from sweep.tracking.store import summary_tags
 from sweep.training import evaluate, load_weights, num_classes_of
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     import optuna
     from optuna.trial import FrozenTrial
 
@@ -64,7 +66,7 @@ class _BudgetOver(KeyboardInterrupt):
     """The time budget ended with --timeout-kill: running trials are stopped like on Ctrl-C."""
 
 
-def _raise_budget_over(signum: int, frame: Any) -> None:
+def _raise_budget_over(signum: int, frame: FrameType | None) -> None:
     raise _BudgetOver()
 
 
@@ -402,9 +404,9 @@ def _finish(
     best_number = best_value = best_params = test_acc = None
     # Every storage call here waits for a restarting database, as the sweep's own calls do.
     trials = with_storage_retry(study.get_trials, deepcopy=False)
-    completed = [t for t in trials if t.state.name == "COMPLETE"]
+    completed = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None]
     if completed:
-        best = max(completed, key=lambda t: t.value)
+        best = max(completed, key=lambda t: t.value or 0.0)  # never None: filtered above
         best_number, best_value, best_params = best.number, best.value, dict(best.params)
         test_acc = with_storage_retry(_test_accuracy, study, best, data, paths, cfg.space)
     # After a full run every trial of this process has ended, so a trial still

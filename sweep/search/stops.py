@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from sweep.search.progress import SweepOutcome
     from sweep.tracking.tracker import Tracker
 
@@ -28,7 +30,7 @@ class Terminated(KeyboardInterrupt):
     signal_name = "SIGTERM"
 
 
-def raise_terminated(signum: int, frame: Any) -> None:
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
 
 
@@ -85,7 +87,7 @@ def signals_deferred() -> Iterator[None]:
     """
     pending: list[int] = []
 
-    def defer(signum: int, frame: Any) -> None:
+    def defer(signum: int, frame: FrameType | None) -> None:
         pending.append(signum)
 
     old = {sig: signal.signal(sig, defer) for sig in DEFERRED_SIGNALS}

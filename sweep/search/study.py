@@ -15,10 +15,10 @@ import datetime as dt
 import json
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
@@ -65,7 +65,11 @@ def short_storage_error(exc: BaseException) -> str:
     return mask_text(text[0] if text else type(exc).__name__)[:200]
 
 
-def with_storage_retry(fn: Any, *args: Any, say: Any = None, seconds: float = STORAGE_RETRY_SECONDS, **kwargs: Any) -> Any:
+T = TypeVar("T")
+
+
+def with_storage_retry(fn: Callable[..., T], *args: Any, say: Callable[[str], object] | None = None,
+                       seconds: float = STORAGE_RETRY_SECONDS, **kwargs: Any) -> T:
     """fn(*args, **kwargs), retried every 2 s while the storage is unreachable, for `seconds`.
 
     `say` gets one line when the retries start. Other errors, and the last storage error, are raised.
