@@ -78,7 +78,6 @@ from sweep.tracking.tracker import ParentSpec, Tracker
 
 if TYPE_CHECKING:
     from sweep.tracking.outage import Backlog
-    from sweep.tracking.tracker import Tracker
 
 
 def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:

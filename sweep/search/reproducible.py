@@ -96,7 +96,7 @@ def past_view(study: optuna.Study, trial: FrozenTrial, lag: int, sampler: BaseSa
     keeps Optuna's own behaviour apart from the lag.
     """
     # Duck-typed, not a BaseStorage subclass (PastStorage says why): the cast says so to the type checker.
-    storage = cast(BaseStorage, PastStorage(study._storage, trial.number - lag, trial.number))
+    storage = cast("BaseStorage", PastStorage(study._storage, trial.number - lag, trial.number))
     view = optuna.Study(study_name=study.study_name, storage=storage, sampler=sampler, pruner=pruner)
     return optuna.pruners._filter_study(view, trial)
 
@@ -194,7 +194,7 @@ class LaggedPruner(BasePruner):
         self.inner, self.sampler, self.lag = inner, sampler, lag
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        storage = cast(BaseStorage, PastStorage(study._storage, trial.number - self.lag, trial.number))  # duck-typed
+        storage = cast("BaseStorage", PastStorage(study._storage, trial.number - self.lag, trial.number))  # duck-typed
         view = optuna.Study(study_name=study.study_name, storage=storage, sampler=self.sampler, pruner=self.inner)
         return self.inner.prune(view, trial)
 
