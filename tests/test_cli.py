@@ -9,10 +9,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from test_download import build_archive, left_in, serve, server  # noqa: F401  (fixture)
-
 from services import free_port
 from sweep_helpers import SWEEP, run_cli, sweep_env
+from test_download import build_archive, left_in, serve, server  # noqa: F401  (fixture)
 
 
 def test_data_download_refuses_an_archive_with_the_wrong_checksum(server, tmp_path: Path) -> None:  # noqa: F811

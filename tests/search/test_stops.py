@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_faults import FAST, STUDY, Sweep, _sigkill, _wait_for_created_run
 
 from sweep_helpers import SWEEP, mlflow_runs, run_cli, sweep_env
+from test_faults import FAST, STUDY, Sweep, _sigkill, _wait_for_created_run
 
 
 @pytest.mark.faults

@@ -272,6 +272,7 @@ def test_down_then_up_keeps_study_runs_and_artifacts_and_down_v_removes_them(
 ) -> None:
     import optuna
     from mlflow.tracking import MlflowClient
+
     from test_sweep_team import _assert_study_mirrored
 
     volumes = stack.volumes()
@@ -334,10 +335,10 @@ def test_basic_auth_override_asks_for_credentials_and_a_sweep_logs_with_them(
 def test_dask_profile_runs_the_trials_in_both_worker_containers(stack: ComposeStack, tmp_path: Path) -> None:
     import distributed
     import optuna
-    from test_sweep_team import _assert_study_mirrored
 
     from sweep.search.study import WORKER_ATTR
     from sweep.tracking import spool
+    from test_sweep_team import _assert_study_mirrored
 
     # Back to the main file only (the previous test left basic auth on), with the cluster.
     stack.compose("--profile", "dask", "up", "-d", "--build", "--scale", "dask-worker=2", "--wait",
