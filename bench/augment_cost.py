@@ -38,8 +38,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from model import FullyConnectedNet, Solver  # noqa: E402
-from model.augment import apply_augmentation, draw_augmentation, epoch_rng  # noqa: E402
+from model import FullyConnectedNet, Solver
+from model.augment import apply_augmentation, draw_augmentation, epoch_rng
 
 IMAGE_SHAPE = (3, 32, 32)
 HIDDEN = (1024, 1024)
@@ -99,7 +99,7 @@ def main() -> None:
         for r in range(args.rounds):  # alternating, so load from other processes hits both alike
             chunk = batches[3 + r * args.steps : 3 + (r + 1) * args.steps]
             for s, cpus, walls in ((solver, step_cpu, step_wall), (solver_in, in_cpu, in_wall)):
-                cpu, wall = timed(lambda: [s.train_step(X[i], y[i]) for i in chunk])
+                cpu, wall = timed(lambda s=s, chunk=chunk: [s.train_step(X[i], y[i]) for i in chunk])
                 cpus.append(cpu / len(chunk))
                 walls.append(wall / len(chunk))
         step_c, step_w = statistics.median(step_cpu), statistics.median(step_wall)

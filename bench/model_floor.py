@@ -28,6 +28,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ def step_gemms(rng: np.random.Generator, batch: int) -> Any:
     """A function running one training step's matrix products (same shapes, same transposes)."""
     dims = [mt.INPUT_DIM, *mt.HIDDEN, mt.NUM_CLASSES]
     acts = [rng.standard_normal((batch, d), dtype=np.float32) for d in dims]
-    ws = [rng.standard_normal((a, b), dtype=np.float32) for a, b in zip(dims[:-1], dims[1:])]
+    ws = [rng.standard_normal((a, b), dtype=np.float32) for a, b in itertools.pairwise(dims)]
 
     def run() -> None:
         for i, w in enumerate(ws):  # forward

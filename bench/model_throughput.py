@@ -28,6 +28,7 @@ CPU default is the per-tensor loop a plain ``torch.optim.Adam(...)`` gets).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -39,7 +40,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from model import FullyConnectedNet, Solver  # noqa: E402
+from model import FullyConnectedNet, Solver
 
 INPUT_DIM, HIDDEN, NUM_CLASSES = 3072, (512, 256), 10
 KEEP_PROB, LEARNING_RATE = 0.5, 1e-3
@@ -49,8 +50,8 @@ def step_flops(batch: int) -> int:
     """GEMM FLOPs of one training step: forward, weight gradients, and input
     gradients of every layer but the first (whose input needs none)."""
     dims = [INPUT_DIM, *HIDDEN, NUM_CLASSES]
-    mac = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
-    mac_dx = sum(a * b for a, b in zip(dims[1:-1], dims[2:]))
+    mac = sum(a * b for a, b in itertools.pairwise(dims))
+    mac_dx = sum(a * b for a, b in itertools.pairwise(dims[1:]))
     return 2 * batch * (2 * mac + mac_dx)
 
 
@@ -220,8 +221,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"({gflops(max(cpu)):.1f} GFLOP/s = {gflops(max(cpu)) / gemm_cpu:.0%} of the GEMM), "
                   f"median {statistics.median(cpu):.0f} ({gflops(statistics.median(cpu)):.1f} GFLOP/s)")
     if t_wall:
-        paired = [a / b for a, b in zip(np_wall, t_wall)]
-        paired_cpu = [a / b for a, b in zip(np_cpu, t_cpu)]
+        paired = [a / b for a, b in zip(np_wall, t_wall, strict=True)]
+        paired_cpu = [a / b for a, b in zip(np_cpu, t_cpu, strict=True)]
         print(f"ratio numpy/torch (wall): best/best {max(np_wall) / max(t_wall):.2f}, "
               f"median/median {statistics.median(np_wall) / statistics.median(t_wall):.2f}, "
               f"paired rounds median {statistics.median(paired):.2f} (min {min(paired):.2f}, max {max(paired):.2f})")

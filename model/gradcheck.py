@@ -45,12 +45,12 @@ def eval_numerical_gradient(
     if order not in (2, 4):
         raise ValueError(f"order must be 2 or 4, got {order!r}")
     grad = np.zeros_like(x, dtype=np.float64)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
     while not it.finished:
         ix = it.multi_index
         old = x[ix]
 
-        def at(step: float) -> float:
+        def at(step: float, ix: tuple[int, ...] = ix, old: float = old) -> float:  # bound now, called now
             x[ix] = old + step
             value = f(x)
             x[ix] = old

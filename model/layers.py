@@ -18,19 +18,19 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "affine_forward",
     "affine_backward",
-    "relu_forward",
-    "relu_backward",
-    "batchnorm_forward",
+    "affine_forward",
     "batchnorm_backward",
     "batchnorm_backward_alt",
-    "layernorm_forward",
-    "layernorm_backward",
-    "dropout_forward",
+    "batchnorm_forward",
     "dropout_backward",
-    "relu_dropout_forward",
+    "dropout_forward",
+    "layernorm_backward",
+    "layernorm_forward",
+    "relu_backward",
     "relu_dropout_backward",
+    "relu_dropout_forward",
+    "relu_forward",
     "softmax_loss",
 ]
 

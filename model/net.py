@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from model import layers
 
-__all__ = ["FullyConnectedNet", "NORMALIZATIONS", "project_max_norm"]
+__all__ = ["NORMALIZATIONS", "FullyConnectedNet", "project_max_norm"]
 
 NORMALIZATIONS = (None, "batchnorm", "layernorm")
 
@@ -99,7 +99,7 @@ class FullyConnectedNet:
         >>> scores = net.loss(X)              # test mode, shape (4, 10)
     """
 
-    def __init__(
+    def __init__(  # noqa: C901 - one check per constructor argument (cs231n's signature), next to the argument it checks
         self,
         hidden_dims: Sequence[int],
         input_dim: int = 3 * 32 * 32,
@@ -270,7 +270,11 @@ class FullyConnectedNet:
             project_max_norm(self.params[f"W{i}"], self.max_norm)
 
     # ------------------------------------------------------------------ loss
-    def loss(
+    @overload
+    def loss(self, X: np.ndarray, y: None = None) -> np.ndarray: ...
+    @overload
+    def loss(self, X: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]: ...
+    def loss(  # noqa: C901 - forward then backward through each layer kind in one pass, the cs231n shape students compare with
         self, X: np.ndarray, y: np.ndarray | None = None
     ) -> np.ndarray | tuple[float, dict[str, np.ndarray]]:
         """Scores (test mode) or loss and gradients (train mode).
@@ -327,10 +331,9 @@ class FullyConnectedNet:
         dh, grads[f"W{L}"], grads[f"b{L}"] = layers.affine_backward(dscores, last_cache)
         for i in range(L - 1, 0, -1):
             aff_cache, norm_cache, act_cache = caches[i - 1]
-            if self.use_dropout:
-                dh = layers.relu_dropout_backward(dh, act_cache)
-            else:
-                dh = layers.relu_backward(dh, act_cache)
+            assert dh is not None  # need_dx was true for every layer above the first
+            dh = (layers.relu_dropout_backward(dh, act_cache) if self.use_dropout
+                  else layers.relu_backward(dh, act_cache))
             if norm == "batchnorm":
                 dh, grads[f"gamma{i}"], grads[f"beta{i}"] = layers.batchnorm_backward_alt(dh, norm_cache)
             elif norm == "layernorm":

@@ -265,9 +265,9 @@ def adam(w: np.ndarray, dw: np.ndarray, config: Config | None = None) -> tuple[n
     config.setdefault("epsilon", 1e-8)
     config.setdefault("t", 0)
     t = config["t"]
-    if isinstance(t, bool) or not isinstance(t, numbers.Real) or t < 0 or t != int(t):
+    if isinstance(t, bool) or not isinstance(t, numbers.Real) or t < 0 or t != math.floor(t):
         raise ValueError(f"adam config['t'] is the number of steps already taken, an integer >= 0; got {t!r}")
-    config["t"] = t = int(t) + 1  # incremented before the bias correction, as in the assignment
+    config["t"] = t = int(config["t"]) + 1  # incremented before the bias correction, as in the assignment
     beta1, beta2 = config["beta1"], config["beta2"]
     if "m" in config or "v" in config:
         if "m_sum" in config or "v_sum" in config:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from model import augment, optim
 from model.layers import softmax_loss
 
-__all__ = ["Solver", "TrainingDiverged", "METRIC_KEYS"]
+__all__ = ["METRIC_KEYS", "Solver", "TrainingDiverged"]
 
 #: Keys of the dict passed to ``on_epoch`` (all float values).
 METRIC_KEYS = ("train_acc", "val_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds")
@@ -136,7 +136,7 @@ class Solver:
         >>> test_acc, test_loss = solver.evaluate(data["X_test"], data["y_test"])
     """
 
-    def __init__(
+    def __init__(  # noqa: C901 - one check per keyword argument, next to the argument it checks
         self,
         model: Any,
         data: Mapping[str, np.ndarray],
@@ -191,9 +191,10 @@ class Solver:
         for name, value in (("batch_size", batch_size), ("num_epochs", num_epochs)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        for name, value in (("num_train_samples", num_train_samples), ("num_val_samples", num_val_samples)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
+        for name, optional in (("num_train_samples", num_train_samples), ("num_val_samples", num_val_samples)):
+            if optional is not None and (isinstance(optional, bool) or not isinstance(optional, (int, np.integer))
+                                         or optional < 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {optional!r}")
         if not isinstance(lr_decay, (int, float, np.floating)) or not 0.0 < lr_decay <= 1.0:
             raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay!r}")
         if optim_config is not None and not isinstance(optim_config, Mapping):
@@ -231,7 +232,8 @@ class Solver:
         self.verbose = verbose
         self._rng = np.random.default_rng(seed)
         # With seed None the augmentation still comes from one explicit (random) seed.
-        self._augment_seed = seed if seed is not None else np.random.SeedSequence().entropy
+        # SeedSequence() draws its entropy from the OS as one int.
+        self._augment_seed = seed if seed is not None else cast(int, np.random.SeedSequence().entropy)
         # One fixed validation subset (drawn once), so val metrics compare across epochs.
         self._val_rows: np.ndarray | None = None
         n_val = self.X_val.shape[0]
@@ -378,7 +380,7 @@ class Solver:
             raise ValueError("no best_params yet: call train() first")
         for k, v in self.best_params.items():
             self.model.params[k] = v.copy()
-        for p, stats in zip(getattr(self.model, "bn_params", []), self._best_norm_stats):
+        for p, stats in zip(getattr(self.model, "bn_params", []), self._best_norm_stats, strict=False):
             for k, v in stats.items():
                 p[k] = v.copy()
 

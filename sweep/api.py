@@ -34,6 +34,9 @@ from sweep.results import (
 )
 
 if TYPE_CHECKING:
+    import optuna
+
+    from sweep.ablation.runner import AblationOutcome
     from sweep.analysis.stats import AblationSummary
     from sweep.config.sweep_file import SweepConfig
     from sweep.search.progress import SweepOutcome
@@ -246,7 +249,7 @@ class _progress_bar:
             self.bar.close()
 
 
-def _best_of(study: Any) -> tuple[int | None, float | None, dict[str, Any] | None, float | None]:
+def _best_of(study: optuna.Study) -> tuple[int | None, float | None, dict[str, Any] | None, float | None]:
     """The best completed trial's number, value and params, and its test accuracy if computed."""
     try:
         best = study.best_trial
@@ -254,6 +257,7 @@ def _best_of(study: Any) -> tuple[int | None, float | None, dict[str, Any] | Non
         return None, None, None, None
     stored = study.user_attrs.get("best_test_acc") or {}
     test = float(stored["acc"]) if stored.get("trial") == best.number else None
+    assert best.value is not None  # a completed trial's
     return best.number, float(best.value), dict(best.params), test
 
 
@@ -272,13 +276,13 @@ def _sweep_result(cfg: SweepConfig, o: SweepOutcome, code: int, workdir: Path | 
     )
 
 
-def _ablation_result(cfg: SweepConfig, o: Any, code: int, workdir: Path | None, tables: bool) -> AblationResult:
+def _ablation_result(cfg: SweepConfig, o: AblationOutcome, code: int, workdir: Path | None, tables: bool) -> AblationResult:
     """Read the ablation's cells back from MLflow and summarize them as the report does."""
     import numpy as np
 
-    from sweep.tracking.store import default_tracking_uri, make_client
-    from sweep.reporting.report import load_ablations
     from sweep.analysis.stats import summarize
+    from sweep.reporting.report import load_ablations
+    from sweep.tracking.store import default_tracking_uri, make_client
 
     runs: list[Any] = []
     summaries: list[tuple[dict[str, str], AblationSummary]] = []

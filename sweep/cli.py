@@ -12,6 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sweep.config.sweep_file import SweepConfig
 
 from sweep.cli_args import build_parser
 
@@ -42,10 +46,10 @@ def _origin(args: argparse.Namespace, key: str) -> str:
     return flag
 
 
-def _preflight(args: argparse.Namespace, cfg, *, storage: bool = True) -> None:
+def _preflight(args: argparse.Namespace, cfg: SweepConfig, *, storage: bool = True) -> None:
     """Refuse an unusable tracking URI or storage URL before anything is trained or written."""
-    from sweep.tracking.store import default_tracking_uri
     from sweep.config.preflight import check_storage, check_tracking_uri, check_writable
+    from sweep.tracking.store import default_tracking_uri
 
     check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"))
     if storage:
@@ -67,7 +71,7 @@ def _written_folders(args: argparse.Namespace, tracking_uri: str, storage: str |
     return {folder: label for folder, label in folders.items() if folder.is_dir()}
 
 
-def _load(args: argparse.Namespace, *, storage: bool = True):
+def _load(args: argparse.Namespace, *, storage: bool = True) -> SweepConfig:
     from sweep.config.sweep_file import load_config
 
     cfg = load_config(args.config, _overrides(args))
@@ -83,7 +87,7 @@ def _load(args: argparse.Namespace, *, storage: bool = True):
     return cfg
 
 
-def _check_resources(args: argparse.Namespace, cfg, *, ablation: bool, local: bool = True) -> None:
+def _check_resources(args: argparse.Namespace, cfg: SweepConfig, *, ablation: bool, local: bool = True) -> None:
     """Refuse more workers than cores, or a network that cannot fit in memory (sweep.config.bounds)."""
     from sweep.config.bounds import check_jobs, check_memory, useful_jobs
 
@@ -106,7 +110,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from sweep import api
-
     from sweep.closing import ABLATION_ATTR_PREFIX, ablation_closing, record_on_study
     from sweep.tracking.store import default_tracking_uri
 
@@ -126,12 +129,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def _utc_now() -> str:
     import datetime as dt
 
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from sweep.tracking.store import default_tracking_uri
     from sweep.config.preflight import check_tracking_uri, check_writable
+    from sweep.tracking.store import default_tracking_uri
     from sweep.tracking.sync import sync_all
 
     uri = args.tracking_uri or default_tracking_uri()
@@ -179,6 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from sweep.redact import mask_url
     from sweep.tracking.store import (
         default_tracking_uri,
         find_parent_run,
@@ -186,7 +190,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
         set_runs_view,
         ui_url,
     )
-    from sweep.redact import mask_url
 
     uri = args.tracking_uri or default_tracking_uri()
     experiment_id = parent = None
@@ -195,7 +198,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         exp = client.get_experiment_by_name(args.study)
         experiment_id = exp.experiment_id if exp else None
         if exp is not None:  # a store recorded before the view existed: the printed address needs it
-            set_runs_view(client, experiment_id, exp.tags)
+            set_runs_view(client, exp.experiment_id, exp.tags)
         # The newest study of the name (`sweep ui` knows no storage to tell them apart).
         parent = find_parent_run(client, experiment_id, "study", newest_of_any_study=True) if experiment_id else None
     from sweep.servers import check_port_free, local_address, serve
@@ -218,8 +221,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from sweep.redact import mask_url
-    from sweep.servers import check_port_free, dashboard_command, local_address, serve
     from sweep.search.status import open_storage_readonly
+    from sweep.servers import check_port_free, dashboard_command, local_address, serve
 
     journal = Path.cwd() / "optuna.journal"
     storage = open_storage_readonly(args.storage, journal)  # refuses a missing journal/database, creates nothing
@@ -261,10 +264,9 @@ COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sweep.redact import install_log_masking, mask_text
-
     import signal
 
+    from sweep.redact import install_log_masking, mask_text
     from sweep.search.stops import raise_terminated, signal_name
 
     args = build_parser().parse_args(argv)

@@ -13,14 +13,14 @@ def _csv_floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 1,0.75,0.5; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 1,0.75,0.5; got {text!r}") from None
 
 
 def _csv_ints(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 500,2000; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 500,2000; got {text!r}") from None
 
 
 def _positive_int(text: str) -> int:
@@ -50,8 +50,8 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 def _defaults() -> dict[str, str]:
     """The built-in defaults as `--help` states them, read from sweep.config (so they cannot drift)."""
-    from sweep.config.sweep_file import DEFAULT_ABLATION_SIZES, AblationConfig, SweepConfig
     from sweep.config.space import Fixed
+    from sweep.config.sweep_file import DEFAULT_ABLATION_SIZES, AblationConfig, SweepConfig
 
     cfg, grid = SweepConfig(), AblationConfig()
     epochs = cfg.space.epochs

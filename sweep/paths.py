@@ -32,10 +32,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweep.config.domains import ConfigError
 from sweep.redact import mask_url
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import optuna
+
+    from sweep.config.sweep_file import SweepConfig
 
 STATE_ROOT = ".sweep"
 JOURNAL_NAME = "optuna.journal"
@@ -141,7 +148,7 @@ def new_study_key() -> str:
     return uuid.uuid4().hex
 
 
-def study_key(study: Any, *, wait_seconds: float = 10.0) -> str | None:
+def study_key(study: optuna.Study, *, wait_seconds: float = 10.0) -> str | None:
     """The key of an opened study (optuna.Study); None for a study created before keys.
 
     `open_study` writes the key right after creating the study, before its `sweep`
@@ -188,11 +195,11 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) else None
 
 
-def identity_of(study: Any, storage: str | None, workdir: Path) -> Identity:
+def identity_of(study: optuna.Study, storage: str | None, workdir: Path) -> Identity:
     return Identity(study.study_name, study_key(study), storage_label(storage, workdir), study._study_id)
 
 
-def study_paths(workdir: Path, study: Any, storage: str | None, *, claim: bool) -> SweepPaths:
+def study_paths(workdir: Path, study: optuna.Study, storage: str | None, *, claim: bool) -> SweepPaths:
     """The files of an opened Optuna study: its own folder under `.sweep/` (see module doc).
 
     With `claim` (`sweep run`) a folder is created with its record (or an old one
@@ -210,7 +217,7 @@ def study_paths(workdir: Path, study: Any, storage: str | None, *, claim: bool) 
     return SweepPaths(base.workdir, base.journal, folder, ident.key)
 
 
-def find_folder(root: Path, ident: Identity, trial_starts: Any) -> Path | None:
+def find_folder(root: Path, ident: Identity, trial_starts: Callable[[], dict[int, float | None]]) -> Path | None:
     """The folder under `root` whose record is `ident`'s, else an unrecorded `root/<name>` it adopts, else None."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for folder in sorted(root.iterdir()):
@@ -223,7 +230,7 @@ def find_folder(root: Path, ident: Identity, trial_starts: Any) -> Path | None:
     return None
 
 
-def _trial_starts(study: Any) -> dict[int, float | None]:
+def _trial_starts(study: optuna.Study) -> dict[int, float | None]:
     """Trial number -> when it started (seconds since the epoch; None: not started)."""
     return {t.number: t.datetime_start.timestamp() if t.datetime_start else None
             for t in study.get_trials(deepcopy=False)}
@@ -314,7 +321,7 @@ def study_name_of(folder: Path) -> str:
     return str(rec["study"]) if rec is not None and rec.get("study") else folder.name
 
 
-def paths_of_config(workdir: Path, cfg: Any) -> SweepPaths:
+def paths_of_config(workdir: Path, cfg: SweepConfig) -> SweepPaths:
     """The files of the study a sweep file names, found without writing anything: its
     own folder if its storage has the study, else `.sweep/<name>` (e.g. an ablation of
     explicit params, with no study)."""

@@ -137,8 +137,8 @@ class StudyResults:
             ConfigError: no completed trial, or its weights are no longer on disk.
         """
         from sweep.config.domains import ConfigError
-        from sweep.training import build_net, load_model_state, load_weights
         from sweep.paths import SweepPaths
+        from sweep.training import build_net, load_model_state, load_weights
 
         if self.best_trial is None or self.best_params is None:
             raise ConfigError(f"--study: {self.config.study_name!r} has no completed trial yet")

@@ -13,6 +13,7 @@ orphaning them, as when `sweep ui` became the server through exec.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -91,10 +92,8 @@ def serve(cmd: Sequence[str], probe_url: str, ready_lines: Sequence[str], *, wha
                     held.append(line)
 
     def forward(signum: int, _frame: object) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
 
     old = {s: signal.signal(s, forward) for s in _FORWARDED}
     reader = threading.Thread(target=relay, name="server-output", daemon=True)

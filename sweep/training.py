@@ -193,7 +193,7 @@ def save_weights(path: Path, weights: Mapping[str, np.ndarray]) -> None:
     """Atomic .npz write (another worker may read the best weights at any time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **weights)
+    np.savez(tmp, allow_pickle=True, **weights)  # numpy's default, named so no weight can be taken for it
     os.replace(tmp, path)
 
 

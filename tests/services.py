@@ -10,6 +10,7 @@ SWEEP_REQUIRE_SERVICES=1 (set by CI), which turns the skip into a failure.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shutil
@@ -91,10 +92,8 @@ def _tail(path: Path, chars: int = 4000) -> str:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class ServerProcess:
@@ -185,10 +184,7 @@ class ServerProcess:
                     f"{self.name} exited with code {code} before {target} answered;"
                     f" command: {self.argv}\n--- log ---\n{self.log()}"
                 )
-            if self.health_path:
-                ready = http_status(target, timeout=2.0) == 200
-            else:
-                ready = port_open(self.port)
+            ready = http_status(target, timeout=2.0) == 200 if self.health_path else port_open(self.port)
             if ready:
                 return self
             time.sleep(0.2)
@@ -422,10 +418,8 @@ def _kill_postmaster(data_dir: Path) -> None:
         pid = int((data_dir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGQUIT)  # immediate shutdown; children follow
-    except ProcessLookupError:
-        pass
 
 
 def start_postgres(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sweep_helpers import load_study, mlflow_runs, write_config
 
 import sweep
+from sweep_helpers import load_study, mlflow_runs, write_config
 
 TINY_SPACE = """
 keep_prob = {low = 0.5, high = 1.0, step = 0.25}
@@ -75,7 +75,7 @@ def test_sweep_ablation_and_report_through_the_api(in_tmp: Path) -> None:
 
     ab = sweep.ablate(cfg, keep_probs=[1.0, 0.5], sizes=[300], seeds=3, out=log, progress=False)
     assert ab.exit_code == 0 and (ab.cells_done, ab.cells_total) == (6, 6)
-    _, parents, children = mlflow_runs(in_tmp)
+    _, _parents, children = mlflow_runs(in_tmp)
     cell_runs = [r for r in children if r.data.tags.get("mlflow.parentRunId") == ab.parent_run_id]
     assert len(cell_runs) == len(ab.runs) == 6
     by_cell = {(int(r.data.tags["ablation.keep_prob"] == "0.5"), int(r.data.tags["ablation.seed"])): r

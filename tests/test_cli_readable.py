@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from services import free_port
-from sweep_helpers import SWEEP, load_study, run_cli, sweep_env
-
 from sweep.cli import build_parser
 from sweep.config.sweep_file import AblationConfig, SweepConfig
+from sweep_helpers import SWEEP, load_study, run_cli, sweep_env
 
 COMMANDS = ["run", "ablate", "report", "status", "sync", "ui", "dashboard", "check"]
 

@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 from optuna.trial import TrialState
+
 from services import ServerProcess
+from sweep.search.study import counted_trials
 from sweep_helpers import (
     SLOW_SPACE,
     SWEEP,
@@ -34,8 +36,6 @@ from sweep_helpers import (
     sweep_env,
     write_config,
 )
-
-from sweep.search.study import counted_trials
 
 pytestmark = pytest.mark.faults
 
@@ -189,7 +189,7 @@ def test_mlflow_server_killed_mid_ablation_and_back(mlflow_server_factory: Any, 
     assert out.count("is unreachable since") == 1 and out.count("is back after") == 1, out
     assert "NOT ALL IN MLFLOW" not in out and "Traceback" not in out
     client, parents, children = mlflow_runs(None, tracking_uri=server.url)
-    (key, parent), = ((k, p) for k, p in parents.items() if k.startswith("ablation:"))
+    (_key, parent), = ((k, p) for k, p in parents.items() if k.startswith("ablation:"))
     assert parent.info.status == "FINISHED"
     cells = [r for r in children if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
     names = sorted(r.info.run_name for r in cells)
@@ -400,11 +400,11 @@ def test_a_worker_whose_first_task_meets_a_restarting_database_waits_for_it(
     a traceback (a CI failure of test_postgres_restarted_mid_sweep: Optuna's RDBStorage
     connects in its constructor)."""
     import optuna
-    from sweep_helpers import trial_context
 
     from sweep.config.sweep_file import load_config
     from sweep.search.study import make_storage, open_study
     from sweep.search.worker import run_one_trial
+    from sweep_helpers import trial_context
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     cfg = load_config(None, {"study": "late-worker", "trials": 1, "epochs": 1, "storage": postgres_db})

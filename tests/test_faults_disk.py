@@ -11,9 +11,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from sweep_helpers import SWEEP, sweep_env
 
 from sweep.search.study import make_storage
+from sweep_helpers import SWEEP, sweep_env
 
 pytestmark = pytest.mark.faults
 

@@ -19,13 +19,19 @@ what each cell trains (`work_of_cell`).
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sweep.config.sweep_file import TrainParams
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy as np
 
 CONFIRM_ABOVE_SECONDS = 600.0  # wall time above which `sweep ablate` asks first (or needs --yes)
 TRAIN_ACC_ROWS = 1000  # model.Solver's num_train_samples default
@@ -64,7 +70,7 @@ def epoch_work(num_train: int, num_val: int) -> float:
 def net_weights(params: TrainParams, input_dim: int, num_classes: int = NUM_CLASSES) -> int:
     """Weights of the net `params` builds: sum of d_in * d_out over its affine layers."""
     dims = [input_dim, *params.hidden_dims, num_classes]
-    return sum(a * b for a, b in zip(dims, dims[1:]))
+    return sum(a * b for a, b in itertools.pairwise(dims))
 
 
 def cell_seconds(params: TrainParams, num_train: int, measured: Measured, threads: int = 1,
@@ -110,7 +116,7 @@ def describe(est: Estimate) -> str:
             f"on {est.workers} worker(s) x {est.threads} BLAS thread(s) (scaled from {est.source})")
 
 
-def measure_epoch(params: TrainParams, data: Any, threads: int, source: str) -> Measured:
+def measure_epoch(params: TrainParams, data: Mapping[str, np.ndarray], threads: int, source: str) -> Measured:
     """A short timing run: one epoch of `params` on `data` with `threads` BLAS threads, as a worker has."""
     from dataclasses import replace
 

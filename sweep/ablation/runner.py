@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sweep.ablation.claims import close_abandoned, settled_end, wait_for_claim
 from sweep.ablation.cost import confirm, describe
@@ -76,6 +76,9 @@ from sweep.tracking.store import (
 )
 from sweep.tracking.tracker import ParentSpec, Tracker
 
+if TYPE_CHECKING:
+    from sweep.tracking.outage import Backlog
+
 
 def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:
     """The configuration to ablate: explicit params, else the study's best trial."""
@@ -109,7 +112,7 @@ class AblationOutcome:
     cells_total: int
     cells_done: int
     interrupted: bool
-    untracked: Any = None  # sweep.tracking.outage.Backlog of what MLflow lacks; None: all there
+    untracked: Backlog | None = None  # what MLflow lacks; None: all there
     fault: str = ""  # why cells were left untrained (workers kept dying); "" when all were trained
     trained: int = 0  # cells this command trained (not those done before, nor by another process)
     estimated_seconds: float | None = None  # the wall time it estimated before training (None: nothing to train)
@@ -335,7 +338,7 @@ def _say_cell(res: dict[str, Any], finished: int, total: int, out: TextIO) -> No
     out.flush()
 
 
-def end_ablation(cfg: SweepConfig, plan: AblationPlan, tracker: Any, todo: list[Cell], ended: CellsEnd,
+def end_ablation(cfg: SweepConfig, plan: AblationPlan, tracker: Tracker, todo: list[Cell], ended: CellsEnd,
                  out: TextIO) -> AblationOutcome:
     """End the parent run (FINISHED, or KILLED/FAILED with cells left) and say what MLflow lacks;
     cells left untrained after every round (workers kept dying) are a fault, said in one line."""

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 from sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .stats import AblationSummary
-    from .stats import summarize
     from .factorial import summarize_factorial
+    from .stats import AblationSummary, summarize
 
 __all__ = ['AblationSummary', 'summarize', 'summarize_factorial']
 

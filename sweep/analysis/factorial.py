@@ -93,7 +93,7 @@ def _factor_order(cells: Sequence[Cell], given: Sequence[tuple[str, Sequence[str
     return out
 
 
-def interactions(
+def interactions(  # noqa: C901 - factor x level pair x context x keep_prob: the nesting is the design being tested
     cells: Sequence[Cell],
     factors: Sequence[tuple[str, Sequence[str]]] | None = None,
     metrics: Sequence[str] = INTERACTION_METRICS,
@@ -137,8 +137,9 @@ def interactions(
             for ctx in contexts:
                 side = {lv: tuple(sorted((*ctx, (name, lv)))) for lv in (ref, lev)}
                 for keep in (k for k in keeps if k != base):
-                    parts = [runs.get((side[lv], k)) for lv in (lev, ref) for k in (keep, base)]
-                    if any(p is None for p in parts):
+                    wanted = [runs.get((side[lv], k)) for lv in (lev, ref) for k in (keep, base)]
+                    parts = [p for p in wanted if p is not None]
+                    if len(parts) < len(wanted):  # a cell of the 2x2 was not run
                         continue
                     seeds = tuple(sorted(set.intersection(*(set(p) for p in parts))))
                     t_a, b_a, t_b, b_b = parts
@@ -151,7 +152,7 @@ def interactions(
     for m in metrics:
         adj_t = holm([i.results[m].p_t for i in found])
         adj_w = holm([i.results[m].p_wilcoxon for i in found])
-        for i, pt, pw in zip(found, adj_t, adj_w):
+        for i, pt, pw in zip(found, adj_t, adj_w, strict=True):
             i.results[m] = replace(i.results[m], p_t_holm=float(pt), p_wilcoxon_holm=float(pw))
     return found
 
@@ -167,7 +168,7 @@ def _holm_over_grid(per_level: dict[Levels, AblationSummary]) -> tuple[dict[Leve
     for m in metrics:
         adj_t = holm([per_level[lv].comparisons[k].results[m].p_t for lv, k in keys])
         adj_w = holm([per_level[lv].comparisons[k].results[m].p_wilcoxon for lv, k in keys])
-        for (lv, k), pt, pw in zip(keys, adj_t, adj_w):
+        for (lv, k), pt, pw in zip(keys, adj_t, adj_w, strict=True):
             new[lv][k][m] = replace(new[lv][k][m], p_t_holm=float(pt), p_wilcoxon_holm=float(pw))
     for lv, s in per_level.items():
         comps = {k: replace(c, results=new[lv][k]) for k, c in s.comparisons.items()}

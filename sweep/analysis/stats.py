@@ -16,6 +16,7 @@ are dropped and noted, undefined quantities are NaN with a note (see
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -81,7 +82,7 @@ class Cell:
                 f"{len(self.epochs)}, {len(self.train_acc)}, {len(self.val_acc)} "
                 f"(size={self.size}, keep_prob={self.keep_prob}, seed={self.seed})"
             )
-        if any(b <= a for a, b in zip(self.epochs, self.epochs[1:])):
+        if any(b <= a for a, b in itertools.pairwise(self.epochs)):
             raise ValueError(f"Cell.epochs must be strictly increasing, got {self.epochs}")
 
 
@@ -282,7 +283,7 @@ def summarize(
     for m in metrics:
         adj_t = holm([raw[k][1][m].p_t for k in keys])
         adj_w = holm([raw[k][1][m].p_wilcoxon for k in keys])
-        for k, pt, pw in zip(keys, adj_t, adj_w):
+        for k, pt, pw in zip(keys, adj_t, adj_w, strict=True):
             raw[k][1][m] = replace(raw[k][1][m], p_t_holm=float(pt), p_wilcoxon_holm=float(pw))
     comparisons = {
         k: Comparison(k[0], k[1], baseline_keep, seeds=raw[k][0], results=raw[k][1])

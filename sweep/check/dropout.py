@@ -91,7 +91,7 @@ def _find_key(fwd: Callable[..., Any], call: Caller, x: np.ndarray) -> str:
     raise errors[-1] if errors else RuntimeError("the function reads neither dropout_param['p'] nor ['keep_prob']")
 
 
-def check_dropout(mod: Any, call: Caller, rng: np.random.Generator, fwd_name: str = "dropout_forward") -> Checks:
+def check_dropout(mod: Any, call: Caller, rng: np.random.Generator, fwd_name: str = "dropout_forward") -> Checks:  # noqa: C901 - a flat list of independent findings, read top to bottom like the checklist it prints
     fwd = getattr(mod, fwd_name)
     bwd_name = fwd_name.replace("_forward", "_backward")
     bwd = getattr(mod, bwd_name, None)
@@ -143,7 +143,8 @@ def check_dropout(mod: Any, call: Caller, rng: np.random.Generator, fwd_name: st
                              + ", ".join(f"{100 * fractions[p][0]:.1f} % at {key}={p}" for p in PROBS)
                              + f" (95 % CIs about ±0.2 points): {key} is neither the KEEP nor the DROP probability "
                              f"({said[claim]})")
-    keep = {"keep": p0, "drop": 1 - p0}.get(verdict, f0)  # the probability the function really keeps with
+    by_verdict: dict[str | None, float] = {"keep": p0, "drop": 1 - p0}
+    keep = by_verdict.get(verdict, f0)  # the probability the function really keeps with
 
     # Inverted dropout: train mode divides the kept units by the keep probability, so the mean is preserved.
     out, cache = run(p0, seed=123)

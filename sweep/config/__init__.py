@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 from sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .sweep_file import AblationConfig
     from .domains import ConfigError
-    from .space import SearchSpace
-    from .sweep_file import SweepConfig
-    from .space import TrainParams
-    from .sweep_file import load_config
+    from .space import SearchSpace, TrainParams
+    from .sweep_file import AblationConfig, SweepConfig, load_config
 
 __all__ = ['AblationConfig', 'ConfigError', 'SearchSpace', 'SweepConfig', 'TrainParams', 'load_config']
 
-__getattr__, __dir__ = lazy_exports(__name__, {'SweepConfig': '.sweep_file', 'AblationConfig': '.sweep_file', 'load_config': '.sweep_file', 'ConfigError': '.domains', 'SearchSpace': '.space', 'TrainParams': '.space'})
+__getattr__, __dir__ = lazy_exports(__name__, {
+    'SweepConfig': '.sweep_file', 'AblationConfig': '.sweep_file', 'load_config': '.sweep_file',
+    'ConfigError': '.domains', 'SearchSpace': '.space', 'TrainParams': '.space',
+})

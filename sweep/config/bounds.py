@@ -17,13 +17,14 @@ at once. It is a lower bound: numpy's temporaries come on top.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.config.sweep_file import SweepConfig, available_cores
 from sweep.config.domains import ConfigError
 from sweep.config.space import Choice, Fixed, Param, Range
+from sweep.config.sweep_file import SweepConfig, available_cores
 
 INPUT_DIMS = {"digits": 64, "cifar10": 3 * 32 * 32}
 NUM_CLASSES = 10
@@ -56,7 +57,7 @@ class Network:
 
     def bytes_needed(self, input_dim: int) -> int:
         dims = (input_dim, *self.hidden_dims, NUM_CLASSES)
-        params = sum(a * b + b for a, b in zip(dims, dims[1:])) + 2 * sum(self.hidden_dims)  # + norm scale/shift
+        params = sum(a * b + b for a, b in itertools.pairwise(dims)) + 2 * sum(self.hidden_dims)  # + norm scale/shift
         activations = _ACTIVATION_ARRAYS * self.batch_size * sum(self.hidden_dims) + 4 * self.batch_size * input_dim
         return _BYTES * (_PARAM_COPIES * params + activations)
 
@@ -123,7 +124,7 @@ def check_memory(cfg: SweepConfig, workers: int, *, ablation: bool) -> None:
             "give smaller sizes" + (" or fewer --jobs" if workers > 1 else ""), key=key)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -27,7 +27,7 @@ def parse_duration(text: object) -> float:
     if isinstance(text, str):
         match = _DURATION.fullmatch(text.strip().lower())
         if match and any(match.groups()):
-            seconds = sum(float(v) * unit for v, unit in zip(match.groups(), _UNITS.values()) if v)
+            seconds = sum(float(v) * unit for v, unit in zip(match.groups(), _UNITS.values(), strict=True) if v)
             if seconds > 0:
                 return seconds
     raise ValueError(f"must be {DURATION_FORMS}; got {text!r}")

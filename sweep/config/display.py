@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sweep.config.space import SearchSpace
 
 LOG_DIGITS = 4  # significant digits of a log-scale value
 
@@ -41,7 +44,7 @@ def format_number(value: Any, *, step: float | None = None, log: bool = False) -
     return repr(float(f"{value:.12g}"))
 
 
-def scale_of(name: str, space: Any = None) -> dict[str, Any]:
+def scale_of(name: str, space: SearchSpace | None = None) -> dict[str, Any]:
     """How the hyperparameter `name` (an Optuna param name or a to_flat key) is written.
 
     Log-scale: its domain's nature (learning_rate, weight_scale, width) or a log
@@ -58,7 +61,7 @@ def scale_of(name: str, space: Any = None) -> dict[str, Any]:
     return {"step": step, "log": log}
 
 
-def readable_params(params: Mapping[str, Any], space: Any = None) -> dict[str, str]:
+def readable_params(params: Mapping[str, Any], space: SearchSpace | None = None) -> dict[str, str]:
     """Every value of `params` through `format_number` (MLflow params, the report)."""
     return {k: format_number(v, **scale_of(k, space)) for k, v in params.items()}
 

@@ -134,7 +134,10 @@ def _check_database(url: str, origin: str, allowed: str, retry_seconds: float) -
         raise ConfigError(f"the password in {shown!r} holds a raw '@', which ends it early for SQLAlchemy; "
                           "write each '@' in it as %40", key=origin)
     try:
-        dialect.import_dbapi() if hasattr(dialect, "import_dbapi") else dialect.dbapi()
+        if hasattr(dialect, "import_dbapi"):
+            dialect.import_dbapi()
+        else:  # SQLAlchemy 1.4, where dbapi() was the classmethod that imports the driver
+            dialect.dbapi()  # type: ignore[operator, misc]
     except ImportError as exc:
         driver = parsed.get_driver_name()
         raise ConfigError(

@@ -159,7 +159,7 @@ def params_from_mapping(
         missing.append("hidden_dims (or depth with hidden_1..)")
     if missing:
         raise ConfigError("missing " + ", ".join(missing), key=prefix.rstrip(".") or None)
-    values = {
+    values: dict[str, Any] = {
         k: _from_text(merged[k], k, prefix + k) for k in _PARAM_NAMES if k in merged and k != "hidden_dims"
     }
     values["hidden_dims"] = _hidden_from_mapping(merged, strict, prefix)
@@ -351,6 +351,7 @@ def _suggest(trial: optuna.Trial, name: str, p: Param, dom: Domain) -> Any:
     if isinstance(p, Fixed):
         if dom.kind is str:
             return trial.suggest_categorical(name, [p.value])
+        assert not isinstance(p.value, str)  # a Fixed of a numeric domain (str domains returned above)
         low = high = p.value
         step, log = None, dom.log and p.value > 0  # same log flag as a typical search of this name
     else:

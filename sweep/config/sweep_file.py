@@ -27,10 +27,9 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sweep.config.budget import parse_duration
-from sweep.data.spec import DataSpec
 from sweep.config.domains import (
     DOMAINS,
     MAX_DEPTH,
@@ -41,7 +40,6 @@ from sweep.config.domains import (
     check_keys,
 )
 from sweep.config.factors import Factors, check_vary, level_text, parse_vary_args
-from sweep.paths import check_study_name
 from sweep.config.space import (
     Choice,
     Fixed,
@@ -51,6 +49,8 @@ from sweep.config.space import (
     TrainParams,
     params_from_mapping,
 )
+from sweep.data.spec import DataSpec
+from sweep.paths import check_study_name
 
 __all__ = [
     "DATASETS",
@@ -111,9 +111,8 @@ _SIZE = Domain(int, 1, note="training examples")
 
 def _check_sweep_field(name: str, value: object, key: str) -> object:
     """Validate one [sweep] setting (None = unset is allowed for the optional ones)."""
-    if name in _SWEEP_TEXT or name in ("num_train", "num_val", "timeout", "reproducible_lag"):
-        if value is None:
-            return None
+    if value is None and (name in _SWEEP_TEXT or name in ("num_train", "num_val", "timeout", "reproducible_lag")):
+        return None
     if name == "oversubscribe" and not isinstance(value, bool):  # jobs above the cores, on purpose (sweep.config.bounds)
         raise ConfigError(f"must be true or false, got {value!r}", key=key)
     if name == "timeout":  # kept as written ("45m"), so the file round-trips; seconds: timeout_seconds
@@ -508,7 +507,7 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
         if "vary" in given:
             vary = given["vary"]
             is_flags = isinstance(vary, list | tuple) and all(isinstance(v, str) for v in vary)
-            ablation["vary"] = parse_vary_args(vary) if is_flags else check_vary(vary, "vary")
+            ablation["vary"] = parse_vary_args(cast(list[str], vary)) if is_flags else check_vary(vary, "vary")
         if ablation:
             sweep["ablation"] = replace(cfg.ablation or AblationConfig(), **ablation)
         return replace(cfg, **sweep)

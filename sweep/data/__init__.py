@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 from sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .download import DatasetError
-    from .download import download_cifar10
     from .datasets import load_dataset
+    from .download import DatasetError, download_cifar10
 
 __all__ = ['DatasetError', 'download_cifar10', 'load_dataset']
 

@@ -29,7 +29,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 # The files load_dataset reads; the archive also has batches.meta and readme.html.
-CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 
 _CHUNK_BYTES = 1 << 20
 _TIMEOUT_S = 60.0  # per blocking socket operation, not for the whole download

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .verdict import verdict
     from .report import write_report
+    from .verdict import verdict
 
 __all__ = ['verdict', 'write_report']
 

@@ -65,11 +65,11 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _keep_colors(keeps: Sequence[float], baseline: float) -> dict[float, tuple[float, ...]]:
+def _keep_colors(keeps: Sequence[float], baseline: float) -> dict[float, tuple[float, float, float, float]]:
     """Baseline in black, other keep_probs along viridis (low keep = dark)."""
     others = sorted(k for k in keeps if k != baseline)
     cmap = colormaps["viridis"]
-    colors: dict[float, tuple[float, ...]] = {baseline: (0.0, 0.0, 0.0, 1.0)}
+    colors: dict[float, tuple[float, float, float, float]] = {baseline: (0.0, 0.0, 0.0, 1.0)}
     for i, k in enumerate(others):
         colors[k] = cmap(0.1 + 0.75 * i / max(1, len(others) - 1))
     return colors
@@ -101,7 +101,7 @@ def learning_curves_figure(summary: AblationSummary) -> Figure:
     fig = Figure(figsize=(4.2 * len(sizes), 3.6), layout="constrained")
     axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
     colors = _keep_colors(summary.keep_probs, summary.baseline_keep)
-    for ax, size in zip(axes, sizes):
+    for ax, size in zip(axes, sizes, strict=True):
         for keep in summary.keep_probs:
             cell = summary.cells.get((size, keep))
             if cell is None:
@@ -183,9 +183,9 @@ def benefit_figure(summary: AblationSummary) -> Figure:
     series = [(k, colors[k], f"keep {k:g}") for k in keeps]
     best = {s: _best_keep(summary, s) for s in summary.sizes}
     # "best" is the best DROPOUT setting (keep < 1) against none, picked post hoc.
-    for j, (keep, color, label) in enumerate(series + [(None, "black", "best dropout keep (post hoc)")]):
-        pts = [(size, best[size] if keep is None else keep) for size in summary.sizes]
-        pts = [(size, k) for size, k in pts if (size, k) in summary.comparisons]
+    for j, (keep, color, label) in enumerate([*series, (None, "black", "best dropout keep (post hoc)")]):
+        wanted = [(size, best[size] if keep is None else keep) for size in summary.sizes]
+        pts = [(size, k) for size, k in wanted if k is not None and (size, k) in summary.comparisons]
         if not pts:
             continue
         xs = [size * 1.04 ** (j - len(series) / 2) for size, _ in pts]
@@ -194,7 +194,7 @@ def benefit_figure(summary: AblationSummary) -> Figure:
                     color=color, label=label, lw=2.2 if keep is None else 1.2,
                     alpha=1.0 if keep is None else 0.75)
         if keep is None:
-            for x, (_, k), iv in zip(xs, pts, ivs):
+            for x, (_, k), iv in zip(xs, pts, ivs, strict=True):
                 ax.annotate(f"{k:g}", (x, iv.mean * _PTS), textcoords="offset points",
                             xytext=(6, 6), fontsize=8)
     ax.set_xscale("log")
@@ -230,7 +230,7 @@ def benefit_by_level_figure(fs: FactorialSummary, labels: Mapping[tuple, str] | 
     fig = Figure(figsize=(4.4 * len(sizes) + 1.8, 3.8), layout="constrained")
     axes = fig.subplots(1, len(sizes), sharey=True, squeeze=False)[0]
     cmap = colormaps["tab10"]
-    for ax, size in zip(axes, sizes):
+    for ax, size in zip(axes, sizes, strict=True):
         ax.axhline(0.0, color="0.5", lw=1)
         for i, lv in enumerate(fs.levels):
             summ = fs.per_level[lv]
@@ -278,7 +278,7 @@ def importance_figure(
     fig = Figure(figsize=(_IMPORTANCE_PANEL_INCHES * max(1, len(targets)), 3.8), layout="constrained")
     axes = fig.subplots(1, max(1, len(targets)), squeeze=False)[0]
     palette = ["tab:blue", "tab:orange", "tab:green"]
-    for ax, target in zip(axes, targets):
+    for ax, target in zip(axes, targets, strict=False):
         results = importances[target]
         names = sorted({p for r in results.values() for p in r.importances},
                        key=lambda p: -sum(r.importances.get(p, 0.0) for r in results.values()))
@@ -336,7 +336,7 @@ def trend_figure(points: Sequence[TrendPoint]) -> Figure:
     axes = fig.subplots(1, 2, sharex=True)
     keep = np.array([p.keep_prob for p in points], dtype=float)
     for ax, (attr, label) in zip(axes, (("value", "best validation accuracy (%)"),
-                                        ("gap", "train − val gap (points)"))):
+                                        ("gap", "train − val gap (points)")), strict=True):
         y = np.array([getattr(p, attr) for p in points], dtype=float) * _PTS
         ok = np.isfinite(y)
         ax.set_xlabel("keep_prob (1 = no dropout)")
@@ -444,9 +444,9 @@ def _clip_outliers(axes: Sequence[Axes], values: Sequence[float]) -> list[float]
     bottom, top = rest.min() - 2 * pad, rest.max() + pad
     for ax in axes:
         ax.set_ylim(bottom, top)
-    for ax, off in zip(axes, (0, 1)):
-        xs = [c.get_offsets()[:, 0] for c in ax.collections]
-        ys = [c.get_offsets()[:, 1] for c in ax.collections]
+    for ax, off in zip(axes, (0, 1), strict=True):
+        xs = [np.asarray(c.get_offsets())[:, 0] for c in ax.collections]
+        ys = [np.asarray(c.get_offsets())[:, 1] for c in ax.collections]
         if not xs:
             continue
         x, y = np.concatenate(xs), np.concatenate(ys)

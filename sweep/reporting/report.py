@@ -13,14 +13,19 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from sweep.config.sweep_file import SweepConfig
 from sweep.analysis.factorial import FactorialSummary, summarize_factorial
-from sweep.config.factors import parse_vary_text
 from sweep.analysis.stats import AblationSummary, Cell, summarize
+from sweep.config.factors import parse_vary_text
+from sweep.config.sweep_file import SweepConfig
+
+if TYPE_CHECKING:
+    import optuna
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 REPORT_ARTIFACT_PATH = "report"
 
@@ -49,7 +54,7 @@ class AblationRuns:
                 f"({why}); the numbers below are from the cells trained so far")
 
 
-def cells_from_runs(client: Any, runs: list[Any]) -> tuple[list[Cell], list[str]]:
+def cells_from_runs(client: MlflowClient, runs: list[Run]) -> tuple[list[Cell], list[str]]:
     """Finished cell runs -> stats.Cell records (with their per-epoch curves)."""
     from sweep.config.factors import cell_levels
 
@@ -103,11 +108,11 @@ def expected_cells(params: dict[str, str]) -> int:
     return n
 
 
-def load_ablations(client: Any, experiment_id: str, study_key: str | None = None) -> list[AblationRuns]:
+def load_ablations(client: MlflowClient, experiment_id: str, study_key: str | None = None) -> list[AblationRuns]:
     """The ablations of the study whose key is `study_key` (None: of a study from before keys, or of none)."""
     from sweep.ablation.grid import finished_cells
-    from sweep.tracking.store import PARENT_KEY_TAG, child_runs
     from sweep.paths import STUDY_KEY_TAG
+    from sweep.tracking.store import PARENT_KEY_TAG, child_runs
 
     parents = client.search_runs(
         [experiment_id], filter_string="tags.`sweep.kind` = 'ablation'", order_by=["attributes.start_time ASC"]
@@ -155,9 +160,9 @@ def search_history(trials: list[Any]) -> list[Any]:
     return sorted(points, key=lambda p: (p.minutes, p.number))
 
 
-def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
-    from sweep.config.display import readable_params
+def _sweep_section(cfg: SweepConfig, study: optuna.Study, out_dir: Path) -> str:
     from sweep.analysis.importance import keep_prob_importance, trend_vs_keep_prob
+    from sweep.config.display import readable_params
     from sweep.reporting.figures import plot_history, plot_importances, plot_sweep_scatter
 
     trials = study.get_trials(deepcopy=False)
@@ -168,6 +173,7 @@ def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
              f"{len(trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in sorted(states.items()))}).\n"]
     try:
         best = study.best_trial
+        assert best.value is not None  # a completed trial's
         lines.append(f"Best validation accuracy {best.value * 100:.1f} % (trial {best.number}: "
                      f"{', '.join(f'{k}={v}' for k, v in sorted(readable_params(best.params, cfg.space).items()))}).\n")
         test = study.user_attrs.get("best_test_acc")
@@ -372,7 +378,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     return report
 
 
-def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], study: Any, out_dir: Path,
+def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], study: optuna.Study | None, out_dir: Path,
                  written: ReportWritten, out: TextIO | None = None) -> str:
     """report.md's text; its figures are written under `out_dir`/figures."""
     parts = [f"# Does dropout regularize? Report for `{name}`\n\n",
@@ -445,7 +451,7 @@ class ReportNotUploaded(Exception):
     """report.md was written but MLflow did not take it within the stated wait."""
 
 
-def upload_report(client: Any, run_ids: list[str], out_dir: Path, tracking_uri: str) -> None:
+def upload_report(client: MlflowClient, run_ids: list[str], out_dir: Path, tracking_uri: str) -> None:
     """Log the report folder on each parent run, retrying for SWEEP_TRACKING_WAIT seconds.
 
     Raises:
@@ -453,8 +459,8 @@ def upload_report(client: Any, run_ids: list[str], out_dir: Path, tracking_uri: 
     """
     import time
 
-    from sweep.tracking.outage import short_reason
     from sweep.redact import mask_url
+    from sweep.tracking.outage import short_reason
     from sweep.tracking.tracker import tracking_wait_seconds
 
     deadline = time.monotonic() + tracking_wait_seconds()

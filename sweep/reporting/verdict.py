@@ -136,7 +136,7 @@ def _effect_clause(
 
 
 def _comparison_sentence(summary: AblationSummary, comp: Comparison) -> str:
-    parts = []
+    parts: list[str] = []
     for metric, noun in (("best_val_acc", "validation accuracy"), ("gap", "train−val gap")):
         if metric in comp.results:
             parts.append(_effect_clause(summary, metric, noun, comp.results[metric], not parts))

@@ -24,6 +24,7 @@ record that keeps it valid JSON with the same number (a changed value).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Generator
@@ -106,10 +107,8 @@ class CheckedJournalFileBackend(JournalFileBackend):
                         view = view[os.write(fd, view):]
                     os.fsync(fd)
                 except OSError as exc:
-                    try:
+                    with contextlib.suppress(OSError):  # nothing more can be done; repair_journal drops a cut last record
                         os.ftruncate(fd, size)
-                    except OSError:
-                        pass  # nothing more can be done; repair_journal drops a cut last record
                     raise JournalWriteError(self._file_path, exc) from None
             finally:
                 os.close(fd)

@@ -4,19 +4,23 @@
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sweep.config.display import NOTE_TAG, readable_params, run_note
-from sweep.tracking.store import summary_tags
 from sweep.data.spec import DataSpec
-from sweep.training import RunResult, RunSeeds, save_weights, train
 from sweep.tracking.spool import STATE_TAG, RunRecorder, SpoolWriteError, end_status
+from sweep.tracking.store import summary_tags
+from sweep.training import RunResult, RunSeeds, save_weights, train
+
+if TYPE_CHECKING:
+    import optuna
+
+    from sweep.config.space import SearchSpace, TrainParams
 
 # -- Optuna trials -----------------------------------------------------------
 
@@ -33,7 +37,7 @@ class TrialContext:
     storage_url: str | None
     journal_path: Path
     seed: int
-    space: Any  # sweep.config.SearchSpace
+    space: SearchSpace
     spool_dir: Path
     weights_dir: Path
     data: DataSpec  # the sweep's arrays (every worker loads the same memory-mapped cache)
@@ -56,7 +60,7 @@ class TrialContext:
     reproducible_lag: int | None = None
 
 
-def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray]) -> float:
+def trial_objective(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, np.ndarray]) -> float:
     """Optuna objective: best validation accuracy of one training run.
 
     Reports val_acc each epoch for pruning; records params, per-epoch metrics
@@ -84,7 +88,7 @@ def trial_objective(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
         raise
 
 
-def _train_recorded(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray], params: Any, seeds: Any,
+def _train_recorded(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, np.ndarray], params: TrainParams, seeds: RunSeeds,
                     tags: dict[str, Any]) -> float:
     """Train one trial's run, its events in the trial's spool file (see trial_objective)."""
     import optuna
@@ -109,7 +113,7 @@ def _train_recorded(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
             if interrupted:
                 reason = "interrupted"
             elif isinstance(exc, SpoolWriteError):
-                reason = exc.strerror
+                reason = exc.strerror or str(exc)  # always set: SpoolWriteError(errno, text)
             elif is_storage_error(exc):
                 reason = f"the Optuna storage failed: {short_storage_error(exc)}"
             else:
@@ -148,7 +152,7 @@ def _train_recorded(trial: Any, ctx: TrialContext, data: Mapping[str, np.ndarray
         return result.best_val_acc
 
 
-def _record_timing(trial: Any, result: RunResult, data: Mapping[str, np.ndarray]) -> None:
+def _record_timing(trial: optuna.Trial, result: RunResult, data: Mapping[str, np.ndarray]) -> None:
     """Median epoch seconds and the rows it took, for `sweep ablate`'s cost estimate (sweep.ablation.cost)."""
     from threadpoolctl import threadpool_info
 
@@ -163,7 +167,7 @@ def _record_timing(trial: Any, result: RunResult, data: Mapping[str, np.ndarray]
         })
 
 
-def _is_best_so_far(study: Any, value: float) -> bool:
+def _is_best_so_far(study: optuna.Study, value: float) -> bool:
     try:
         return value >= study.best_value
     except ValueError:  # no completed trial yet

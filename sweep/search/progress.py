@@ -10,14 +10,19 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from sweep.config.sweep_file import SweepConfig
 from sweep.config.display import format_number, scale_of
-from sweep.tracking.store import ui_url
+from sweep.config.sweep_file import SweepConfig
 from sweep.redact import mask_url
+from sweep.tracking.store import ui_url
+
+if TYPE_CHECKING:
+    from sweep.config.budget import Budget
+    from sweep.config.space import SearchSpace
+    from sweep.tracking.outage import Backlog
 
 
 @dataclass
@@ -27,7 +32,7 @@ class Progress:
     target: int
     already: int
     jobs: int
-    space: Any
+    space: SearchSpace
     out: TextIO = sys.stdout
     started: float = field(default_factory=time.monotonic)
     states: dict[str, int] = field(default_factory=dict)
@@ -38,7 +43,7 @@ class Progress:
     # sweep.search.study.counted_trials): other `sweep run`s of the study count too, and a
     # dead worker's re-queued trial does not. None: this process's own count.
     count_done: Callable[[], int] | None = None
-    budget: Any = None  # sweep.config.budget.Budget of `--timeout`, or None
+    budget: Budget | None = None  # of `--timeout`
     budget_skipped: int = 0  # tasks that started no trial: the budget was over
     ended_after_budget: int = 0  # trials that ended after the deadline: none replaces them
     on_progress: Callable[[int, int], None] | None = None  # (done, target) after each trial: a notebook's bar
@@ -89,7 +94,7 @@ class Progress:
             self.on_progress(done, self.target)
 
 
-def budget_start_line(budget: Any, timeout: str) -> str:
+def budget_start_line(budget: Budget | None, timeout: str) -> str:
     """The start line of a budgeted sweep: when the last trial may start (local time, to the second)."""
     if budget is None:
         return ""
@@ -98,7 +103,7 @@ def budget_start_line(budget: Any, timeout: str) -> str:
     return f"time budget {timeout}: no trial starts after {at}; trials running then are {then}\n"
 
 
-def budget_eta(eta: float, budget: Any) -> str:
+def budget_eta(eta: float, budget: Budget | None) -> str:
     """The progress line's ETA, bounded by the time budget: 'H:MM:SS', or with a budget
     'H:MM:SS (budget H:MM:SS left)'; when the budget ends first the ETA is the time left,
     marked '(budget ends first)'. Trials running at the deadline may still finish after it."""
@@ -110,7 +115,7 @@ def budget_eta(eta: float, budget: Any) -> str:
     return f"{hms(eta)} (budget {hms(left)} left)"
 
 
-def format_params(space: Any, params: dict[str, Any]) -> str:
+def format_params(space: SearchSpace, params: dict[str, Any]) -> str:
     """Short human form of a trial's params, e.g. keep=0.55 hidden=256-128 norm=batchnorm lr=1.234e-3
     (numbers as in MLflow's params: sweep.config.display.format_number)."""
     try:
@@ -127,7 +132,7 @@ def hms(seconds: float) -> str:
     """Seconds as H:MM:SS ('?' when unknown)."""
     if not np.isfinite(seconds):
         return "?"
-    s = int(round(seconds))
+    s = round(float(seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
@@ -146,7 +151,7 @@ class SweepOutcome:
     counted: int
     budget_seconds: float | None = None  # set when the time budget (not the target) ended the sweep
     best_run_id: str | None = None  # the best trial's MLflow run
-    untracked: Any = None  # sweep.tracking.outage.Backlog of what MLflow lacks at the end; None: all there
+    untracked: Backlog | None = None  # what MLflow lacks at the end; None: all there
     tracking_error: str = ""  # the tracker's last failure, if any
     fault: str = ""  # why the sweep stopped itself before its target (e.g. a full spool folder)
 
@@ -208,7 +213,7 @@ EXIT_UNTRACKED = 3
 EXIT_FAULT = 4
 
 
-def print_tracking_status(study: str, tracking_uri: str, untracked: Any, error: str, out: TextIO) -> bool:
+def print_tracking_status(study: str, tracking_uri: str, untracked: Backlog | None, error: str, out: TextIO) -> bool:
     """The last lines when MLflow lacks part of the sweep: what, where it is kept, how to upload it.
 
     Returns True if it printed them (the caller then points at no curves, which are incomplete).
@@ -226,7 +231,7 @@ def print_tracking_status(study: str, tracking_uri: str, untracked: Any, error: 
     return True
 
 
-def print_stopped_ending(signal_name: str, study: str, tracking_uri: str, untracked: Any, out: TextIO) -> None:
+def print_stopped_ending(signal_name: str, study: str, tracking_uri: str, untracked: Backlog | None, out: TextIO) -> None:
     """The lines of a sweep a signal stopped after its last trial (while it tested the best
     trial, sent the runs to MLflow or summed up): what happened and what MLflow lacks."""
     out.write(f"\nstopped by {signal_name} after the last trial, while the sweep was ending; every trial "

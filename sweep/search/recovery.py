@@ -10,12 +10,18 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sweep.tracking import spool
 
+if TYPE_CHECKING:
+    import optuna
 
-def fail_and_requeue(study: Any, number: int, reason: str, spool_dir: Path) -> None:
+    from sweep.tracking.outage import Backlog
+    from sweep.tracking.tracker import Tracker
+
+
+def fail_and_requeue(study: optuna.Study, number: int, reason: str, spool_dir: Path) -> None:
     """Fail trial `number` (if still RUNNING) with `reason` and re-queue it, unless already re-queued;
     a trial cut before its first spool record still gets its (FAILED) MLflow run."""
     import optuna
@@ -81,7 +87,7 @@ def say_to(out: TextIO) -> Any:
     return say
 
 
-def stop_tracker(tracker: Any, parent_status: str | None, out: TextIO) -> Any:
+def stop_tracker(tracker: Tracker, parent_status: str | None, out: TextIO) -> Backlog:
     """End tracking within the stated wait (SWEEP_TRACKING_WAIT); returns what is not in MLflow."""
     from sweep.tracking.tracker import tracking_wait_seconds
 

@@ -30,12 +30,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from optuna.pruners import BasePruner
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+    from optuna.storages import BaseStorage
 
 DEFAULT_LAG = 4
 # Every trial of the mode runs on one BLAS thread: OpenBLAS's threaded sgemm sums in another
@@ -65,7 +69,7 @@ class PastStorage:
     other object through, so Study and Hyperband's bracket study take it as is.
     """
 
-    def __init__(self, inner: Any, cutoff: int, own: int) -> None:
+    def __init__(self, inner: BaseStorage, cutoff: int, own: int) -> None:
         self._inner = inner
         self._cutoff = cutoff
         self._own = own
@@ -75,7 +79,7 @@ class PastStorage:
         trials = self._inner.get_all_trials(study_id, deepcopy=deepcopy, states=states)
         return [t for t in trials if t.number < self._cutoff or t.number == self._own]
 
-    def get_n_trials(self, study_id: int, state: Any = None) -> int:
+    def get_n_trials(self, study_id: int, state: TrialState | Sequence[TrialState] | None = None) -> int:
         states = None if state is None else (state,) if isinstance(state, TrialState) else tuple(state)
         return len(self.get_all_trials(study_id, deepcopy=False, states=states))
 
@@ -91,7 +95,8 @@ def past_view(study: optuna.Study, trial: FrozenTrial, lag: int, sampler: BaseSa
     Optuna does for the sampler (optuna.pruners._filter_study), so the mode
     keeps Optuna's own behaviour apart from the lag.
     """
-    storage = PastStorage(study._storage, trial.number - lag, trial.number)
+    # Duck-typed, not a BaseStorage subclass (PastStorage says why): the cast says so to the type checker.
+    storage = cast("BaseStorage", PastStorage(study._storage, trial.number - lag, trial.number))
     view = optuna.Study(study_name=study.study_name, storage=storage, sampler=sampler, pruner=pruner)
     return optuna.pruners._filter_study(view, trial)
 
@@ -105,13 +110,13 @@ def wait_for_past(study: optuna.Study, trial: FrozenTrial, lag: int, *,
     must not look like a dead worker), and stale trials of dead workers are
     failed (Optuna's fail_stale_trials, which re-queues them here).
     """
-    from optuna.storages._heartbeat import is_heartbeat_enabled
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 
     storage, cutoff = study._storage, trial.number - lag
     running_seconds = WAIT_RUNNING_SECONDS if running_seconds is None else running_seconds
     queued_seconds = WAIT_QUEUED_SECONDS if queued_seconds is None else queued_seconds
     start = time.monotonic()
-    beat = is_heartbeat_enabled(storage)
+    heartbeat = storage if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage) else None
     while True:
         open_ = [t for t in storage.get_all_trials(study._study_id, deepcopy=False)
                  if t.number < cutoff and t.state not in FINISHED]
@@ -120,8 +125,8 @@ def wait_for_past(study: optuna.Study, trial: FrozenTrial, lag: int, *,
             return []
         if waited > running_seconds or (waited > queued_seconds and all(t.state == TrialState.WAITING for t in open_)):
             return sorted(t.number for t in open_)
-        if beat:
-            storage.record_heartbeat(trial._trial_id)
+        if heartbeat is not None:
+            heartbeat.record_heartbeat(trial._trial_id)
             import warnings
 
             with warnings.catch_warnings():
@@ -170,7 +175,7 @@ class LaggedSampler(BaseSampler):
         return self.inner.sample_relative(self._view(study, trial), trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: Any) -> Any:
+                           param_distribution: BaseDistribution) -> Any:
         return self.inner.sample_independent(self._view(study, trial), trial, param_name, param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
@@ -189,7 +194,7 @@ class LaggedPruner(BasePruner):
         self.inner, self.sampler, self.lag = inner, sampler, lag
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        storage = PastStorage(study._storage, trial.number - self.lag, trial.number)
+        storage = cast("BaseStorage", PastStorage(study._storage, trial.number - self.lag, trial.number))  # duck-typed
         view = optuna.Study(study_name=study.study_name, storage=storage, sampler=self.sampler, pruner=self.inner)
         return self.inner.prune(view, trial)
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -50,12 +50,19 @@ from sweep.search.stops import stopped_ending
 from sweep.search.worker import run_one_trial, trial_blas_threads
 from sweep.tracking import spool
 
+if TYPE_CHECKING:
+    from types import FrameType
+
+    import optuna
+
+    from sweep.tracking.tracker import Tracker
+
 
 class _BudgetOver(KeyboardInterrupt):
     """The time budget ended with --timeout-kill: running trials are stopped like on Ctrl-C."""
 
 
-def _raise_budget_over(signum: int, frame: Any) -> None:
+def _raise_budget_over(signum: int, frame: FrameType | None) -> None:
     raise _BudgetOver()
 
 
@@ -195,7 +202,7 @@ def trial_context(cfg: SweepConfig, paths: SweepPaths, budget: Budget | None, da
     )
 
 
-def start_tracker(cfg: SweepConfig, study: Any, paths: SweepPaths, out: TextIO) -> Any:
+def start_tracker(cfg: SweepConfig, study: optuna.Study, paths: SweepPaths, out: TextIO) -> Tracker:
     """The MLflow tracker thread: the study's parent run, and each trial's run id recorded on its trial."""
     import optuna
 
@@ -229,7 +236,7 @@ def start_tracker(cfg: SweepConfig, study: Any, paths: SweepPaths, out: TextIO) 
     return tracker
 
 
-def announce(cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], plan: WorkerPlan, missing: int,
+def announce(cfg: SweepConfig, study: optuna.Study, data: dict[str, np.ndarray], plan: WorkerPlan, missing: int,
              budget: Budget | None, out: TextIO, on_progress: Callable[[int, int], None] | None) -> Progress:
     """The start line (what is done, what runs where, on what data) and the progress counter."""
     from sweep.search.study import counted_trials, with_storage_retry
@@ -254,7 +261,7 @@ class RoundsEnd:
     fault: str = ""  # why the sweep stopped itself (a spool folder it cannot write)
 
 
-def run_rounds(cfg: SweepConfig, study: Any, ctx: TrialContext, plan: WorkerPlan, progress: Progress, missing: int,
+def run_rounds(cfg: SweepConfig, study: optuna.Study, ctx: TrialContext, plan: WorkerPlan, progress: Progress, missing: int,
                budget: Budget | None, paths: SweepPaths, out: TextIO) -> RoundsEnd:
     """Rounds of trials until the target counts: a round re-submits what dead workers left,
     at most MAX_ROUNDS times; Ctrl-C/SIGTERM (or --timeout-kill) fails and re-queues the running ones."""
@@ -316,7 +323,7 @@ def run_rounds(cfg: SweepConfig, study: Any, ctx: TrialContext, plan: WorkerPlan
     return RoundsEnd(fault=fault)
 
 
-def _stop_for_fault(study: Any, fault: str, paths: SweepPaths, out: TextIO) -> None:
+def _stop_for_fault(study: optuna.Study, fault: str, paths: SweepPaths, out: TextIO) -> None:
     from sweep.search.study import reap_stale_trials
 
     out.write(f"stopping the sweep: {fault}. What was recorded before is kept; "
@@ -326,7 +333,7 @@ def _stop_for_fault(study: Any, fault: str, paths: SweepPaths, out: TextIO) -> N
         reap_stale_trials(study, paths.spool_dir, "stopped: the spool folder cannot be written", min_age_seconds=0)
 
 
-def end_sweep(cfg: SweepConfig, study: Any, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Any,
+def end_sweep(cfg: SweepConfig, study: optuna.Study, data: dict[str, np.ndarray], paths: SweepPaths, tracker: Tracker,
               ctx: TrialContext, ended: RoundsEnd, budget: Budget | None, out: TextIO) -> SweepOutcome:
     """Close what the last round left, the best trial's test accuracy, the parent run, the summary.
 
@@ -363,7 +370,7 @@ def _dask_threads(scheduler: str) -> int:
 
 def _parallel_trials(
     ctx: TrialContext, n: int, jobs: int, threads: int, dask_scheduler: str | None
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     """Run `n` trials on the pool (sweep.search.pool); yields each outcome as it ends.
 
     A worker's spool file is copied into ctx.spool_dir only when it is missing or

@@ -19,24 +19,29 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sweep.paths import default_journal, journal_file
 from sweep.redact import mask_url
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+    from optuna.study._frozen import FrozenStudy
 
 TARGET_ATTR = "target_trials"
 PROCESS_PREFIX = "sweep.process:"
 MLFLOW_ATTR = "mlflow"
 
 
-def mark_sweep_process(study: Any, target: int, *, ended: bool = False) -> None:
+def mark_sweep_process(study: optuna.Study, target: int, *, ended: bool = False) -> None:
     """Record this `sweep run` process (and the target) on the study; `ended` when it is done."""
     from sweep.tracking import spool
 
     pid = os.getpid()
     host = socket.gethostname()
     key = f"{PROCESS_PREFIX}{host}:{pid}"
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     record = study.user_attrs.get(key) if ended else None
     if record is None:
         record = {"host": host, "pid": pid, "proc_start": spool.process_start_time(pid), "started": now, "ended": None}
@@ -47,7 +52,7 @@ def mark_sweep_process(study: Any, target: int, *, ended: bool = False) -> None:
     study.set_user_attr(key, record)
 
 
-def record_experiment(study: Any, experiment_id: str | None, tracking_uri: str) -> str | None:
+def record_experiment(study: optuna.Study, experiment_id: str | None, tracking_uri: str) -> str | None:
     """Keep the study's MLflow experiment id and tracking URI (masked) on the study."""
     if experiment_id is not None:
         study.set_user_attr(MLFLOW_ATTR, {"experiment_id": experiment_id, "tracking_uri": mask_url(tracking_uri)})
@@ -84,7 +89,7 @@ class StudyStatus:
         return self.complete + self.pruned + self.failed
 
 
-def open_storage_readonly(url: str | None, journal: Path) -> Any:
+def open_storage_readonly(url: str | None, journal: Path) -> BaseStorage:
     """The Optuna storage at `url` (None: the journal file `journal`), creating nothing.
 
     Raises:
@@ -100,6 +105,7 @@ def open_storage_readonly(url: str | None, journal: Path) -> Any:
             raise ValueError(f"--storage: no Optuna journal at {path}; run `sweep run` here first, "
                              "or give the study's --storage URL")
         return JournalStorage(CheckedJournalFileBackend(str(path)))
+    assert url is not None  # journal_file gives None only for a database URL
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise ValueError(f"--storage: no SQLite database at {url.removeprefix('sqlite:///')}")
     try:
@@ -117,7 +123,7 @@ def other_sweep_processes(user_attrs: dict[str, Any]) -> list[tuple[dict[str, An
     """
     from sweep.tracking import spool
 
-    out = []
+    out: list[tuple[dict[str, Any], bool | None]] = []
     for key, rec in sorted(user_attrs.items()):
         if not key.startswith(PROCESS_PREFIX) or not isinstance(rec, dict) or rec.get("ended"):
             continue
@@ -157,12 +163,12 @@ def _mlflow_line(name: str, user_attrs: dict[str, Any], tracking_uri: str | None
     return f"{ui_url('127.0.0.1', 5000, experiment_id)} (after `sweep ui --study {name}`; store {uri})"
 
 
-def study_status(storage: Any, frozen: Any, *, tracking_uri: str | None, workdir: Path) -> StudyStatus:
+def study_status(storage: BaseStorage, frozen: FrozenStudy, *, tracking_uri: str | None, workdir: Path) -> StudyStatus:  # noqa: C901 - one count per trial state and source, each a line of `sweep status`
     """Status of one study (`frozen`: an optuna FrozenStudy of `storage`)."""
     from optuna.trial import TrialState
 
-    from sweep.search.progress import format_params
     from sweep.config.space import SearchSpace
+    from sweep.search.progress import format_params
     from sweep.search.study import retried_numbers
 
     attrs = dict(frozen.user_attrs)
@@ -172,7 +178,7 @@ def study_status(storage: Any, frozen: Any, *, tracking_uri: str | None, workdir
     for t in trials:
         if t.state == TrialState.COMPLETE:
             st.complete += 1
-            if st.best_value is None or t.value > st.best_value:
+            if t.value is not None and (st.best_value is None or t.value > st.best_value):
                 st.best_number, st.best_value = t.number, t.value
                 best_params = t.params
         elif t.state == TrialState.PRUNED:

@@ -13,7 +13,13 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from sweep.search.progress import SweepOutcome
+    from sweep.tracking.tracker import Tracker
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -24,7 +30,7 @@ class Terminated(KeyboardInterrupt):
     signal_name = "SIGTERM"
 
 
-def raise_terminated(signum: int, frame: Any) -> None:
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
 
 
@@ -44,7 +50,7 @@ def signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def stopped_ending(exc: BaseException, study: str, tracker: Any, tracking_uri: str, out: TextIO) -> Any:
+def stopped_ending(exc: BaseException, study: str, tracker: Tracker, tracking_uri: str, out: TextIO) -> SweepOutcome:
     """A signal stopped `sweep run` after its last trial: say so and what MLflow lacks; the
     SweepOutcome (interrupted)."""
     from sweep.search.progress import SweepOutcome, print_stopped_ending
@@ -81,7 +87,7 @@ def signals_deferred() -> Iterator[None]:
     """
     pending: list[int] = []
 
-    def defer(signum: int, frame: Any) -> None:
+    def defer(signum: int, frame: FrameType | None) -> None:
         pending.append(signum)
 
     old = {sig: signal.signal(sig, defer) for sig in DEFERRED_SIGNALS}
@@ -91,7 +97,7 @@ def signals_deferred() -> Iterator[None]:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         if pending:  # the first one, as it would have acted (its handler raises, or its default action)
-            handler = old[pending[0]]
+            handler = old[signal.Signals(pending[0])]
             if callable(handler):
                 handler(pending[0], None)
             elif handler == signal.SIG_DFL:

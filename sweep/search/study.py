@@ -15,10 +15,10 @@ import datetime as dt
 import json
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
@@ -27,11 +27,11 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.tracking import spool
 from sweep.config.sweep_file import SweepConfig
+from sweep.paths import STUDY_KEY_ATTR, journal_file, new_study_key
 from sweep.search.journal import CheckedJournalFileBackend
 from sweep.search.journal_lock import JournalFlock
-from sweep.paths import STUDY_KEY_ATTR, journal_file, new_study_key
+from sweep.tracking import spool
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_SECONDS = 10
@@ -65,7 +65,11 @@ def short_storage_error(exc: BaseException) -> str:
     return mask_text(text[0] if text else type(exc).__name__)[:200]
 
 
-def with_storage_retry(fn: Any, *args: Any, say: Any = None, seconds: float = STORAGE_RETRY_SECONDS, **kwargs: Any) -> Any:
+T = TypeVar("T")
+
+
+def with_storage_retry(fn: Callable[..., T], *args: Any, say: Callable[[str], object] | None = None,
+                       seconds: float = STORAGE_RETRY_SECONDS, **kwargs: Any) -> T:
     """fn(*args, **kwargs), retried every 2 s while the storage is unreachable, for `seconds`.
 
     `say` gets one line when the retries start. Other errors, and the last storage error, are raised.
@@ -127,6 +131,7 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
         # is waited for, never broken (sweep.search.journal_lock says why not Optuna's symlink lock).
         # Records are numbered and appended whole or not at all (sweep.search.journal).
         return JournalStorage(CheckedJournalFileBackend(str(path), lock_obj=JournalFlock(path)))
+    assert url is not None  # journal_file gives None only for a database URL
     if url.startswith(_RDB_PREFIXES):
         with warnings.catch_warnings():  # heartbeat_interval is flagged experimental, in every worker's stderr
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -185,8 +190,8 @@ def repair_journal(path: Path) -> str | None:
         with open(path, "rb") as f:
             f.seek(keep)
             cut = f.read()
-        with open(path.with_name(path.name + ".damaged"), "ab") as f:
-            f.write(cut + b"\n")
+        with open(path.with_name(path.name + ".damaged"), "ab") as damaged:
+            damaged.write(cut + b"\n")
         os.truncate(path, keep)
     finally:
         lock.release()
@@ -239,7 +244,7 @@ OBJECTIVE_NAME = "best val accuracy"
 def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -> optuna.Study:
     """Create the study (or load it) and check a resumed one matches the sweep file."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         storage=storage,
         study_name=cfg.study_name,
         sampler=make_sampler(cfg.seed),
@@ -386,7 +391,7 @@ def record_lost_trial(path: Path, study_name: str, number: int, params: dict[str
         rec.end(status, tags)
 
 
-def reap_stale_trials(
+def reap_stale_trials(  # noqa: C901 - one branch per way a dead worker leaves a trial behind (docs/reliability.md)
     study: optuna.Study,
     spool_dir: Path,
     reason: str,
@@ -432,8 +437,8 @@ def reap_stale_trials(
         if t.number in retried:
             state = read(path) if t.state == TrialState.FAIL else None
             # Failed and re-queued by Optuna's heartbeat: end the run its dead worker left open.
-            if state is not None and state.start is not None and state.end is None:
-                if owner_alive(state.start) is not True:
+            if (state is not None and state.start is not None and state.end is None
+                    and owner_alive(state.start) is not True):
                     lost = {spool.STATE_TAG: "FAIL", "failure_reason": "worker stopped sending heartbeats"}
                     spool.append_end(path, spool.end_status("FAIL"), lost)
             continue

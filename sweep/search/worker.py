@@ -8,14 +8,20 @@ and the time budget, trains one trial and returns its outcome with its events.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sweep.tracking import spool
 from sweep.config.budget import over_deadline
 from sweep.search.objective import TrialContext, TrialFailed, trial_objective
 from sweep.search.recovery import disk_error, disk_error_text, fail_and_requeue, fault_outcome
+from sweep.tracking import spool
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.storages import BaseStorage
 
 _worker_cache: dict[tuple[Any, ...], Any] = {}
 
@@ -28,7 +34,8 @@ def _worker_study(ctx: TrialContext) -> Any:
     key = ("study", ctx.storage_url, str(ctx.journal_path), ctx.study_name, ctx.reproducible_lag)
     if key not in _worker_cache:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        sampler, pruner = make_sampler(ctx.seed), make_pruner(ctx.pruner, ctx.max_epochs)
+        sampler: BaseSampler = make_sampler(ctx.seed)
+        pruner: BasePruner = make_pruner(ctx.pruner, ctx.max_epochs)
         if ctx.reproducible_lag is not None:
             from sweep.search.reproducible import lagged
 
@@ -44,14 +51,14 @@ def _worker_study(ctx: TrialContext) -> Any:
     return _worker_cache[key]
 
 
-def _record_owner(storage: Any, trial_id: int, ctx: TrialContext) -> None:
+def _record_owner(storage: BaseStorage, trial_id: int, ctx: TrialContext) -> None:
     """The trial's liveness record every machine can read (the spool file is on this one's disk)."""
     import socket
 
     from sweep.search.study import WORKER_ATTR
 
     pid = os.getpid()
-    owner = {"host": socket.gethostname(), "pid": pid, "proc_start": spool.process_start_time(pid),
+    owner: dict[str, Any] = {"host": socket.gethostname(), "pid": pid, "proc_start": spool.process_start_time(pid),
              "sweep": ctx.sweep_process}
     storage.set_trial_system_attr(trial_id, WORKER_ATTR, owner)
 
@@ -75,7 +82,11 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     by at most (number of concurrently starting workers - 1).
     """
     from sweep.search.study import (
-        check_target, is_storage_error, reap_stale_trials, short_storage_error, spool_path,
+        check_target,
+        is_storage_error,
+        reap_stale_trials,
+        short_storage_error,
+        spool_path,
         with_storage_retry,
     )
 
@@ -113,7 +124,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     data = _worker_data(ctx)
     done: dict[str, Any] = {}
 
-    def objective(trial: Any) -> float:
+    def objective(trial: optuna.Trial) -> float:
         done["number"] = trial.number
         _record_owner(trial.study._storage, trial._trial_id, ctx)
         return trial_objective(trial, ctx, data)
@@ -123,7 +134,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
             study.optimize(objective, n_trials=1, catch=(TrialFailed,))
     except spool.SpoolWriteError as exc:
         # Nothing more can be recorded here: the parent stops the sweep (Optuna failed the trial).
-        return fault_outcome(done.get("number", -1), exc.strerror, stop=True)
+        return fault_outcome(done.get("number", -1), exc.strerror or str(exc), stop=True)
     except Exception as exc:
         disk = disk_error(exc)
         if disk is not None:  # the journal's disk is full or read-only: nothing more can be recorded

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .tracker import Tracker
     from .sync import sync_all
+    from .tracker import Tracker
 
 __all__ = ['Tracker', 'sync_all']
 

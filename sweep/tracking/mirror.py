@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep.tracking import spool
-from sweep.tracking.store import log_batch
 from sweep.tracking.outage import Health, short_reason
+from sweep.tracking.store import log_batch
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -131,7 +131,7 @@ class SpoolMirror:
         else:
             self.unsaved.discard(path)
 
-    def _apply(self, client: MlflowClient, experiment_id: str, parent_run_ids: dict[str, str], path: Path,
+    def _apply(self, client: MlflowClient, experiment_id: str, parent_run_ids: dict[str, str], path: Path,  # noqa: C901 - one branch per spool event kind (start/epoch/end), applied in file order
                st: FileState, events: list[dict[str, Any]]) -> None:
         from mlflow.entities import Metric
 

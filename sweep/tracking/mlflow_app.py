@@ -21,10 +21,12 @@ Everything else is MLflow's server unchanged (the same FastAPI app
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from flask import Response
-
+from flask.typing import ResponseReturnValue
 from mlflow.server import app as flask_app
 from mlflow.server.fastapi_app import app  # noqa: F401  (what uvicorn serves: MLflow's ASGI app around flask_app)
 
@@ -34,12 +36,13 @@ MACHINE_LEARNING = "machine_learning"
 SET_VIEW_SCRIPT = (f"<script>try{{localStorage.setItem({json.dumps(WORKFLOW_TYPE_KEY)},"
                    f"{json.dumps(json.dumps(MACHINE_LEARNING))})}}catch(e){{}}</script>")
 
-_mlflow_serve = flask_app.view_functions["serve"]
+# MLflow's serve is a plain (not async) view: what it returns is what a view may return.
+_mlflow_serve = cast("Callable[[], ResponseReturnValue]", flask_app.view_functions["serve"])
 
 
-def serve_in_machine_learning_view() -> Response:
+def serve_in_machine_learning_view() -> ResponseReturnValue:
     """MLflow's index.html with SET_VIEW_SCRIPT first in <head>; anything else (no UI built) as MLflow serves it."""
-    index = Path(flask_app.static_folder) / "index.html"
+    index = Path(flask_app.static_folder or "") / "index.html"  # MLflow always names its static folder
     if not index.exists():
         return _mlflow_serve()
     html = index.read_text(encoding="utf-8")

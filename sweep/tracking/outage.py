@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweep.tracking import spool
 from sweep.redact import mask_text
+from sweep.tracking import spool
 
 PARENTS_NAME = ".parents.json"  # not *.jsonl: never read as events
 

@@ -19,6 +19,7 @@ tells the parent whether the process that owns a RUNNING trial still exists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -116,10 +117,8 @@ class RunRecorder:
             if written != len(line):  # a short write: the disk filled up mid-line
                 raise OSError(28, os.strerror(28))
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, size)  # drop the partial line: what was recorded stays valid
-            except OSError:
-                pass
             raise self._error(exc) from None
 
     def start(self, run_name: str, parent: str, params: Mapping[str, Any], tags: Mapping[str, Any]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def summary_tags(summary: Mapping[str, float]) -> dict[str, str]:
     return {summary_key(k): f"{float(v):.10g}" for k, v in summary.items()}
 
 
-def summary_metrics(run: Any) -> dict[str, float]:
+def summary_metrics(run: Run) -> dict[str, float]:
     """A run's one-shot figures by bare name ('best_val_acc': 0.97, ...).
 
     THE reader of them: the tag `summary/<name>`, else (stores written
@@ -77,7 +78,7 @@ def summary_metrics(run: Any) -> dict[str, float]:
 _STATE_OF_STATUS = {"FINISHED": "COMPLETE", "FAILED": "FAIL", "KILLED": "FAIL"}
 
 
-def run_state(run: Any) -> str:
+def run_state(run: Run) -> str:
     """How a trial or cell run ended, in Optuna's words: COMPLETE, PRUNED, FAIL (or RUNNING...).
 
     From the run's `state` tag (sweep.tracking.spool.STATE_TAG), not its MLflow status:

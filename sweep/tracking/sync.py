@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from sweep.tracking import spool
 from sweep.config.domains import ConfigError
 from sweep.paths import STATE_ROOT, STUDY_KEY_TAG, check_study_name, read_record, study_folders, study_name_of
-from sweep.tracking.outage import ParentBook, backlog, short_reason
 from sweep.redact import mask_url
+from sweep.tracking import spool
+from sweep.tracking.outage import ParentBook, backlog, short_reason
 from sweep.tracking.tracker import ParentSpec, Tracker
 
 # Exit code when something could not be uploaded (MLflow failed meanwhile).
@@ -74,7 +74,7 @@ def sync_all(workdir: Path, tracking_uri: str, *, study: str | None = None, out:
             # may be a new one (mlflow.db deleted, another --tracking-uri), and the
             # tracker then sends every run again.
             experiment, specs = _parents(spool_dir, study_name_of(study_dir))
-            tracker = Tracker(tracking_uri, experiment, spool_dir, specs, say=lambda line: out.write(line + "\n"))
+            tracker = Tracker(tracking_uri, experiment, spool_dir, specs, say=lambda line: print(line, file=out))
             try:
                 after = tracker.sync_now()
             except Exception as exc:

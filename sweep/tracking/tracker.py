@@ -33,15 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sweep.paths import STUDY_KEY_TAG
+from sweep.redact import mask_url
 from sweep.tracking.mirror import SpoolMirror
-from sweep.tracking.store import (
-    PARENT_KEY_TAG,
-    find_parent_run,
-    get_or_create_experiment,
-    log_batch,
-    make_client,
-)
-from sweep.tracking.outage import (  # noqa: F401  (tracking_wait_seconds, limit_http_retries: re-exported)
+from sweep.tracking.outage import (
     RETRY_MAX_SECONDS,
     RETRY_MIN_SECONDS,
     Backlog,
@@ -51,8 +46,13 @@ from sweep.tracking.outage import (  # noqa: F401  (tracking_wait_seconds, limit
     limit_http_retries,
     tracking_wait_seconds,
 )
-from sweep.paths import STUDY_KEY_TAG
-from sweep.redact import mask_url
+from sweep.tracking.store import (
+    PARENT_KEY_TAG,
+    find_parent_run,
+    get_or_create_experiment,
+    log_batch,
+    make_client,
+)
 
 if TYPE_CHECKING:  # importing mlflow costs ~1.8 s: only the tracker thread does it
     from mlflow.tracking import MlflowClient

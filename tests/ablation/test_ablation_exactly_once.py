@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from sweep_helpers import SWEEP, mlflow_runs, run_cli, sweep_env
 
 # Small and quick per cell; many cells, so a skipped one shows.
@@ -247,8 +248,8 @@ with claim_cell(Path(sys.argv[1]), "cell-n60-k1-s0") as claim:
 
 def test_a_cell_claim_excludes_a_live_process_and_passes_to_the_next_when_its_holder_is_killed(
         tmp_path: Path) -> None:
-    from sweep.tracking import spool
     from sweep.ablation.claims import claim_cell
+    from sweep.tracking import spool
 
     holder = subprocess.Popen([sys.executable, "-c", _HOLD_CLAIM, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sweep.ablation.runner import study_timing
-
-from sweep.ablation.grid import Cell
-from sweep.config.sweep_file import TrainParams, load_config
 from sweep.ablation.cost import Measured, cell_seconds, describe, estimate_cost
+from sweep.ablation.grid import Cell
+from sweep.ablation.runner import study_timing
+from sweep.config.sweep_file import TrainParams, load_config
 from sweep_helpers import SWEEP, mlflow_runs, run_cli, sweep_env, write_config
 
 SPACE = """
@@ -68,7 +67,7 @@ def test_estimate_is_within_a_factor_of_two_of_the_measured_wall_time(tmp_path: 
     print(out)
     assert describe(est) in out  # printed before the first cell
     assert out.index("estimated ") < out.index("[  1/8]")
-    _, parents, children = mlflow_runs(tmp_path)
+    _, _parents, children = mlflow_runs(tmp_path)
     cells_runs = [r for r in children if r.data.tags.get("sweep.kind") == "cell"]
     assert len(cells_runs) == 8 and {r.info.status for r in cells_runs} == {"FINISHED"}
     wall = (max(r.info.end_time for r in cells_runs) - min(r.info.start_time for r in cells_runs)) / 1000

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from sweep_helpers import run_cli
 
 from sweep.ablation.grid import Cell, ablation_name, check_grid_size, grid_cells
-from sweep.config.sweep_file import AblationConfig, ConfigError, TrainParams, load_config
 from sweep.config.factors import cell_levels, level_text, level_value
+from sweep.config.sweep_file import AblationConfig, ConfigError, TrainParams, load_config
+from sweep_helpers import run_cli
 
 PARAMS = TrainParams(keep_prob=1.0, hidden_dims=(128,), learning_rate=2e-3, normalization="none",
                      weight_scale=0.05, batch_size=50, epochs=6)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from scipy import stats as sps
+
 from sweep_helpers import mlflow_runs, run_cli
 
 TOML = """

@@ -146,7 +146,7 @@ def test_pruned_failed_and_gapless_trials_are_left_out() -> None:
     assert "noise" in result["gap"]["fanova"].params
 
     points = trend_vs_keep_prob(study)
-    assert [p.number for p in points] == list(range(12)) + [14]
+    assert [p.number for p in points] == [*range(12), 14]
     assert math.isnan(points[-1].gap) and not math.isnan(points[0].gap)
     frozen = study.trials[0]
     assert points[0].keep_prob == frozen.params["keep_prob"]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sweep_helpers import run_cli
-
 from sweep.config.sweep_file import available_cores
+from sweep_helpers import run_cli
 
 
 def test_no_more_workers_than_trials_and_oversubscribe_allows_more_than_the_cores(tmp_path: Path) -> None:

@@ -263,7 +263,7 @@ def test_an_unknown_key_with_no_close_match_lists_the_known_ones(tmp_path: Path)
 
 def test_toml_syntax_errors_name_the_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "[sweep]\ntrials = = 3\n")
-    with pytest.raises(ConfigError, match="not valid TOML.*line 2") as info:
+    with pytest.raises(ConfigError, match=r"not valid TOML.*line 2") as info:
         load_config(path)
     assert str(info.value).startswith(str(path))
 
@@ -348,7 +348,7 @@ ROUND_TRIP = [
     base_params(),
     base_params(keep_prob=1.0, hidden_dims=(1024,), normalization="batchnorm", update_rule="sgd_momentum"),
     base_params(keep_prob=0.30000000000000004, hidden_dims=(512, 256, 128, 64), learning_rate=1.2345678901234567e-05,
-                reg=3.14, weight_scale=0.05, batch_size=7, epochs=3, lr_decay=0.9),  # fmt: skip
+                reg=3.14, weight_scale=0.05, batch_size=7, epochs=3, lr_decay=0.9),
 ]
 
 
@@ -534,7 +534,7 @@ def test_ablation_params_explicit_then_best_then_error() -> None:
     assert AblationConfig(params=explicit).base_params(best) == explicit
     assert AblationConfig().base_params(best) == best
     assert AblationConfig(epochs=2).base_params(best) == replace(best, epochs=2)
-    with pytest.raises(ValueError, match="ablation.params"):
+    with pytest.raises(ValueError, match=r"ablation.params"):
         AblationConfig().base_params(None)
 
 
@@ -542,5 +542,5 @@ def test_sweep_config_jobs_and_study_name() -> None:
     assert SweepConfig().resolved_jobs() == len(os.sched_getaffinity(0))
     assert SweepConfig(jobs=3).resolved_jobs() == 3
     assert SweepConfig().study_name == "dropout-digits" and SweepConfig(study="s").study_name == "s"
-    with pytest.raises(ValueError, match="sweep.trials: must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"sweep.trials: must be an integer >= 1"):
         SweepConfig(trials=0)

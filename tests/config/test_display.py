@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from sweep.config.display import format_number, readable_params
-from sweep.search.progress import format_params
 from sweep.config.space import SearchSpace
+from sweep.search.progress import format_params
 
 
 @pytest.mark.parametrize(("value", "kwargs", "text"), [

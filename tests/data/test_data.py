@@ -268,7 +268,7 @@ def test_batch_pickle_that_would_run_code_is_refused(
     assert (tmp_path / "ran").exists()
     (tmp_path / "ran").unlink()
     (root / "cifar-10-batches-py" / "data_batch_2").write_bytes(payload)
-    with pytest.raises(DatasetError, match="data_batch_2 .*refusing to load global"):
+    with pytest.raises(DatasetError, match=r"data_batch_2 .*refusing to load global"):
         tiny(root, cache)
     assert not (tmp_path / "ran").exists()  # ... load_dataset does not
 

@@ -73,7 +73,7 @@ def build_archive(
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.server.hits.append(self.path)
         if self.path not in self.server.routes:
             self.send_error(404)
@@ -127,9 +127,9 @@ def test_download_verifies_extracts_in_place_and_loads(server: _Server, tmp_path
     data = tmp_path / "data"
     dest = download_cifar10(data, url, md5=hashlib.md5(archive).hexdigest(), progress=False)
     assert dest == data / "cifar-10-batches-py"
-    assert left_in(data) == ["cifar-10-batches-py"] + sorted(
+    assert left_in(data) == ["cifar-10-batches-py", *sorted(
         f"cifar-10-batches-py/{n}" for n in [*BATCHES, "batches.meta"]
-    ), "no temp file or folder left beside the data"
+    )], "no temp file or folder left beside the data"
     d = load_dataset("cifar10", data, num_train=40, num_val=10, num_test=10, cache_dir=tmp_path / "cache")
     assert np.array_equal(d["y_test"], y_test)
     assert download_cifar10(data, url, md5=hashlib.md5(archive).hexdigest()) == dest
@@ -212,7 +212,7 @@ def test_unreachable_server_explains_how_to_get_the_data(tmp_path: Path) -> None
     with socket.socket() as s:  # a port that nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(DatasetError, match="could not download.*sweep data download cifar10"):
+    with pytest.raises(DatasetError, match=r"could not download.*sweep data download cifar10"):
         download_cifar10(tmp_path / "data", f"http://127.0.0.1:{port}/x.tar.gz", progress=False)
     assert left_in(tmp_path / "data") == []
 
@@ -225,7 +225,7 @@ def test_progress_bar_goes_to_stderr(server: _Server, tmp_path: Path, capsys: py
 
 
 def test_file_url_imports_an_archive_fetched_elsewhere(tmp_path: Path) -> None:
-    archive, y_test = build_archive()
+    archive, _y_test = build_archive()
     path = tmp_path / "cifar-10-python.tar.gz"
     path.write_bytes(archive)
     dest = download_cifar10(tmp_path / "data", path.as_uri(), md5=hashlib.md5(archive).hexdigest(), progress=False)

@@ -89,7 +89,7 @@ def test_batchnorm_alt_matches_step_by_step():
     gamma, beta = r.standard_normal(20), r.standard_normal(20)
     dout = r.standard_normal((50, 20))
     _, cache = layers.batchnorm_forward(x, gamma, beta, {"mode": "train"})
-    for a, b in zip(layers.batchnorm_backward(dout, cache), layers.batchnorm_backward_alt(dout, cache)):
+    for a, b in zip(layers.batchnorm_backward(dout, cache), layers.batchnorm_backward_alt(dout, cache), strict=True):
         assert rel_error(a, b) < 1e-10
 
 
@@ -201,12 +201,12 @@ def test_dropout_keep_prob_one_draws_nothing():
 
 @pytest.mark.parametrize("keep_prob", [0.0, -0.1, 1.5, float("nan")])
 def test_dropout_rejects_bad_keep_prob(keep_prob):
-    with pytest.raises(ValueError, match="keep_prob.*\\(0, 1\\]"):
+    with pytest.raises(ValueError, match=r"keep_prob.*\(0, 1\]"):
         layers.dropout_forward(np.ones((2, 2)), {"mode": "train", "keep_prob": keep_prob, "seed": 0})
 
 
 def test_dropout_needs_a_mask_source():
-    with pytest.raises(ValueError, match="rng.*seed"):
+    with pytest.raises(ValueError, match=r"rng.*seed"):
         layers.dropout_forward(np.ones((2, 2)), {"mode": "train", "keep_prob": 0.5})
 
 

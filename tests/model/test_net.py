@@ -155,7 +155,7 @@ def test_dropout_seed_fixes_each_layers_mask():
     x = np.ones((4, 30))
     masks = [layers.dropout_forward(x, p)[1][1] for p in net.dropout_params]
     again = [layers.dropout_forward(x, p)[1][1] for p in net.dropout_params]
-    assert all(np.array_equal(a, b) for a, b in zip(masks, again))
+    assert all(np.array_equal(a, b) for a, b in zip(masks, again, strict=True))
     assert not np.array_equal(masks[0], masks[1])  # a different mask per layer
 
 

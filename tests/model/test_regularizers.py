@@ -230,7 +230,7 @@ def test_input_dropout_shifts_no_hidden_mask():
         assert np.array_equal(a.params[name], b.params[name]), name
     for _ in range(2):
         a.loss(X, y), b.loss(X, y)
-    for pa, pb in zip(a.dropout_params, b.dropout_params):
+    for pa, pb in zip(a.dropout_params, b.dropout_params, strict=True):
         assert pa["rng"].bit_generator.state == pb["rng"].bit_generator.state
 
 
@@ -375,7 +375,7 @@ def test_arms_of_one_seed_start_equal_and_see_the_same_batches():
         solver = RecordingSolver(net, data, batch_size=10, num_epochs=3, seed=22, **solver_kwargs)
         solver.train()
         orders.append(np.concatenate(solver.batch_ids))
-    for params, order in zip(initial[1:], orders[1:]):
+    for params, order in zip(initial[1:], orders[1:], strict=True):
         assert all(np.array_equal(params[k], initial[0][k]) for k in params)
         assert np.array_equal(order, orders[0])
 

@@ -99,7 +99,7 @@ def test_on_epoch_gets_documented_metrics():
                     on_epoch=lambda epoch, metrics: calls.append((epoch, dict(metrics))))
     solver.train()
     assert [e for e, _ in calls] == [1, 2, 3]
-    for (epoch, m), stored in zip(calls, solver.epoch_metrics):
+    for (epoch, m), stored in zip(calls, solver.epoch_metrics, strict=True):
         assert set(m) == set(METRIC_KEYS) and m == stored
         assert all(type(v) is float for v in m.values())
         assert m["gap"] == pytest.approx(m["train_acc"] - m["val_acc"])

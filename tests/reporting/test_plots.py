@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from sweep.reporting import figures as plots
 from sweep.analysis.importance import ImportanceResult, TrendPoint
 from sweep.analysis.stats import AblationSummary, Cell, summarize
+from sweep.reporting import figures as plots
 
 SIZES = (500, 2000)
 KEEPS = (1.0, 0.5, 0.25)
@@ -32,7 +32,7 @@ def synthetic_cells(seeds: int = 4, epochs: int = 6) -> list[Cell]:
                 ep = list(range(1, epochs + 1))
                 val = [base * (1 - math.exp(-e / 2)) + 0.02 * (1 - keep) + rng.normal(0, 0.003)
                        for e in ep]
-                train = [v + 0.4 * keep * (1 - math.exp(-e / 3)) for e, v in zip(ep, val)]
+                train = [v + 0.4 * keep * (1 - math.exp(-e / 3)) for e, v in zip(ep, val, strict=True)]
                 cells.append(Cell(size, keep, seed, max(val), train[-1], val[-1],
                                   train[-1] - val[-1], 1.2 - val[-1], ep, train, val))
     return cells
@@ -55,7 +55,7 @@ def assert_png(path: Path, out: Path) -> None:
 def test_learning_curves(summary: AblationSummary, tmp_path: Path) -> None:
     fig = plots.learning_curves_figure(summary)
     assert len(fig.axes) == len(SIZES)
-    for ax, size in zip(fig.axes, SIZES):
+    for ax, size in zip(fig.axes, SIZES, strict=True):
         assert len(ax.lines) == 2 * len(KEEPS)  # train + val per keep_prob
         assert f"{size:,}" in ax.get_title()
         solid = [ln for ln in ax.lines if ln.get_linestyle() == "-"]
@@ -170,11 +170,11 @@ def test_bad_input_is_named(summary: AblationSummary, tmp_path: Path) -> None:
 def test_plotting_never_imports_pyplot(tmp_path: Path) -> None:
     code = (
         "import sys, numpy as np\n"
-        "sys.path.insert(0, %r)\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_plots import synthetic_cells\n"
         "from sweep.reporting import figures as plots\nfrom sweep.analysis import stats\n"
         "s = stats.summarize(synthetic_cells(2, 3), rng=np.random.default_rng(0), n_resamples=20)\n"
-        "plots.plot_learning_curves(s, %r)\n"
+        f"plots.plot_learning_curves(s, {str(tmp_path / 'x.png')!r})\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
-    ) % (str(Path(__file__).parent), str(tmp_path / "x.png"))
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

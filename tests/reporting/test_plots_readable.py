@@ -8,8 +8,8 @@ import math
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from sweep.reporting import figures as plots
 from sweep.analysis.importance import ImportanceResult, TrendPoint
+from sweep.reporting import figures as plots
 
 
 def history(bad: float | None) -> list[plots.HistoryPoint]:
@@ -52,7 +52,7 @@ def test_importance_footnotes_stay_inside_their_panel() -> None:
     for ax in fig.axes:
         [note] = [t for t in ax.texts if "ped_anova" in t.get_text()]
         box = note.get_window_extent(renderer)
-        assert 0 <= box.x0 and box.x1 <= width and box.y0 >= 0, (box, width)
+        assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0, (box, width)
     left_note = next(t for t in left.texts if "ped_anova" in t.get_text()).get_window_extent(renderer)
     assert left_note.x1 < right.get_window_extent(renderer).x0  # not running into the next panel
 

@@ -66,7 +66,7 @@ def test_numbers_in_the_text_are_the_summarys() -> None:
     text = verdict(summ)
     found = SENTENCE.findall(text)
     assert len(found) == 2
-    for (size, keep, d, lo, hi, op, p, n, words, gd, glo, ghi, gop, gp, gwords) in found:
+    for (size, keep, d, lo, hi, op, p, n, _words, gd, glo, ghi, gop, gp, gwords) in found:
         comp = summ.comparisons[(int(size.replace(",", "")), float(keep))]
         acc, gap = comp.results["best_val_acc"], comp.results["gap"]
         for shown, value in ((d, acc.mean_diff), (lo, acc.diff.low), (hi, acc.diff.high),
@@ -169,7 +169,7 @@ def test_markdown_tables_match_summary() -> None:
     labels = {"best val acc": "best_val_acc", "final train acc": "final_train_acc", "final val acc": "final_val_acc",
               "train−val gap": "gap", "val loss": "val_loss"}
     for row in paired:
-        size, keep, metric, n, diff, ci, p_t, p_t_h, p_w, p_w_h, d_z, g_z = row
+        size, keep, metric, n, diff, _ci, p_t, p_t_h, p_w, p_w_h, d_z, _g_z = row
         res = summ.comparisons[(int(size.replace(",", "")), float(keep))].results[labels[metric]]
         scale, digits = (1.0, 3) if metric == "val loss" else (100.0, 1)
         assert num(diff) == pytest.approx(round(res.mean_diff * scale, digits))

@@ -134,7 +134,7 @@ def test_the_gap_column_can_be_recomputed_from_the_table_beside_it() -> None:
     cols = [c.strip() for c in header.strip("|").split("|")]
     assert "final val acc (%)" in cols and "train−val gap = final train − final val (points)" in cols
     for row in table_rows(md, "| size | keep_prob | seeds"):
-        value = {c: float(v.split(" ")[0].replace("−", "-")) for c, v in zip(cols, row) if " [" in v}
+        value = {c: float(v.split(" ")[0].replace("−", "-")) for c, v in zip(cols, row, strict=False) if " [" in v}
         gap = value["final train acc (%)"] - value["final val acc (%)"]
         assert abs(value["train−val gap = final train − final val (points)"] - gap) <= 0.1 + 1e-9
 

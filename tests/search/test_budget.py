@@ -116,7 +116,7 @@ def test_timeout_kill_stops_the_running_trials_and_requeues_them_like_an_interru
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     assert sorted(t.system_attrs["failed_trial"] for t in waiting) == sorted(t.number for t in stopped)
     assert wall <= BUDGET + RUN_MARGIN, wall  # no waiting for the running trials
-    _, parents, children = mlflow_runs(tmp_path)
+    _, _parents, children = mlflow_runs(tmp_path)
     assert not [r for r in children if r.info.status == "RUNNING"]
     assert {r.info.status for r in children if int(r.data.tags["optuna.trial_number"]) in
             {t.number for t in stopped}} == {"KILLED"}

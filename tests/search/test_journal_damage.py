@@ -11,10 +11,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-from sweep_helpers import SWEEP, sweep_env
 
 from sweep.search.journal import LINE_KEY
 from sweep.search.study import make_storage
+from sweep_helpers import SWEEP, sweep_env
 
 
 def _journal(tmp_path: Path) -> list[str]:
@@ -31,8 +31,8 @@ def _damage(lines: list[str], how: str) -> list[str]:
     if how == "deleted":
         return lines[:k] + lines[k + 1:]
     if how == "duplicated":
-        return lines[: k + 1] + [lines[k]] + lines[k + 1:]
-    return lines[:k] + [lines[k].replace('":', '"', 1)] + lines[k + 1:]  # "Expecting ':' delimiter"
+        return [*lines[: k + 1], lines[k], *lines[k + 1:]]
+    return [*lines[:k], lines[k].replace('":', '"', 1), *lines[k + 1:]]  # "Expecting ':' delimiter"
 
 
 @pytest.mark.parametrize("command", ["status", "run"])

@@ -14,8 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.tracking.store import CURVE_METRICS
 from sweep.search.reproducible import ATTR, LaggedPruner, LaggedSampler, check_study, given_up_line, wait_for_past
+from sweep.tracking.store import CURVE_METRICS
 from sweep_helpers import load_study, mlflow_runs, run_cli, write_config
 
 TINY_SPACE = """

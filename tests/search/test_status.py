@@ -22,9 +22,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.tracking.store import ui_url
 from sweep.config.display import format_number
 from sweep.search.study import retried_numbers
+from sweep.tracking.store import ui_url
 from sweep_helpers import load_study, mlflow_runs, run_cli, run_cli_interrupted, running_worker, sweep_env
 
 MIXED = """
@@ -77,7 +77,7 @@ def _status_counts(text: str) -> dict[str, int]:
     match = COUNTS.search(text)
     assert match, text
     keys = ("complete", "pruned", "failed", "running", "waiting", "requeued")
-    return {k: int(v or 0) for k, v in zip(keys, match.groups())}
+    return {k: int(v or 0) for k, v in zip(keys, match.groups(), strict=True)}
 
 
 def _study_counts(study: optuna.Study) -> dict[str, int]:

@@ -19,10 +19,18 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from sweep.tracking import spool
 from sweep.search.study import WORKER_ATTR, check_target, counted_trials, make_storage, requeue, spool_path
+from sweep.tracking import spool
 from sweep_helpers import (
-    SLOW_SPACE, SWEEP, dead_pid, load_study, mlflow_runs, run_cli, running_worker, sweep_env, trial_context,
+    SLOW_SPACE,
+    SWEEP,
+    dead_pid,
+    load_study,
+    mlflow_runs,
+    run_cli,
+    running_worker,
+    sweep_env,
+    trial_context,
     write_config,
 )
 
@@ -47,7 +55,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]
     finally:
         for p in procs:
             p.kill()
-    for p, out in zip(procs, outs):
+    for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out
     return workdir, outs
 
@@ -141,8 +149,8 @@ def test_a_task_starts_no_trial_at_the_target_but_runs_a_dead_workers_requeued_o
 ) -> None:
     from sweep.config.sweep_file import load_config
     from sweep.search.progress import Progress
-    from sweep.search.worker import run_one_trial
     from sweep.search.study import open_study
+    from sweep.search.worker import run_one_trial
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     cfg = load_config(None, {"study": "target", "trials": 2, "epochs": 1})

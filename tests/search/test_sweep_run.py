@@ -71,7 +71,7 @@ def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) ->
     urls = re.findall(r"https?://\S+", first.stdout)
     assert len(urls) == 3 and all("?workflowType=machine_learning" in u for u in urls), urls
     assert urls[0].endswith("&viewStateShareKey=dropout-sweep") and urls[1].endswith("?workflowType=machine_learning")
-    client, parents, children = mlflow_runs(tmp_path)
+    _client, parents, children = mlflow_runs(tmp_path)
     exp = parents["study"].info.experiment_id
     best = next(r for r in children if r.data.tags["optuna.trial_number"] == str(load_study(tmp_path).best_trial.number))
     assert f"/#/experiments/{exp}/runs/{parents['study'].info.run_id}?workflowType" in urls[1]
@@ -110,7 +110,8 @@ def test_same_trial_gives_the_same_curve_with_one_or_two_jobs(tmp_path: Path) ->
 
 
 def test_diverging_trial_fails_with_reason_and_the_sweep_goes_on(tmp_path: Path) -> None:
-    space = SLOW_SPACE.replace('learning_rate = {low = 1e-3, high = 3e-3, log = true}', "learning_rate = {low = 1e30, high = 1e31, log = true}")
+    space = SLOW_SPACE.replace('learning_rate = {low = 1e-3, high = 3e-3, log = true}',
+                              "learning_rate = {low = 1e30, high = 1e31, log = true}")
     space = space.replace('normalization = "batchnorm"', 'normalization = "none"').replace("epochs = 12", "epochs = 3")
     # Adam moves every weight by ~lr per step: 1e30 overflows float32 scores on the next step.
     cfg = write_config(tmp_path / "diverge.toml", space)

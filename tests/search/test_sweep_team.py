@@ -10,6 +10,7 @@ case with no heartbeat to fall back on.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -25,11 +26,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweep.tracking import spool
 from sweep.search import study as sweep_study
 from sweep.search.study import WORKER_ATTR, make_storage, reap_stale_trials, spool_path
+from sweep.tracking import spool
 from sweep_helpers import (
-    SLOW_SPACE, dead_pid, load_study, mlflow_runs, run_cli, run_cli_interrupted, trial_context, write_config,
+    SLOW_SPACE,
+    dead_pid,
+    load_study,
+    mlflow_runs,
+    run_cli,
+    run_cli_interrupted,
+    trial_context,
+    write_config,
 )
 
 STATUS_OF = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
@@ -335,8 +343,8 @@ def test_a_task_rerun_after_its_worker_died_trains_that_workers_trial(
     The re-run task must fail the dead worker's trial and train its params (journal
     storage: no heartbeat would ever do it)."""
     from sweep.config.sweep_file import load_config
-    from sweep.search.worker import run_one_trial
     from sweep.search.study import open_study
+    from sweep.search.worker import run_one_trial
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     cfg = load_config(None, {"study": "rerun", "trials": 2, "epochs": 1})
@@ -463,7 +471,7 @@ def test_jobs_caps_the_trials_in_flight_on_a_dask_cluster(
             results = list(_parallel_trials(ctx, 4, jobs, 1, dask_client.scheduler.address))
         assert sorted(r["number"] for r in results) == [0, 1, 2, 3]
         runs = spans(tmp_path / ".sweep" / cfg.study_name / "spool")
-        overlaps = sum(1 for (_, end, _), (start, _, _) in zip(runs, runs[1:]) if start < end)
+        overlaps = sum(1 for (_, end, _), (start, _, _) in itertools.pairwise(runs) if start < end)
         if jobs == 1:
             assert overlaps == 0, runs
         else:

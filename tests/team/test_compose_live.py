@@ -336,8 +336,8 @@ def test_dask_profile_runs_the_trials_in_both_worker_containers(stack: ComposeSt
     import distributed
     import optuna
 
-    from sweep.tracking import spool
     from sweep.search.study import WORKER_ATTR
+    from sweep.tracking import spool
     from test_sweep_team import _assert_study_mirrored
 
     # Back to the main file only (the previous test left basic auth on), with the cluster.

@@ -143,7 +143,7 @@ def two_process_study(optuna_url: str) -> str:
     optuna.create_study(study_name=name, storage=optuna_url, sampler=optuna.samplers.TPESampler(seed=0))
     workers = [_worker(optuna_url, name, 4), _worker(optuna_url, name, 4)]
     for proc in workers:
-        out, err = proc.communicate(timeout=120)
+        _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     return name
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from sweep.tracking import spool
 from sweep.ablation.grid import Cell as GridCell
 from sweep.ablation.grid import finished_cells
-from sweep.tracking.store import make_client, run_state, summary_metrics, summary_tags
 from sweep.reporting.report import cells_from_runs
+from sweep.tracking import spool
+from sweep.tracking.store import make_client, run_state, summary_metrics, summary_tags
 
 
 @pytest.mark.parametrize(("state", "interrupted", "status"), [

@@ -107,7 +107,7 @@ def test_two_trackers_on_one_spool_folder_log_each_run_and_step_once(tmp_path: P
     names = [f"trial-{n:04d}" for n in range(6)]
     recorders = [spool.RunRecorder(spool_dir / f"{name}.jsonl") for name in names]
     epochs = 4
-    for rec, name in zip(recorders, names):  # new files while both poll: the moment both used to create a run
+    for rec, name in zip(recorders, names, strict=True):  # new files while both poll: the moment both used to create a run
         rec.start(name, "study", {"keep_prob": 0.5}, {"optuna.trial_number": name[-1]})
         time.sleep(0.01)
     for e in range(1, epochs + 1):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from services import ServerProcess, free_port
 from sweep_helpers import SWEEP, load_study, mlflow_runs, run_cli, sweep_env
 
