@@ -161,6 +161,8 @@ def test_two_ablations_of_one_grid_at_once_train_each_cell_once(tmp_path: Path) 
         wait_for(lambda: cells_mid_training(tmp_path) >= 1)
         for path in spool_dir_of(tmp_path).glob("*.jsonl"):
             if '"event":"end"' not in path.read_text():
+                # A file its worker created a moment ago may not hold its start record yet.
+                wait_for(lambda path=path: "\n" in path.read_text())
                 pid = json.loads(path.read_text().splitlines()[0])["pid"]
                 workers.add(pid)
                 os.kill(pid, signal.SIGSTOP)
