@@ -21,7 +21,7 @@ GRAD_TOL = 1e-6  # relative error of an analytic gradient against the numeric on
 # The numeric reference is the four-point stencil at h = 1e-4 (model.gradcheck),
 # absolutely accurate to a few 1e-12 of the checked scalar; elements below
 # RESOLUTION times that scalar's size are held to an absolute bound (as in
-# tests/model/test_layers.py), so gradients near zero read as noise, not as errors.
+# tests/net/test_layers.py), so gradients near zero read as noise, not as errors.
 RESOLUTION = 5e-5
 
 

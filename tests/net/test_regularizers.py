@@ -178,7 +178,7 @@ def _relu_inputs(net: FullyConnectedNet, X: np.ndarray) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("keep_prob", [1.0, 0.6])
 def test_gradients_with_input_dropout(keep_prob):
-    # As tests/model/test_net.py: float64, fourth-order differences, a point with every
+    # As tests/net/test_net.py: float64, fourth-order differences, a point with every
     # ReLU input at least 2e-2 from the kink and jittered biases.
     rng = np.random.default_rng(int(keep_prob * 10))
     while True:
