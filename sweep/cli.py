@@ -158,7 +158,8 @@ def _preflight(args: argparse.Namespace, cfg, *, storage: bool = True) -> None:
     from sweep.mlflow_store import default_tracking_uri
     from sweep.preflight import check_storage, check_tracking_uri
 
-    check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"))
+    check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"),
+                       experiment=cfg.study_name)
     if storage:
         check_storage(cfg.storage, _origin(args, "storage"))
 
