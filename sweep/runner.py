@@ -244,6 +244,8 @@ def run_sweep(
                 # Tasks found the target reached counting trials RUNNING in another sweep
                 # process: those count when they end, so resubmit only for what is still
                 # open (e.g. trials re-queued meanwhile), not again for them.
+                if dask_scheduler and not other_sweep_processes(study.user_attrs):
+                    _reclaim_lost(study, out, say)  # trials whose Dask worker vanished: re-queued
                 check = with_storage_retry(check_target, study, cfg.trials, say=say)
                 missing = max(cfg.trials - check.counted - check.running, check.waiting)
                 if missing <= 0:
@@ -270,6 +272,16 @@ def run_sweep(
     outcome.fault = fault
     with_storage_retry(mark_sweep_process, study, cfg.trials, ended=True)
     return outcome
+
+
+def _reclaim_lost(study: Any, out: TextIO, say: Any) -> None:
+    from sweep.dask_lost import LOST_WAIT_SECONDS, reclaim_lost_trials
+    from sweep.study import with_storage_retry
+
+    lost = with_storage_retry(reclaim_lost_trials, study, say=say)
+    if lost:
+        out.write(f"trial(s) {lost} ran on a Dask worker that is gone (no heartbeat within "
+                  f"{LOST_WAIT_SECONDS} s): failed and re-queued\n")
 
 
 def _dask_threads(scheduler: str) -> int:
