@@ -12,10 +12,12 @@ import urllib.error
 import urllib.request
 from base64 import b64encode
 from pathlib import Path
+import json
 from typing import Any
 
 from compose_engine import ComposeStack
 
+# Passed to compose's --wait-timeout: the stack must be healthy within this.
 UP_TIMEOUT_S = 600
 
 
@@ -127,3 +129,44 @@ def endpoints(stack: ComposeStack) -> list[tuple[str, str]]:
         ("GET", f"{dashboard}/"), ("GET", f"{dashboard}/dashboard"), ("GET", f"{dashboard}/api/meta"),
         ("GET", f"{dashboard}/api/studies"), ("DELETE", f"{dashboard}/api/studies/1"),
     ]
+
+
+def dashboard_trials(stack: ComposeStack, study: str) -> list[dict[str, Any]]:
+    base = stack.url("OPTUNA_DASHBOARD_PORT")
+    status, body = http(f"{base}/api/studies", auth=stack.admin)
+    assert status == 200, body[:500]
+    ids = [s["study_id"] for s in json.loads(body)["study_summaries"] if s["study_name"] == study]
+    assert len(ids) == 1, body[:1000]
+    status, body = http(f"{base}/api/studies/{ids[0]}?after=0", auth=stack.admin)
+    assert status == 200, body[:500]
+    return json.loads(body)["trials"]
+
+
+def report_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_report_downloads(sw: Any, target: Path, study: str) -> None:
+    """The report folder comes back, byte for byte, through MLflow's artifact proxy."""
+    from mlflow.tracking import MlflowClient
+
+    from sweep_helpers import mlflow_runs
+
+    _, parents, _ = mlflow_runs(None, study, tracking_uri=sw.tracking_uri)
+    parent = parents["study"]
+    assert parent.info.artifact_uri.startswith("mlflow-artifacts:/"), parent.info.artifact_uri  # proxied
+    client = MlflowClient(tracking_uri=sw.tracking_uri)
+    got = Path(client.download_artifacts(parent.info.run_id, "report", str(target)))
+    expected = report_files(sw.report)
+    assert "report.md" in expected and any(name.endswith(".png") for name in expected), sorted(expected)
+    assert report_files(got) == expected
+
+
+def assert_login_required(stack: ComposeStack) -> None:
+    for method, url in endpoints(stack):
+        assert http(url, method=method)[0] == 401, (method, url)
+        assert http(url, method=method, auth=("admin", "wrong-password-123"))[0] == 401, (method, url)
+    assert http(f"{stack.url('MLFLOW_PORT')}/health")[0] == 200  # liveness needs no login
+    assert http(f"{stack.url('MLFLOW_PORT')}/api/2.0/mlflow/experiments/search?max_results=1",
+                 auth=stack.admin)[0] == 200
+    assert http(f"{stack.url('OPTUNA_DASHBOARD_PORT')}/api/studies", auth=stack.admin)[0] == 200

@@ -17,9 +17,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +34,9 @@ from compose_engine import (
     serve_wheels,
     wheel_folder,
 )
-from compose_ops import backup, client_certs, endpoints, fingerprint, http, restore
+from compose_ops import (assert_login_required, assert_report_downloads, backup, client_certs, dashboard_trials,
+                         fingerprint, http, restore, UP_TIMEOUT_S)
+from services import free_port
 from sweep_helpers import SWEEP, sweep_env
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1500)]
@@ -45,8 +44,6 @@ pytestmark = [pytest.mark.compose, pytest.mark.timeout(1500)]
 SERVERS = {"postgres", "mlflow", "optuna-dashboard", "proxy"}
 ONE_SHOTS = {"optuna-schema", "certs"}
 STUDY = "compose-digits"
-# Passed to compose's --wait-timeout: the stack must be healthy within this.
-UP_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="session")
@@ -161,48 +158,17 @@ def team_sweep(stack: ComposeStack, tmp_path_factory: pytest.TempPathFactory) ->
     return TeamSweep(workdir, storage, tracking, workdir / "report")
 
 
-def _dashboard_trials(stack: ComposeStack, study: str) -> list[dict[str, Any]]:
-    base = stack.url("OPTUNA_DASHBOARD_PORT")
-    status, body = http(f"{base}/api/studies", auth=stack.admin)
-    assert status == 200, body[:500]
-    ids = [s["study_id"] for s in json.loads(body)["study_summaries"] if s["study_name"] == study]
-    assert len(ids) == 1, body[:1000]
-    status, body = http(f"{base}/api/studies/{ids[0]}?after=0", auth=stack.admin)
-    assert status == 200, body[:500]
-    return json.loads(body)["trials"]
-
-
-def _report_files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _assert_report_downloads(sw: TeamSweep, target: Path) -> None:
-    """The report folder comes back, byte for byte, through MLflow's artifact proxy."""
-    from mlflow.tracking import MlflowClient
-
-    from sweep_helpers import mlflow_runs
-
-    _, parents, _ = mlflow_runs(None, STUDY, tracking_uri=sw.tracking_uri)
-    parent = parents["study"]
-    assert parent.info.artifact_uri.startswith("mlflow-artifacts:/"), parent.info.artifact_uri  # proxied
-    client = MlflowClient(tracking_uri=sw.tracking_uri)
-    got = Path(client.download_artifacts(parent.info.run_id, "report", str(target)))
-    expected = _report_files(sw.report)
-    assert "report.md" in expected and any(name.endswith(".png") for name in expected), sorted(expected)
-    assert _report_files(got) == expected
-
-
 def test_a_sweep_logs_its_study_runs_curves_and_report_to_the_stack(
     stack: ComposeStack, team_sweep: TeamSweep, tmp_path: Path
 ) -> None:
     from test_sweep_team import _assert_study_mirrored  # 6 trials, 6 children under one parent, full curves
 
     _assert_study_mirrored(team_sweep.storage, team_sweep.tracking_uri, STUDY, 6)
-    trials = _dashboard_trials(stack, STUDY)
+    trials = dashboard_trials(stack, STUDY)
     assert sorted(t["number"] for t in trials) == list(range(6))
     assert all(t["state"] in ("Complete", "Pruned", "Fail") for t in trials), [t["state"] for t in trials]
     assert any(t["intermediate_values"] for t in trials)
-    _assert_report_downloads(team_sweep, tmp_path / "download")
+    assert_report_downloads(team_sweep, tmp_path / "download", STUDY)
     # The proxy wrote them into the mlflow-artifacts volume, under the server's artifact folder.
     found = stack.compose("exec", "-T", "mlflow", "find", "/mlflow/artifacts", "-name", "report.md").stdout
     assert found.strip().endswith("/artifacts/report/report.md"), found
@@ -212,21 +178,11 @@ def test_a_sweep_logs_its_study_runs_curves_and_report_to_the_stack(
 # the login, the secrets
 
 
-def _assert_login_required(stack: ComposeStack) -> None:
-    for method, url in endpoints(stack):
-        assert http(url, method=method)[0] == 401, (method, url)
-        assert http(url, method=method, auth=("admin", "wrong-password-123"))[0] == 401, (method, url)
-    assert http(f"{stack.url('MLFLOW_PORT')}/health")[0] == 200  # liveness needs no login
-    assert http(f"{stack.url('MLFLOW_PORT')}/api/2.0/mlflow/experiments/search?max_results=1",
-                 auth=stack.admin)[0] == 200
-    assert http(f"{stack.url('OPTUNA_DASHBOARD_PORT')}/api/studies", auth=stack.admin)[0] == 200
-
-
 def test_without_a_login_every_published_endpoint_but_health_answers_401(stack: ComposeStack,
                                                                          team_sweep: TeamSweep) -> None:
-    _assert_login_required(stack)
+    assert_login_required(stack)
     # The study the sweep made is still there: the unauthenticated DELETE did nothing.
-    assert _dashboard_trials(stack, STUDY)
+    assert dashboard_trials(stack, STUDY)
 
 
 def test_no_secret_in_compose_config_docker_inspect_or_any_command_line(stack: ComposeStack,
@@ -354,9 +310,9 @@ def test_down_then_up_keeps_study_runs_artifacts_and_the_login(
     # The plain command the docs give: the login stays (it is in the one compose file).
     stack.compose("up", "-d", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), timeout=UP_TIMEOUT_S + 60)
     _assert_healthy(stack, SERVERS)
-    _assert_login_required(stack)
+    assert_login_required(stack)
     _assert_study_mirrored(team_sweep.storage, team_sweep.tracking_uri, STUDY, 6)
-    _assert_report_downloads(team_sweep, tmp_path / "after-restart")
+    assert_report_downloads(team_sweep, tmp_path / "after-restart", STUDY)
 
 
 def test_a_missing_login_is_exit_2_before_training(stack: ComposeStack, tmp_path: Path) -> None:
@@ -496,3 +452,47 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_sweep(stack: ComposeStack, 
     # Bring the killed worker back as the docs say (a killed container stays down).
     stack.compose("--profile", "dask", "up", "-d", "--scale", "dask-worker=2", "--wait",
                   "--wait-timeout", str(UP_TIMEOUT_S), timeout=UP_TIMEOUT_S + 60)
+
+
+@pytest.mark.filterwarnings("ignore:Mismatched versions found")
+def test_a_second_machine_joins_as_a_worker_through_the_proxy_with_the_team_certificate(
+    stack: ComposeStack, dask_stack: dict[str, str], tmp_path: Path
+) -> None:
+    """docs/team.md's `dask worker tls://stackhost:8786 ... --contact-address`: this host plays the
+    other machine, reachable from the containers at its address on the compose network."""
+    import os
+    import signal
+
+    import distributed
+    import optuna
+
+    from sweep.study import WORKER_ATTR
+
+    stack.compose("--profile", "dask", "up", "-d", "--scale", "dask-worker=0", "--wait",
+                  "--wait-timeout", str(UP_TIMEOUT_S), timeout=UP_TIMEOUT_S + 60)
+    network = stack.engine.inspect(f"{stack.project}_default")[0]
+    here = network["IPAM"]["Config"][0]["Gateway"]  # this machine, as the containers reach it
+    port = stack.ports["DASK_SCHEDULER_PORT"]
+    listen = f"tls://{here}:{free_port()}"
+    certs = {k.rsplit("__", 1)[-1].lower(): v for k, v in dask_stack.items() if "TLS" in k}
+    worker = subprocess.Popen(
+        [str(Path(SWEEP[0]).parent / "dask"), "worker", f"tls://127.0.0.1:{port}", "--nworkers", "2",
+         "--nthreads", "1", "--no-dashboard", "--tls-ca-file", certs["ca_file"], "--tls-cert", certs["cert"],
+         "--tls-key", certs["key"], "--listen-address", listen, "--contact-address", listen],
+        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        with distributed.Client(f"tls://127.0.0.1:{port}", timeout=30) as client:
+            client.wait_for_workers(2, timeout=120)
+            pids = set(client.run(os.getpid).values())
+        name, storage = "compose-dask-remote", stack.storage_url()
+        out = _sweep(tmp_path, "run", "--study", name, "--storage", storage, "--tracking-uri",
+                     stack.url("MLFLOW_PORT"), "--dask-scheduler", f"tls://127.0.0.1:{port}", "--trials", "4",
+                     "--epochs", "2", env=dask_stack)
+        assert "4/4" in out and "best trial" in out, out
+        ran_in = {t.system_attrs[WORKER_ATTR]["pid"]
+                  for t in optuna.load_study(study_name=name, storage=storage).get_trials()}
+        assert ran_in <= pids, (ran_in, pids)  # every trial in the joined worker processes
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
