@@ -212,13 +212,6 @@ def test_no_secret_in_compose_config_docker_inspect_or_any_command_line(stack: C
 # inside the compose network, and what is published
 
 
-def test_services_reach_mlflow_by_name_inside_the_network(stack: ComposeStack) -> None:
-    probe = ("import urllib.request as u\n"
-             "print(u.urlopen('http://mlflow:5000/health', timeout=10).read().decode())\n")
-    out = stack.compose("exec", "-T", "optuna-dashboard", "python", "-c", probe).stdout.split()
-    assert out == ["OK"]
-
-
 @pytest.mark.parametrize(("role", "other"), [("optuna", "mlflow"), ("mlflow", "optuna")])
 def test_each_database_role_reads_only_its_own_database(stack: ComposeStack, role: str, other: str) -> None:
     password = stack.secrets[f"{role.upper()}_DB_PASSWORD"]
@@ -418,37 +411,39 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_sweep(stack: ComposeStack, 
 
     scheduler = f"tls://127.0.0.1:{stack.ports['DASK_SCHEDULER_PORT']}"
     name, storage = "compose-dask-kill", stack.storage_url()
+    # Long trials (the first ones are never pruned): the kill lands mid-trial.
     proc = subprocess.Popen([*SWEEP, "run", "--study", name, "--storage", storage,
                              "--tracking-uri", stack.url("MLFLOW_PORT"), "--dask-scheduler", scheduler,
-                             "--trials", "4", "--epochs", "8"],
+                             "--trials", "4", "--epochs", "150"],
                             cwd=tmp_path, env={**sweep_env(tmp_path), **dask_stack},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        victim = None
-        deadline = time.monotonic() + 300
+        victim, deadline = None, time.monotonic() + 300
         while victim is None and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(1)
+            time.sleep(0.2)
             try:
                 running = [t for t in optuna.load_study(study_name=name, storage=storage).get_trials()
                            if t.state.name == "RUNNING" and WORKER_ATTR in t.system_attrs]
             except KeyError:
                 continue
             if running:
-                victim = running[0].system_attrs[WORKER_ATTR]["host"]
+                victim = running[0]
         assert victim is not None, "no trial started on a worker"
-        ids = [c["Id"] for c in stack.containers("dask-worker") if c["Config"]["Hostname"] == victim]
+        host = victim.system_attrs[WORKER_ATTR]["host"]
+        ids = [c["Id"] for c in stack.containers("dask-worker") if c["Config"]["Hostname"] == host]
         stack.engine.docker("kill", *ids)
         out, _ = proc.communicate(timeout=600)  # hangs -> TimeoutExpired fails the test
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, out
-    assert "4/4" in out and "best trial" in out, out
-    # One line says what happened to the lost trial (not "running in another sweep process").
-    assert "ran on a Dask worker that is gone" in out and "failed and re-queued" in out, out
-    assert "in another sweep process" not in out, out
+    assert proc.returncode == 0 and "4/4" in out and "best trial" in out, out
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 4, [t.state for t in trials]
+    # The killed trial failed (Optuna's heartbeat, in a later task's check, or the sweep's own
+    # `ran on a Dask worker that is gone` line once its tasks ran out) and was trained again.
+    assert trials[victim.number].state.name == "FAIL", out
+    assert "in another sweep process" not in out
+    assert [t.params for t in trials].count(trials[victim.number].params) == 2
     # Bring the killed worker back as the docs say (a killed container stays down).
     stack.compose("--profile", "dask", "up", "-d", "--scale", "dask-worker=2", "--wait",
                   "--wait-timeout", str(UP_TIMEOUT_S), timeout=UP_TIMEOUT_S + 60)
@@ -458,20 +453,20 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_sweep(stack: ComposeStack, 
 def test_a_second_machine_joins_as_a_worker_through_the_proxy_with_the_team_certificate(
     stack: ComposeStack, dask_stack: dict[str, str], tmp_path: Path
 ) -> None:
-    """docs/team.md's `dask worker tls://stackhost:8786 ... --contact-address`: this host plays the
-    other machine, reachable from the containers at its address on the compose network."""
+    """docs/team.md's `dask worker ... --contact-address`: this host plays the other machine."""
     import os
     import signal
 
     import distributed
     import optuna
+    from distributed.security import Security
 
     from sweep.study import WORKER_ATTR
 
     stack.compose("--profile", "dask", "up", "-d", "--scale", "dask-worker=0", "--wait",
                   "--wait-timeout", str(UP_TIMEOUT_S), timeout=UP_TIMEOUT_S + 60)
-    network = stack.engine.inspect(f"{stack.project}_default")[0]
-    here = network["IPAM"]["Config"][0]["Gateway"]  # this machine, as the containers reach it
+    # This machine, as the containers reach it: the compose network's gateway.
+    here = stack.engine.inspect(f"{stack.project}_default")[0]["IPAM"]["Config"][0]["Gateway"]
     port = stack.ports["DASK_SCHEDULER_PORT"]
     listen = f"tls://{here}:{free_port()}"
     certs = {k.rsplit("__", 1)[-1].lower(): v for k, v in dask_stack.items() if "TLS" in k}
@@ -482,7 +477,9 @@ def test_a_second_machine_joins_as_a_worker_through_the_proxy_with_the_team_cert
         cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:
-        with distributed.Client(f"tls://127.0.0.1:{port}", timeout=30) as client:
+        team = Security(tls_ca_file=certs["ca_file"], tls_client_cert=certs["cert"], tls_client_key=certs["key"],
+                        require_encryption=True)
+        with distributed.Client(f"tls://127.0.0.1:{port}", security=team, timeout=30) as client:
             client.wait_for_workers(2, timeout=120)
             pids = set(client.run(os.getpid).values())
         name, storage = "compose-dask-remote", stack.storage_url()
