@@ -36,7 +36,6 @@ from compose_engine import (
 )
 from compose_ops import (assert_login_required, assert_report_downloads, backup, client_certs, dashboard_trials,
                          fingerprint, http, restore, UP_TIMEOUT_S)
-from services import free_port
 from sweep_helpers import SWEEP, sweep_env
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1500)]
@@ -366,8 +365,8 @@ def test_a_dask_client_without_the_certificate_is_refused(stack: ComposeStack, d
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-days", "1", "-subj", "/CN=intruder", "-keyout", str(tmp_path / "k.pem"),
                     "-out", str(tmp_path / "c.pem")], check=True, capture_output=True)
-    own = Security(tls_ca_file=dask_stack["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"], tls_client_cert=str(tmp_path / "c.pem"),
-                   tls_client_key=str(tmp_path / "k.pem"), require_encryption=True)
+    own = Security(tls_ca_file=dask_stack["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"], require_encryption=True,
+                   tls_client_cert=str(tmp_path / "c.pem"), tls_client_key=str(tmp_path / "k.pem"))
     with pytest.raises((OSError, TimeoutError)):
         distributed.Client(f"tls://127.0.0.1:{port}", security=own, timeout=10)
     team = Security(tls_ca_file=dask_stack["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"],
@@ -453,7 +452,7 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_sweep(stack: ComposeStack, 
 def test_a_second_machine_joins_as_a_worker_through_the_proxy_with_the_team_certificate(
     stack: ComposeStack, dask_stack: dict[str, str], tmp_path: Path
 ) -> None:
-    """docs/team.md's `dask worker ... --contact-address`: this host plays the other machine."""
+    """docs/team.md's `dask worker tls://stackhost:8786 ... --host`: this host plays the other machine."""
     import os
     import signal
 
@@ -468,19 +467,21 @@ def test_a_second_machine_joins_as_a_worker_through_the_proxy_with_the_team_cert
     # This machine, as the containers reach it: the compose network's gateway.
     here = stack.engine.inspect(f"{stack.project}_default")[0]["IPAM"]["Config"][0]["Gateway"]
     port = stack.ports["DASK_SCHEDULER_PORT"]
-    listen = f"tls://{here}:{free_port()}"
     certs = {k.rsplit("__", 1)[-1].lower(): v for k, v in dask_stack.items() if "TLS" in k}
     worker = subprocess.Popen(
         [str(Path(SWEEP[0]).parent / "dask"), "worker", f"tls://127.0.0.1:{port}", "--nworkers", "2",
          "--nthreads", "1", "--no-dashboard", "--tls-ca-file", certs["ca_file"], "--tls-cert", certs["cert"],
-         "--tls-key", certs["key"], "--listen-address", listen, "--contact-address", listen],
-        cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+         "--tls-key", certs["key"], "--host", here],
+        cwd=tmp_path, env=sweep_env(tmp_path), stdout=open(tmp_path / "worker.log", "wb"),
+        stderr=subprocess.STDOUT, start_new_session=True)
     try:
         team = Security(tls_ca_file=certs["ca_file"], tls_client_cert=certs["cert"], tls_client_key=certs["key"],
                         require_encryption=True)
         with distributed.Client(f"tls://127.0.0.1:{port}", security=team, timeout=30) as client:
-            client.wait_for_workers(2, timeout=120)
+            try:
+                client.wait_for_workers(2, timeout=180)
+            except Exception:  # WorkerStartTimeoutError: say why, from the worker's own output
+                raise AssertionError((tmp_path / "worker.log").read_text()[-3000:]) from None
             pids = set(client.run(os.getpid).values())
         name, storage = "compose-dask-remote", stack.storage_url()
         out = _sweep(tmp_path, "run", "--study", name, "--storage", storage, "--tracking-uri",
