@@ -181,6 +181,7 @@ def run_sweep(
                     tags={"optuna.study": name, "sweep.kind": "study",
                           NOTE_TAG: study_note(name, cfg.dataset, cfg.trials)})],
         on_run_created=record_run_id, say=say_to(out),
+        max_behind=None if dask_scheduler else jobs,  # MLflow at most ~2 x jobs runs behind
     ).start()
 
     in_flight = jobs  # trials that run at once, for the progress line's "running"

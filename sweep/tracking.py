@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sweep.backpressure import Gate
 from sweep.mirror import SpoolMirror
 from sweep.mlflow_store import (
     PARENT_KEY_TAG,
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 
 # Lock file in a spool folder, held by the tracker syncing it (not a *.jsonl: never read as events).
 LOCK_NAME = ".tracker.lock"
+# Seconds to the next poll after one that sent events (more are likely on their way).
+BUSY_POLL_SECONDS = 0.02
 
 
 @dataclass
@@ -87,6 +90,13 @@ class Tracker:
         poll_seconds: how often to look for new events.
         say: prints one line to the person running the sweep (the outage and
             catch-up lines, see sweep.outage.Health); default: a log warning.
+        max_behind: hold the workers back (sweep.backpressure) while this many
+            runs have ended, or have no run yet, and are not in MLflow; None:
+            never (nothing waits on this folder's workers).
+
+    A poll that sent something is followed by the next one after
+    `BUSY_POLL_SECONDS`, not `poll_seconds`: on short trials runs end every few
+    tens of milliseconds, and the backlog must not wait half a second.
 
     Trackers in other processes (or threads) may mirror the same spool folder:
     they take turns through the folder's lock file, and a poll that finds the
@@ -108,6 +118,7 @@ class Tracker:
         on_run_created: Callable[[dict[str, Any], str], None] | None = None,
         poll_seconds: float = 0.5,
         say: Callable[[str], None] | None = None,
+        max_behind: int | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -128,6 +139,10 @@ class Tracker:
         self._client: MlflowClient | None = None
         self.health = Health(mask_url(tracking_uri) or "", self.spool_dir, say or (lambda line: log.warning("%s", line)))
         self.mirror = SpoolMirror(self.spool_dir, self.health, on_run_created)
+        self.gate = Gate(self.spool_dir, max_behind)
+        # SWEEP_MIRROR_LOG=FILE: one line per sync that found work, "unix-time behind sent"
+        # (bench/big_study.py draws the backlog over time from it).
+        self._mirror_log = os.environ.get("SWEEP_MIRROR_LOG")
         self.drained = False  # the final drain sent everything (parents included)
         self._reopen = True  # False in sync_now: complete what a sweep left, re-open nothing
         self._end_status: str | None = None  # the parents' end, once stop() gave it
@@ -175,13 +190,14 @@ class Tracker:
         # One HTTP call may still be under way when the deadline passes: it ends within
         # MLflow's (limited) timeout and retries.
         self._thread.join(timeout + 2 * float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")) + 5)
+        self.gate.open()
         return self.backlog()
 
     def backlog(self) -> Backlog:
         """What is not in MLflow yet: the spool folder as its side files say, corrected
         by what this tracker knows but could not save there."""
         return backlog(self.spool_dir, known=self.mirror.known(),
-                       parents_queued=set(self._parent_queue))
+                       parents_queued=set(self._parent_queue), closed=self.mirror.closed_names)
 
     def log_parent(
         self, key: str, metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None
@@ -252,8 +268,9 @@ class Tracker:
                 if stopping:
                     self.drained = True
                     return
-                wait = self.poll_seconds
+                wait = min(self.poll_seconds, BUSY_POLL_SECONDS) if sent else self.poll_seconds
             except Exception as exc:  # a flaky or dead server must not kill the sweep: retry later
+                self.gate.open()  # an outage must not hold the sweep back: the spool folder keeps all
                 self.health.failed(exc)
                 log.debug("MLflow sync failed, will retry in %.0f s: %s", delay, exc)
                 if stopping and (self._deadline is None or time.monotonic() + delay > self._deadline):
@@ -431,7 +448,14 @@ class Tracker:
         with self._locked(block) as locked:
             if not locked:
                 return 0
-            return self.mirror.sync(self._client, self.experiment_id, self.parent_run_ids)
+            # Not while the outage lasts: the gate is for a tracker that is merely slow.
+            on_behind = None if self.health.down else self.gate.update
+            sent = self.mirror.sync(self._client, self.experiment_id, self.parent_run_ids, on_behind)
+        self.gate.open()  # what it counted is in MLflow now; the next poll, soon, counts again
+        if sent and self._mirror_log:
+            with contextlib.suppress(OSError), open(self._mirror_log, "a") as f:
+                f.write(f"{time.time():.3f} {self.mirror.behind} {sent}\n")
+        return sent
 
     @property
     def runs_created(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from sweep import spool
+from sweep.backpressure import wait_for_mirror
 from sweep.budget import over_deadline
 from sweep.objective import TrialContext, TrialFailed, trial_objective
 from sweep.recovery import fail_and_requeue, fault_outcome
@@ -66,6 +67,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         with_storage_retry,
     )
 
+    # MLflow behind on short trials: the parent's tracker holds new trials back (sweep.backpressure).
+    wait_for_mirror(ctx.spool_dir)
     if over_deadline(ctx.deadline):  # first: costs no storage read
         return _budget_skip()
     # A new worker's first storage connection may meet a restarting database too.

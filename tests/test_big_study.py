@@ -1,0 +1,172 @@
+"""Issue 23 (big studies stay fast): the MLflow mirror without a search per run, its backpressure,
+and the report/status parts that must not grow with the study. Real SQLite stores and processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sweep import spool
+from sweep.backpressure import GATE_NAME, Gate, wait_for_mirror
+from sweep.mirror import SPOOL_FILE_TAG
+from sweep.mlflow_store import child_runs
+from sweep.tracking import ParentSpec, Tracker
+
+
+def _write_run(spool_dir: Path, name: str, epochs: int = 2) -> Path:
+    path = spool_dir / f"{name}.jsonl"
+    with spool.RunRecorder(path) as rec:
+        rec.start(name, "study", {"keep_prob": 0.5}, {"optuna.trial_number": name[-4:]})
+        for e in range(1, epochs + 1):
+            rec.epoch(e, {"val_acc": 0.1 * e})
+        rec.end("FINISHED", {"state": "COMPLETE"}, {"best_val_acc": 0.1 * epochs})
+    return path
+
+
+class _CountingSearches:
+    """Counts the searches for child runs by the trackers' real clients (the calls still go to
+    MLflow); finding the parent run when connecting is not counted."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import sweep.tracking
+
+        self.calls = 0
+        real_make = sweep.tracking.make_client
+
+        def make_client(uri: str) -> Any:
+            client = real_make(uri)
+            real = client.search_runs
+
+            def search_runs(*args: object, **kwargs: object) -> object:
+                self.calls += any(k in str(kwargs.get("filter_string")) for k in ("parentRunId", SPOOL_FILE_TAG))
+                return real(*args, **kwargs)
+
+            client.search_runs = search_runs
+            return client
+
+        monkeypatch.setattr(sweep.tracking, "make_client", make_client)
+
+
+def test_runs_that_appear_after_the_tracker_started_are_created_without_a_search(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run used to cost a search_runs (slower as the experiment grows): a file new to a
+    running tracker cannot have a run yet, unless its side file says one is being created."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    searches = _CountingSearches(monkeypatch)
+    tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=0.05).start()
+    assert tracker.wait_ready(60)
+    names = [f"trial-{n:04d}" for n in range(8)]
+    for name in names:
+        _write_run(spool_dir, name)
+    left = tracker.stop(parent_status="FINISHED")
+    assert left.empty, left.describe()
+    assert searches.calls == 0
+    runs = child_runs(tracker.client, tracker.experiment_id, tracker.parent_run_ids["study"])
+    assert sorted(r.info.run_name for r in runs) == names
+    for name in names:  # the marker is cleared once the id is saved
+        side = json.loads((spool_dir / f"{name}.state").read_text())
+        assert side["closed"] and side["run_id"] and not side["creating"]
+
+
+def test_a_run_made_by_a_tracker_that_died_before_saving_its_id_is_found_not_made_twice(tmp_path: Path) -> None:
+    """The side file says `creating` (a create_run whose id was never saved): the next sync
+    looks the run up by its spool-file tag, also in a tracker that was already running."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=3600).start()
+    assert tracker.wait_ready(60)
+    client, parent = tracker.client, tracker.parent_run_ids["study"]
+    # What the other tracker did before it was killed: marker saved, run created, id not saved.
+    path = _write_run(spool_dir, "trial-0000")
+    path.with_suffix(".state").write_text(json.dumps({"run_id": None, "offset": 0, "closed": False,
+                                                      "creating": True}))
+    made = client.create_run(tracker.experiment_id, run_name="trial-0000",
+                             tags={SPOOL_FILE_TAG: path.name, "mlflow.parentRunId": parent})
+    left = tracker.stop(parent_status="FINISHED")
+    assert left.empty, left.describe()
+    runs = child_runs(client, tracker.experiment_id, parent)
+    assert [r.info.run_id for r in runs] == [made.info.run_id]
+    assert runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(made.info.run_id, "val_acc")] == [1, 2]
+
+
+def test_a_resume_with_many_unsent_files_lists_the_parents_runs_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Side files lost for 30 runs MLflow has: one listing finds them all, no run is made twice."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    names = [f"trial-{n:04d}" for n in range(30)]
+    for name in names:
+        _write_run(spool_dir, name)
+    first = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=0.05).start()
+    assert first.wait_ready(60)
+    assert first.stop(parent_status="FINISHED").empty
+    for side in spool_dir.glob("*.state"):
+        side.unlink()
+    searches = _CountingSearches(monkeypatch)
+    second = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=3600).start()
+    assert second.wait_ready(60)
+    assert second.stop(parent_status="FINISHED").empty
+    assert searches.calls == 1  # one listing (a page of up to 1000 runs), not 30 searches
+    runs = child_runs(second.client, second.experiment_id, second.parent_run_ids["study"])
+    assert sorted(r.info.run_name for r in runs) == names
+    assert second.runs_created == 0
+
+
+def test_the_tracker_closes_the_gate_while_it_is_behind_and_opens_it_after(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    seen: list[bool] = []
+    tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=3600, max_behind=2,
+                      on_run_created=lambda ev, rid: seen.append((spool_dir / GATE_NAME).exists())).start()
+    assert tracker.wait_ready(60)
+    for n in range(5):  # 5 runs ended, none in MLflow: more than max_behind
+        _write_run(spool_dir, f"trial-{n:04d}")
+    assert tracker.stop(parent_status="FINISHED").empty
+    assert seen == [True] * 5  # closed while those runs were being sent
+    assert not (spool_dir / GATE_NAME).exists()
+    assert tracker.gate.closed_seconds > 0
+
+
+def test_one_run_behind_below_the_limit_leaves_the_gate_open(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    seen: list[bool] = []
+    tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=3600, max_behind=2,
+                      on_run_created=lambda ev, rid: seen.append((spool_dir / GATE_NAME).exists())).start()
+    assert tracker.wait_ready(60)
+    _write_run(spool_dir, "trial-0000")
+    assert tracker.stop(parent_status="FINISHED").empty
+    assert seen == [False]
+
+
+def test_a_worker_waits_at_a_closed_gate_until_it_opens(tmp_path: Path) -> None:
+    gate = Gate(tmp_path, limit=2)
+    gate.update(3)
+    assert gate.closed
+    threading.Timer(0.3, gate.open).start()
+    waited = wait_for_mirror(tmp_path, max_seconds=30)
+    assert 0.25 < waited < 10
+    assert wait_for_mirror(tmp_path, max_seconds=30) < 0.1  # open: no wait
+
+
+def test_a_gate_left_by_a_dead_tracker_or_past_the_cap_holds_no_one(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / GATE_NAME).write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid,
+                                                  "proc_start": 1.0}))
+    assert wait_for_mirror(tmp_path, max_seconds=30) < 0.5
+    gate = Gate(tmp_path, limit=1)
+    gate.update(1)  # ours, alive, never opened: the cap ends the wait
+    t0 = time.monotonic()
+    wait_for_mirror(tmp_path, max_seconds=0.3)
+    assert 0.25 < time.monotonic() - t0 < 10
