@@ -23,7 +23,9 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sweep import spool
@@ -40,6 +42,8 @@ class Gate:
         self.closed = False
         self.closed_seconds = 0.0  # how long workers were held back in all
         self._since = 0.0
+        # Held by whoever decides: the tracker thread, and `watch_start_up` before it is ready.
+        self.lock = threading.RLock()
 
     def update(self, behind: int) -> None:
         """Close the gate when `behind` runs reach the limit, open it below."""
@@ -72,6 +76,30 @@ class Gate:
             self.path.unlink(missing_ok=True)
         self.closed = False
         self.closed_seconds += time.monotonic() - self._since
+
+    def watch_start_up(self, done: threading.Event, hold: Callable[[], bool], before: set[str],
+                       poll: float = 0.05) -> None:
+        """Until `done` is set, count the spool files that appear (none is in MLflow yet: the
+        tracker is still importing MLflow and opening the store) and close the gate at the limit.
+
+        So the first `limit` trials run while the tracker starts (its ~2 s of start-up do not
+        delay them), and the next ones wait for it. `hold()` False (an outage): leave it open.
+        `before`: the spool files there were before (`spool_names`), not counted.
+        """
+        if self.limit is None:
+            return
+        while not done.wait(poll):
+            with self.lock:
+                if done.is_set() or not hold():
+                    return
+                self.update(len(spool_names(self.path.parent) - before))
+
+
+def spool_names(spool_dir: Path) -> set[str]:
+    try:
+        return {n for n in os.listdir(spool_dir) if n.endswith(".jsonl")}
+    except OSError:
+        return set()
 
 
 def wait_for_mirror(spool_dir: Path, max_seconds: float | None = None, poll: float = 0.01) -> float:

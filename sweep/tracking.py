@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep.backpressure import Gate
+from sweep.backpressure import Gate, spool_names
 from sweep.mirror import SpoolMirror
 from sweep.mlflow_store import (
     PARENT_KEY_TAG,
@@ -158,7 +158,11 @@ class Tracker:
             entries = book.read()
             if locked and any(entries.get(k, {}).pop("end", None) is not None for k in list(self.parents)):
                 book.write(entries)
+        before = spool_names(self.spool_dir)
         self._thread.start()
+        if self.gate.limit is not None:
+            threading.Thread(target=self.gate.watch_start_up, args=(self.ready, lambda: not self.health.down, before),
+                             name="mlflow-gate", daemon=True).start()
         return self
 
     def wait_ready(self, timeout: float | None = None) -> bool:
@@ -190,7 +194,8 @@ class Tracker:
         # One HTTP call may still be under way when the deadline passes: it ends within
         # MLflow's (limited) timeout and retries.
         self._thread.join(timeout + 2 * float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")) + 5)
-        self.gate.open()
+        with self.gate.lock:
+            self.gate.open()
         return self.backlog()
 
     def backlog(self) -> Backlog:
@@ -270,8 +275,9 @@ class Tracker:
                     return
                 wait = min(self.poll_seconds, BUSY_POLL_SECONDS) if sent else self.poll_seconds
             except Exception as exc:  # a flaky or dead server must not kill the sweep: retry later
-                self.gate.open()  # an outage must not hold the sweep back: the spool folder keeps all
                 self.health.failed(exc)
+                with self.gate.lock:  # after `down` is set: the start-up watch then leaves it open
+                    self.gate.open()  # an outage must not hold the sweep back: the spool folder keeps all
                 log.debug("MLflow sync failed, will retry in %.0f s: %s", delay, exc)
                 if stopping and (self._deadline is None or time.monotonic() + delay > self._deadline):
                     return
@@ -449,13 +455,18 @@ class Tracker:
             if not locked:
                 return 0
             # Not while the outage lasts: the gate is for a tracker that is merely slow.
-            on_behind = None if self.health.down else self.gate.update
+            on_behind = None if self.health.down else self._hold_back
             sent = self.mirror.sync(self._client, self.experiment_id, self.parent_run_ids, on_behind)
-        self.gate.open()  # what it counted is in MLflow now; the next poll, soon, counts again
+        with self.gate.lock:
+            self.gate.open()  # what it counted is in MLflow now; the next poll, soon, counts again
         if sent and self._mirror_log:
             with contextlib.suppress(OSError), open(self._mirror_log, "a") as f:
                 f.write(f"{time.time():.3f} {self.mirror.behind} {sent}\n")
         return sent
+
+    def _hold_back(self, behind: int) -> None:
+        with self.gate.lock:
+            self.gate.update(behind)
 
     @property
     def runs_created(self) -> int:

@@ -82,15 +82,20 @@ def test_a_run_made_by_a_tracker_that_died_before_saving_its_id_is_found_not_mad
     looks the run up by its spool-file tag, also in a tracker that was already running."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spool_dir = tmp_path / "spool"
-    tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=3600).start()
-    assert tracker.wait_ready(60)
-    client, parent = tracker.client, tracker.parent_run_ids["study"]
+    earlier = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=3600).start()
+    assert earlier.wait_ready(60)
+    earlier.stop()
+    client, parent = earlier.client, earlier.parent_run_ids["study"]
+    tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=3600)  # running since
     # What the other tracker did before it was killed: marker saved, run created, id not saved.
-    path = _write_run(spool_dir, "trial-0000")
+    path = spool_dir / "trial-0000.jsonl"
     path.with_suffix(".state").write_text(json.dumps({"run_id": None, "offset": 0, "closed": False,
                                                       "creating": True}))
-    made = client.create_run(tracker.experiment_id, run_name="trial-0000",
+    _write_run(spool_dir, "trial-0000")
+    made = client.create_run(earlier.experiment_id, run_name="trial-0000",
                              tags={SPOOL_FILE_TAG: path.name, "mlflow.parentRunId": parent})
+    tracker.start()
+    assert tracker.wait_ready(60)
     left = tracker.stop(parent_status="FINISHED")
     assert left.empty, left.describe()
     runs = child_runs(client, tracker.experiment_id, parent)
@@ -170,3 +175,36 @@ def test_a_gate_left_by_a_dead_tracker_or_past_the_cap_holds_no_one(tmp_path: Pa
     t0 = time.monotonic()
     wait_for_mirror(tmp_path, max_seconds=0.3)
     assert 0.25 < time.monotonic() - t0 < 10
+
+
+def test_while_the_tracker_starts_the_gate_closes_once_limit_runs_appeared(tmp_path: Path) -> None:
+    """MLflow's import and the store take seconds: the first `limit` trials run meanwhile, the
+    next ones wait (the first 300-trial bench had 36 runs behind at its first sync)."""
+    (tmp_path / "trial-0000.jsonl").write_text("")  # an earlier sweep's: not counted
+    gate = Gate(tmp_path, limit=2)
+    ready = threading.Event()
+    watch = threading.Thread(target=gate.watch_start_up, args=(ready, lambda: True, {"trial-0000.jsonl"}, 0.01),
+                             daemon=True)
+    watch.start()
+    (tmp_path / "trial-0001.jsonl").write_text("")
+    time.sleep(0.2)
+    assert not gate.closed
+    (tmp_path / "trial-0002.jsonl").write_text("")
+    deadline = time.monotonic() + 10
+    while not gate.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ready.set()
+    assert gate.closed and (tmp_path / GATE_NAME).exists()
+    watch.join(10)
+    assert not watch.is_alive()
+
+
+def test_in_an_outage_at_start_up_the_gate_stays_open(tmp_path: Path) -> None:
+    gate = Gate(tmp_path, limit=1)
+    ready = threading.Event()
+    watch = threading.Thread(target=gate.watch_start_up, args=(ready, lambda: False, set(), 0.01), daemon=True)
+    watch.start()
+    (tmp_path / "trial-0001.jsonl").write_text("")
+    (tmp_path / "trial-0002.jsonl").write_text("")
+    watch.join(10)  # returns at once: nothing to hold back for
+    assert not watch.is_alive() and not gate.closed
