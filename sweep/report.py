@@ -117,9 +117,9 @@ def search_history(trials: list[Any]) -> list[Any]:
     return sorted(points, key=lambda p: (p.minutes, p.number))
 
 
-def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
+def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path, cache: Path | None = None) -> str:
     from sweep.display import readable_params
-    from sweep.importance import keep_prob_importance, trend_vs_keep_prob
+    from sweep.importance import cached_importance, keep_prob_importance, trend_vs_keep_prob
     from sweep.plots import plot_history, plot_importances, plot_sweep_scatter
 
     trials = study.get_trials(deepcopy=False)
@@ -142,7 +142,9 @@ def _sweep_section(cfg: SweepConfig, study: Any, out_dir: Path) -> str:
         lines.append("\n### Search progress\n\n")
         lines.append(_md_image(plot_history(history, out_dir / "figures" / "sweep_history.png"), out_dir,
                                "best validation accuracy so far against wall time and trial number"))
-    importances = keep_prob_importance(study, seed=cfg.seed)
+    # Reused while the study is unchanged (`cache`, .sweep/<study>/importance.json): fANOVA is the slow part.
+    importances = (cached_importance(study, cache, seed=cfg.seed) if cache is not None
+                   else keep_prob_importance(study, seed=cfg.seed))
     lines.append("\n### How much does keep_prob matter?\n")
     lines.append("| target | evaluator | keep_prob importance | rank | trials | note |\n|---|---|---|---|---|---|\n")
     for target, by_eval in importances.items():
@@ -248,7 +250,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     exp = client.get_experiment_by_name(name)
     study = None
     try:
-        study = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
+        study = open_study(cfg, _reader_storage(cfg.storage, paths.journal), create=False)
     except KeyError:  # no sweep for this name (an ablation of explicit params only)
         pass
     if exp is None and study is None:
@@ -270,7 +272,7 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
         summary = summarize(ab.cells, rng=rng) if ab.cells else None
         parts.append(_ablation_section(ab, summary, out_dir) + "\n")
     if study is not None:
-        parts.append(_sweep_section(cfg, study, out_dir))
+        parts.append(_sweep_section(cfg, study, out_dir, paths.state_dir / "importance.json"))
     report = out_dir / "report.md"
     report.write_text("".join(parts), encoding="utf-8")
 
@@ -283,6 +285,19 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
             parents.append(study_parent)
         upload_report(client, parents, out_dir, tracking_uri)
     return report
+
+
+def _reader_storage(url: str | None, journal: Path) -> Any:
+    """The study's storage for reading: a journal file from its snapshot (sweep.journal_cache)."""
+    from sweep.recovery import journal_path
+    from sweep.study import make_storage
+
+    path = journal_path(url, journal)
+    if path is not None and path.is_file():
+        from sweep.journal_cache import open_journal_for_reading
+
+        return open_journal_for_reading(path)
+    return make_storage(url, journal)
 
 
 class ReportNotUploaded(Exception):

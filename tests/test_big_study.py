@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from sweep import spool
@@ -208,3 +209,107 @@ def test_in_an_outage_at_start_up_the_gate_stays_open(tmp_path: Path) -> None:
     (tmp_path / "trial-0002.jsonl").write_text("")
     watch.join(10)  # returns at once: nothing to hold back for
     assert not watch.is_alive() and not gate.closed
+
+
+# -- reading a big study: journal snapshot, bounded fANOVA, cached importances --------------
+
+
+def _journal_study(path: Path, n: int, name: str = "s") -> None:
+    import optuna
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))),
+                                sampler=optuna.samplers.RandomSampler(seed=n), load_if_exists=True)
+    study.optimize(lambda t: t.suggest_float("keep_prob", 0.2, 1.0), n_trials=n)
+
+
+def test_a_journal_is_read_from_its_snapshot_and_the_records_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweep import journal_cache
+
+    monkeypatch.setattr(journal_cache, "REFRESH_RECORDS", 20)
+    journal = tmp_path / "optuna.journal"
+    _journal_study(journal, 12)
+    storage = journal_cache.open_journal_for_reading(journal)
+    assert len(storage.get_all_trials(0)) == 12
+    snap = journal_cache.snapshot_path(journal)
+    assert snap.is_file()  # over REFRESH_RECORDS records replayed: kept
+    _journal_study(journal, 3)  # the study goes on after the snapshot
+    backend = journal_cache.CachedJournalBackend(journal)
+    from optuna.storages import JournalStorage
+
+    again = JournalStorage(backend)
+    assert backend.snapshot_records > 0  # started from the snapshot ...
+    trials = again.get_all_trials(0)
+    assert [t.number for t in trials] == list(range(15))  # ... and read the 3 trials after it
+    assert [t.params for t in trials] == [t.params for t in _plain(journal)]
+
+
+def _plain(journal: Path) -> list[Any]:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(journal))).get_all_trials(0)
+
+
+def test_a_snapshot_of_another_journal_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal moved aside and a new study started in its place: read from the start."""
+    from sweep import journal_cache
+
+    monkeypatch.setattr(journal_cache, "REFRESH_RECORDS", 20)
+    journal = tmp_path / "optuna.journal"
+    _journal_study(journal, 12)
+    journal_cache.open_journal_for_reading(journal)
+    journal.rename(tmp_path / "old.journal")
+    _journal_study(journal, 14)  # longer than the snapshot's length: only its fingerprint tells
+    storage = journal_cache.open_journal_for_reading(journal)
+    assert [t.params for t in storage.get_all_trials(0)] == [t.params for t in _plain(journal)]
+    assert len(storage.get_all_trials(0)) == 14
+
+
+def test_fanova_on_a_big_study_uses_a_bounded_sample_and_says_so() -> None:
+    import optuna
+
+    from sweep import importance
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=2))
+
+    def objective(trial: optuna.Trial) -> float:
+        keep = trial.suggest_float("keep_prob", 0.2, 1.0)
+        trial.suggest_float("noise", 0.0, 1.0)
+        trial.set_user_attr("gap", 0.5 * keep)
+        return keep + 0.01 * np.random.default_rng(trial.number).normal()
+
+    study.optimize(objective, n_trials=importance.FANOVA_MAX_TRIALS + 40)
+    res = importance.keep_prob_importance(study, seed=0)
+    fanova = res["value"]["fanova"]
+    assert f"fANOVA on a random {importance.FANOVA_MAX_TRIALS} of the {importance.FANOVA_MAX_TRIALS + 40} trials" \
+        in fanova.note
+    assert fanova.rank("keep_prob") == 1
+    assert "random" not in res["value"]["ped_anova"].note  # PED-ANOVA sees them all
+
+
+def test_importances_are_reused_until_the_study_changes(tmp_path: Path) -> None:
+    import optuna
+
+    from sweep.importance import cached_importance
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
+    study.optimize(lambda t: t.suggest_float("keep_prob", 0.2, 1.0) + 0.1 * t.suggest_float("x", 0, 1),
+                   n_trials=30)
+    cache = tmp_path / "importance.json"
+    first = cached_importance(study, cache, seed=0)
+    stored = json.loads(cache.read_text())
+    stored["results"]["value"]["fanova"]["note"] = "from the cache"
+    cache.write_text(json.dumps(stored))
+    assert cached_importance(study, cache, seed=0)["value"]["fanova"].note == "from the cache"
+    assert cached_importance(study, cache, seed=1)["value"]["fanova"].note != "from the cache"  # other args
+    study.optimize(lambda t: t.suggest_float("keep_prob", 0.2, 1.0) + 0.1 * t.suggest_float("x", 0, 1),
+                   n_trials=1)
+    again = cached_importance(study, cache, seed=0)
+    assert again["value"]["fanova"].n_trials == 31 and first["value"]["fanova"].n_trials == 30
