@@ -166,6 +166,10 @@ def run_sweep(
         number = int(start["tags"]["optuna.trial_number"])
         trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
         try:
+            # A short trial has mostly ended by now: asked first, since a journal writes
+            # the refused record anyway (one more locked, fsynced append per run).
+            if storage.get_trial(trial_id).state.is_finished():
+                raise optuna.exceptions.UpdateFinishedTrialError()
             storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             # The trial ended before MLflow was up (its start-up overlaps the
