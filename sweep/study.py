@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep import spool
 from sweep.config import SweepConfig
+from sweep.sampler_scale import BoundedHistoryMixin
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_SECONDS = 10
@@ -192,13 +193,14 @@ def repair_journal(path: Path) -> str | None:
             f"kept in {path.name}.damaged); a trial it belonged to is re-run")
 
 
-class TrialSeededTPESampler(TPESampler):
+class TrialSeededTPESampler(BoundedHistoryMixin, TPESampler):
     """TPE re-seeded from (study seed, trial number) before every trial.
 
     Each worker process holds its own sampler; seeded once, they would all draw
     the same start-up samples. Re-seeding per trial number keeps them apart and
     makes a one-process study reproducible. (Touches TPESampler's `_rng` and its
-    inner random sampler's `_rng`; tests/test_study.py guards this.)
+    inner random sampler's `_rng`; tests/test_study.py guards this.) Its estimators
+    see a bounded history beyond 500 trials (sweep.sampler_scale).
     """
 
     def __init__(self, *, seed: int, **kwargs: Any) -> None:

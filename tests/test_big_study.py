@@ -313,3 +313,71 @@ def test_importances_are_reused_until_the_study_changes(tmp_path: Path) -> None:
                    n_trials=1)
     again = cached_importance(study, cache, seed=0)
     assert again["value"]["fanova"].n_trials == 31 and first["value"]["fanova"].n_trials == 30
+
+
+# -- TPE with a bounded history ---------------------------------------------------------------
+
+
+def _tpe_params(sampler_cls: type, n: int) -> list[dict[str, Any]]:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = sampler_cls(seed=5, multivariate=True, group=True, constant_liar=True, n_startup_trials=5)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        keep = trial.suggest_float("keep_prob", 0.2, 1.0)
+        depth = trial.suggest_int("depth", 1, 2)
+        widths = [trial.suggest_int(f"hidden_{i + 1}", 8, 64, log=True) for i in range(depth)]
+        return keep - 0.001 * sum(widths)
+
+    study.optimize(objective, n_trials=n)
+    return [t.params for t in study.trials]
+
+
+def test_below_the_cap_the_sweeps_tpe_samples_exactly_as_optunas() -> None:
+    """The CIFAR-10 hour (149-221 trials) must search as before: below HISTORY_CAP nothing changes."""
+    from optuna.samplers import TPESampler
+
+    from sweep.sampler_scale import BoundedHistoryMixin
+    from sweep.study import TrialSeededTPESampler
+
+    class Plain(TPESampler):  # the sweep's sampler before: re-seeded per trial, whole history
+        def __init__(self, *, seed: int, **kwargs: Any) -> None:
+            super().__init__(seed=seed, **kwargs)
+            self._base_seed = seed
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            state = int(np.random.SeedSequence([self._base_seed, trial.number]).generate_state(1)[0])
+            self._rng.rng.seed(state)
+            self._random_sampler._rng.rng.seed(state)
+            super().before_trial(study, trial)
+
+    assert BoundedHistoryMixin in TrialSeededTPESampler.__mro__
+    assert _tpe_params(TrialSeededTPESampler, 40) == _tpe_params(Plain, 40)
+
+
+def test_above_the_cap_tpe_sees_the_best_trials_a_seeded_sample_and_every_running_one() -> None:
+    import optuna
+
+    from sweep.sampler_scale import KEEP_BEST, bounded_history
+
+    trials = [optuna.trial.create_trial(params={}, distributions={}, value=float(i % 97))
+              for i in range(900)]
+    for i, t in enumerate(trials):
+        t.number = i
+    running = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING)
+    running.number = 900
+    trials.append(running)
+    kept = bounded_history(trials, True, 300, np.random.default_rng(1))
+    assert len(kept) == 301 and kept[-1] is running
+    assert [t.number for t in kept] == sorted(t.number for t in kept)  # trial order kept
+    best = sorted(trials[:900], key=lambda t: -t.value)[:KEEP_BEST]
+    assert {t.number for t in best} <= {t.number for t in kept}
+    again = bounded_history(trials, True, 300, np.random.default_rng(1))
+    assert [t.number for t in again] == [t.number for t in kept]  # the same seed, the same sample
+    assert bounded_history(trials[:200], True, 300, np.random.default_rng(1)) == trials[:200]
