@@ -115,7 +115,7 @@ def run_sweep(
     from sweep.status import mark_sweep_process, other_sweep_processes, record_experiment
     from sweep.study import (
         OWNERLESS_GRACE_SECONDS, check_target, counted_trials, make_storage, open_study, reap_stale_trials,
-        repair_journal, with_storage_retry,
+        repair_journal, spool_path, with_storage_retry,
     )
     from sweep.mlflow_store import default_tracking_uri
     from sweep.tracking import ParentSpec, Tracker
@@ -227,6 +227,8 @@ def run_sweep(
                 trials = _parallel_trials(ctx, missing, cfg.jobs if dask_scheduler else jobs, threads, dask_scheduler)
                 for res in trials:
                     progress.update(res)
+                    if res.get("number", -1) >= 0:  # the mirror's gate counts it at once (sweep.backpressure)
+                        tracker.trial_ended(spool_path(paths.spool_dir, res["number"]).name)
                     if res.get("stop"):
                         fault = res["reason"]
                         trials.close()  # no new trials: nothing more could be recorded

@@ -140,6 +140,8 @@ class Tracker:
         self.health = Health(mask_url(tracking_uri) or "", self.spool_dir, say or (lambda line: log.warning("%s", line)))
         self.mirror = SpoolMirror(self.spool_dir, self.health, on_run_created)
         self.gate = Gate(self.spool_dir, max_behind)
+        # Spool files of runs the sweep saw end (`trial_ended`) -> when, until MLflow has their end.
+        self._ended_pending: dict[str, float] = {}
         # SWEEP_MIRROR_LOG=FILE: one line per sync that found work, "unix-time behind sent"
         # (bench/big_study.py draws the backlog over time from it).
         self._mirror_log = os.environ.get("SWEEP_MIRROR_LOG")
@@ -233,6 +235,26 @@ class Tracker:
         """Sync now instead of at the next poll."""
         self._wake.set()
 
+    def trial_ended(self, spool_name: str) -> None:
+        """The run of spool file `spool_name` ended in its worker: counted until MLflow has its end
+        (by any tracker of this folder), the gate closed at the limit at once (a long sync may be
+        under way), and a sync made soon."""
+        with self.gate.lock:
+            self._ended_pending[spool_name] = time.monotonic()
+            if self.ready.is_set() and not self.health.down:
+                self.gate.update(self._behind_live())
+        self._wake.set()
+
+    def _behind_live(self) -> int:
+        """Runs the sweep saw end that are not closed in MLflow yet. One noted longer ago than
+        the final drain's wait is no longer counted: a run this folder cannot close (a file lost)
+        must not hold every later trial back."""
+        closed = self.mirror.closed_names
+        oldest = time.monotonic() - tracking_wait_seconds()
+        for name in [n for n, t in self._ended_pending.items() if n in closed or t < oldest]:
+            del self._ended_pending[name]
+        return len(self._ended_pending)
+
     @property
     def client(self) -> MlflowClient:
         self.wait_ready()
@@ -296,18 +318,17 @@ class Tracker:
                 self._write_parent_specs()
 
     def _write_parent_specs(self) -> None:
-        if True:
-            book = ParentBook(self.spool_dir)
-            entries = book.read()
-            changed = False
-            for spec in self.parents.values():
-                want = {"run_name": spec.run_name, "params": {k: str(v) for k, v in spec.params.items()},
-                        "tags": dict(spec.tags), "experiment": self.experiment_name}
-                if entries.get(spec.key, {}).get("spec") != want:
-                    entries.setdefault(spec.key, {})["spec"] = want
-                    changed = True
-            if changed:
-                book.write(entries)
+        book = ParentBook(self.spool_dir)
+        entries = book.read()
+        changed = False
+        for spec in self.parents.values():
+            want = {"run_name": spec.run_name, "params": {k: str(v) for k, v in spec.params.items()},
+                    "tags": dict(spec.tags), "experiment": self.experiment_name}
+            if entries.get(spec.key, {}).get("spec") != want:
+                entries.setdefault(spec.key, {})["spec"] = want
+                changed = True
+        if changed:
+            book.write(entries)
 
     def _connect(self) -> None:
         client = make_client(self.tracking_uri)
@@ -457,8 +478,8 @@ class Tracker:
             # Not while the outage lasts: the gate is for a tracker that is merely slow.
             on_behind = None if self.health.down else self._hold_back
             sent = self.mirror.sync(self._client, self.experiment_id, self.parent_run_ids, on_behind)
-        with self.gate.lock:
-            self.gate.open()  # what it counted is in MLflow now; the next poll, soon, counts again
+        with self.gate.lock:  # what it counted is in MLflow now; trials that ended meanwhile still count
+            self.gate.update(0 if self.health.down else self._behind_live())
         if sent and self._mirror_log:
             with contextlib.suppress(OSError), open(self._mirror_log, "a") as f:
                 f.write(f"{time.time():.3f} {self.mirror.behind} {sent}\n")
@@ -466,18 +487,10 @@ class Tracker:
 
     def _hold_back(self, behind: int) -> None:
         with self.gate.lock:
-            self.gate.update(behind)
+            self.gate.update(max(behind, self._behind_live()))
 
-    @property
-    def runs_created(self) -> int:
-        return self.mirror.runs_created
-
-    @property
-    def runs_ended(self) -> int:
-        return self.mirror.runs_ended
-
-    @property
-    def events_sent(self) -> int:
-        return self.mirror.events_sent
+    runs_created = property(lambda self: self.mirror.runs_created)
+    runs_ended = property(lambda self: self.mirror.runs_ended)
+    events_sent = property(lambda self: self.mirror.events_sent)
 
     _log_batch = staticmethod(log_batch)

@@ -381,3 +381,30 @@ def test_above_the_cap_tpe_sees_the_best_trials_a_seeded_sample_and_every_runnin
     again = bounded_history(trials, True, 300, np.random.default_rng(1))
     assert [t.number for t in again] == [t.number for t in kept]  # the same seed, the same sample
     assert bounded_history(trials[:200], True, 300, np.random.default_rng(1)) == trials[:200]
+
+
+def test_trial_ends_close_the_gate_at_once_while_the_tracker_cannot_sync(tmp_path: Path) -> None:
+    """The 1 000-trial bench had up to 10 runs behind: trials ended during a long sync, and
+    the gate was only decided at the next one. Ends the sweep sees count at once."""
+    import fcntl
+
+    from sweep.tracking import LOCK_NAME
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool_dir = tmp_path / "spool"
+    tracker = Tracker(uri, "exp", spool_dir, [ParentSpec("study", "exp")], poll_seconds=0.05, max_behind=2).start()
+    assert tracker.wait_ready(60)
+    fd = os.open(spool_dir / LOCK_NAME, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another sweep's tracker holds the folder: polls send nothing
+    try:
+        for n in range(2):
+            _write_run(spool_dir, f"trial-{n:04d}")
+            tracker.trial_ended(f"trial-{n:04d}.jsonl")
+        assert tracker.gate.closed and (spool_dir / GATE_NAME).exists()
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 30
+    while tracker.gate.closed and time.monotonic() < deadline:  # synced: in MLflow, the gate opens
+        time.sleep(0.02)
+    assert not tracker.gate.closed
+    assert tracker.stop(parent_status="FINISHED").empty
