@@ -161,20 +161,27 @@ def run_sweep(
     )
 
     recorded: list[Any] = []
+    links: list[Any] = []
 
     def record_run_id(start: dict[str, Any], run_id: str) -> None:
+        # A storage object of its own: Optuna's journal storage holds its thread lock while it
+        # waits for the file lock (the workers hold it most of the time on short trials), and the
+        # main thread must not wait behind that to count a trial's end (the mirror's gate).
+        if not links:
+            links.append(make_storage(cfg.storage, paths.journal))
+        link = links[0]
         number = int(start["tags"]["optuna.trial_number"])
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        trial_id = link.get_trial_id_from_study_id_trial_number(study._study_id, number)
         try:
             # A short trial has mostly ended by now: asked first, since a journal writes
             # the refused record anyway (one more locked, fsynced append per run).
-            if storage.get_trial(trial_id).state.is_finished():
+            if link.get_trial(trial_id).state.is_finished():
                 raise optuna.exceptions.UpdateFinishedTrialError()
-            storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
+            link.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             # The trial ended before MLflow was up (its start-up overlaps the
             # first trials instead of delaying them): keep the link on the study.
-            study.set_user_attr(f"mlflow_run_id:{number}", run_id)
+            link.set_study_user_attr(study._study_id, f"mlflow_run_id:{number}", run_id)
         if not recorded:  # once: where `sweep status` finds the runs without asking MLflow
             recorded.append(record_experiment(study, tracker.experiment_id, tracking_uri))
 
@@ -226,9 +233,9 @@ def run_sweep(
                 # On Dask, --jobs (when given) caps the trials in flight; 0 = the whole cluster.
                 trials = _parallel_trials(ctx, missing, cfg.jobs if dask_scheduler else jobs, threads, dask_scheduler)
                 for res in trials:
-                    progress.update(res)
                     if res.get("number", -1) >= 0:  # the mirror's gate counts it at once (sweep.backpressure)
                         tracker.trial_ended(spool_path(paths.spool_dir, res["number"]).name)
+                    progress.update(res)
                     if res.get("stop"):
                         fault = res["reason"]
                         trials.close()  # no new trials: nothing more could be recorded
