@@ -272,9 +272,20 @@ def study_identity(cfg: SweepConfig) -> dict[str, Any]:
 def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of failed trials whose parameters were queued again."""
     out: set[int] = set()
-    for t in trials:
-        out.update(t.system_attrs.get("retry_history", []))
+    n = 0
+    for n, t in enumerate(trials, 1):
+        # A trial's retry_history is written when it is created (`requeue`): read once per
+        # trial object (every task of a worker reads them all; 10 000 at 10 000 trials).
+        seen = _RETRY_HISTORY.get(id(t))
+        if seen is None or seen[0] is not t:
+            seen = _RETRY_HISTORY[id(t)] = (t, tuple(t.system_attrs.get("retry_history", ())))
+        out.update(seen[1])
+    if len(_RETRY_HISTORY) > 4 * max(n, 10_000):  # objects replaced by updates: drop the memo
+        _RETRY_HISTORY.clear()
     return out
+
+
+_RETRY_HISTORY: dict[int, tuple[FrozenTrial, tuple[int, ...]]] = {}  # id -> (the trial, its history)
 
 
 def seed_index(trial: FrozenTrial) -> int:
@@ -414,7 +425,9 @@ def reap_stale_trials(
     now = dt.datetime.now()
     requeued: list[int] = []
     for t in trials:
-        path = spool_path(spool_dir, t.number)
+        path = spool_path(spool_dir, t.number) if t.state in (TrialState.RUNNING, TrialState.FAIL) else None
+        if path is None:  # COMPLETE, PRUNED, WAITING: nothing to reap (10 000 Paths a task at 10 000 trials)
+            continue
         if t.number in retried:
             state = read(path) if t.state == TrialState.FAIL else None
             # Failed and re-queued by Optuna's heartbeat: end the run its dead worker left open.
