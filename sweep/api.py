@@ -158,8 +158,13 @@ def report(config: SweepConfig | str | Path | None = None, *, out_dir: str | Pat
     cfg = _config(config, overrides)
     if not checked:
         _preflight(cfg, workdir, train=False)
+    from sweep.reporting.report import ReportWritten
+
+    written = written if written is not None else ReportWritten()
     path = write_report(cfg, out_dir=_path(out_dir), workdir=_path(workdir), out=out, written=written)
-    return _report_of(cfg.study_name, path)
+    figures = tuple(sorted((path.parent / "figures").rglob("*.png")))
+    verdict = "\n\n".join(f"**{name}**: {opening}" for name, opening in written.openings)
+    return Report(cfg.study_name, path, figures, verdict)
 
 
 def status(study: str | None = None, *, storage: str | None = None, tracking_uri: str | None = None,
@@ -211,15 +216,6 @@ def _preflight(cfg: SweepConfig, workdir: str | Path | None, *, train: bool = Tr
     if train and local:
         check_jobs(cfg, "[sweep] jobs")
         check_memory(cfg, useful_jobs(cfg.resolved_jobs(), 10**9 if ablation else cfg.trials), ablation=ablation)
-
-
-def _report_of(study: str, path: Path) -> Report:
-    """The written report read back: its figures, and the verdict paragraphs it opens each ablation with."""
-    text = path.read_text(encoding="utf-8")
-    verdicts = [part.split("\n\n")[0] + "\n\n" + part.split("\n\n")[1] if part.count("\n\n") > 1 else part
-                for part in (chunk.split("\n#")[0].strip() for chunk in text.split("### Verdict\n\n")[1:])]
-    figures = tuple(sorted((path.parent / "figures").rglob("*.png")))
-    return Report(study, path, figures, "\n\n".join(verdicts))
 
 
 class _progress_bar:
