@@ -263,6 +263,31 @@ COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status"
             "data": cmd_data}
 
 
+def _named_as_flag(exc: ValueError) -> str:
+    """The error's one line, a command-line setting named as the flag a person typed.
+
+    `--num-train`, not `command line: num_train`; `--keep-probs (value 2)`, not `keep_probs[1]`;
+    `--vary keep_prob`, not `vary.keep_prob`.
+    """
+    from sweep.config.domains import ConfigError
+
+    if not (isinstance(exc, ConfigError) and exc.source == "command line" and exc.key):
+        return str(exc)
+    key = exc.key
+    if key.startswith("--"):
+        return f"{key}: {exc.detail}"
+    name, _, rest = key.partition(".")
+    name, bracket, index = name.partition("[")
+    if not name.isidentifier():
+        return str(exc)
+    flag = "--" + name.replace("_", "-")
+    if bracket and index.rstrip("]").isdigit():
+        flag += f" (value {int(index.rstrip(']')) + 1})"
+    elif rest:
+        flag += f" {rest}"
+    return f"{flag}: {exc.detail}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
@@ -277,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ValueError as exc:  # config/data errors already name the field or file
-        print(f"sweep {args.command}: error: {mask_text(str(exc))}", file=sys.stderr)
+        print(f"sweep {args.command}: error: {mask_text(_named_as_flag(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print(f"sweep {args.command}: stopped by {signal_name(exc)}", file=sys.stderr)

@@ -268,13 +268,24 @@ def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -
     if stored is None:
         study.set_user_attr("sweep", identity)
     elif stored != identity:
-        diffs = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        changes = "; ".join(f"{key} {json.dumps(was)} -> {json.dumps(now)}"
+                            for key, was, now in changed_settings(stored, identity))
         raise ValueError(
-            f"study {study.study_name!r} was created with different settings ({', '.join(diffs)}); "
-            f"stored: {json.dumps({k: stored.get(k) for k in diffs})}, now: "
-            f"{json.dumps({k: identity.get(k) for k in diffs})}. Use another --study name to start a new study."
+            f"study {study.study_name!r} was created with different settings: {changes} (stored -> now). "
+            "Give the study's settings back, or another --study name to start a new study."
         )
     return study
+
+
+def changed_settings(stored: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Every leaf setting that differs, as (dotted key, stored, now), e.g. ("space.epochs", 1, 15).
+
+    A resumed study's refusal names only what changed, not the whole identity of both.
+    """
+    if isinstance(stored, dict) and isinstance(now, dict):
+        return [change for key in sorted(set(stored) | set(now))
+                for change in changed_settings(stored.get(key), now.get(key), f"{prefix}{key}.")]
+    return [] if stored == now else [(prefix.rstrip("."), stored, now)]
 
 
 def study_identity(cfg: SweepConfig) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""`sweep ablate`'s cost estimate (sweep.ablation.cost) against a real grid's wall time, and its --yes gate."""
+"""`sweep ablate`'s cost estimate (sweep.ablation.cost): its arithmetic, that it is printed before the first
+cell, and its --yes gate. Its accuracy against a real grid is a benchmark: bench/cost_estimate.py."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_cells_scale_by_rows_net_epochs_and_threads_and_fill_the_first_free_work
     assert est.cell_seconds == pytest.approx((4.0, 4.0, 4.0, small))
 
 
-def test_estimate_is_within_a_factor_of_two_of_the_measured_wall_time(tmp_path: Path) -> None:
+def test_the_estimate_is_printed_before_the_first_cell_from_the_sweeps_measured_timing(tmp_path: Path) -> None:
     cfg_path = write_config(tmp_path / "s.toml", SPACE, sweep='pruner = "none"')
     run_cli(tmp_path, "run", str(cfg_path), "--jobs", "2", "--trials", "4")
     cfg = load_config(cfg_path, {"sizes": "500,1000", "seeds": 2, "keep_probs": "1,0.5", "jobs": 2})
@@ -70,9 +71,8 @@ def test_estimate_is_within_a_factor_of_two_of_the_measured_wall_time(tmp_path: 
     _, _parents, children = mlflow_runs(tmp_path)
     cells_runs = [r for r in children if r.data.tags.get("sweep.kind") == "cell"]
     assert len(cells_runs) == 8 and {r.info.status for r in cells_runs} == {"FINISHED"}
-    wall = (max(r.info.end_time for r in cells_runs) - min(r.info.start_time for r in cells_runs)) / 1000
-    print(f"estimated {est.wall_seconds:.2f} s wall, measured {wall:.2f} s")
-    assert 0.5 <= est.wall_seconds / wall <= 2.0, (est.wall_seconds, wall)
+    # How close the estimate comes to the wall time depends on the machine's load:
+    # bench/cost_estimate.py measures it (docs/benchmarks.md), no timing assert here.
 
 
 def _best_params(workdir: Path) -> dict[str, object]:
