@@ -396,11 +396,11 @@ def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], stu
         if any(c.levels for c in ab.cells):  # an ablation with --vary
             fs = summarize_factorial(ab.cells, parse_vary_text(ab.params.get("vary", "")), rng=rng)
             parts.append(_with_sequential(ab, _factorial_section(ab, fs, out_dir)) + "\n")
-            written.openings.append((ab.name, verdict_opening(ab, fs)))
+            written.openings.append((ab.name, _with_sequential_opening(ab, verdict_opening(ab, fs))))
             continue
         summary = summarize(ab.cells, rng=rng) if ab.cells else None
         parts.append(_with_sequential(ab, _ablation_section(ab, summary, out_dir)) + "\n")
-        written.openings.append((ab.name, verdict_opening(ab, summary)))
+        written.openings.append((ab.name, _with_sequential_opening(ab, verdict_opening(ab, summary))))
     if study is not None:
         parts.append(_sweep_section(cfg, study, out_dir))
     return "".join(parts)
@@ -414,6 +414,12 @@ def _with_sequential(ab: AblationRuns, section: str) -> str:
     if not is_sequential(ab.params) or not ab.cells:
         return section
     return section.replace("### Verdict\n", sequential_section(ab.params, ab.cells) + "### Verdict\n", 1)
+
+
+def _with_sequential_opening(ab: AblationRuns, opening: str) -> str:
+    from sweep.reporting.sequential_section import is_sequential, sequential_opening
+
+    return f"{sequential_opening(ab.params, ab.cells)}\n{opening}" if is_sequential(ab.params) and ab.cells else opening
 
 
 BUILD_PREFIX = ".report-build-"

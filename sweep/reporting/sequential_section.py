@@ -17,7 +17,7 @@ from typing import Any
 from sweep.analysis.sequential import Rule, SequentialComparison, comparison_keys, comparison_name, replay
 from sweep.analysis.stats import Cell
 
-__all__ = ["is_sequential", "sequential_section", "sequential_state"]
+__all__ = ["is_sequential", "sequential_opening", "sequential_section", "sequential_state"]
 
 MINUS = "\u2212"
 
@@ -101,6 +101,21 @@ def _levels_text(level: float, m: int) -> str:
         return "at 95 % (one comparison: no correction)"
     return (f"each at {level:.4g} % so that all {m} hold together with 95 % (Bonferroni: the union bound "
             "over comparisons holds at any stopping time, since each sequence holds uniformly over time)")
+
+
+def sequential_opening(params: Mapping[str, str], cells: list[Cell]) -> str:
+    """One sentence for the verdict's opening: each comparison's anytime-valid outcome."""
+    rule = _rule(params)
+    state = sequential_state(params, cells)
+    parts = []
+    for comp in sorted(state.values(), key=lambda c: c.key):
+        iv = comp.decision.anytime
+        what = {"decided": "helps" if iv.low > 0 else "hurts", "precise": "no effect beyond the interval",
+                "capped": "no effect detected", "open": "still open"}[comp.status]
+        parts.append(f"{comparison_name(comp.key)}: {what} ({comp.status} after {comp.seeds} seeds, "
+                     f"[{_pt(iv.low)}, {_pt(iv.high)}] points)")
+    return (f"Until decided (anytime-valid intervals, Bonferroni over {len(state)}; at most {rule.max_seeds} seeds): "
+            + "; ".join(parts) + ".")
 
 
 def _fixed_cells(params: Mapping[str, str], rule: Rule) -> int:

@@ -93,6 +93,9 @@ def test_seeds_go_only_to_the_undecided_comparison_until_the_cap(tmp_path: Path)
 
     report = run_cli(tmp_path, "report", str(cfg))
     assert "ablation unfinished" not in report.stdout
+    assert ("Until decided (anytime-valid intervals, Bonferroni over 2; at most 7 seeds): size 200, keep 0.3: hurts "
+            f"(decided after {n_decided} seeds") in report.stdout
+    assert "keep 0.95: no effect detected (capped after 7 seeds" in report.stdout
     text = (tmp_path / "reports" / "until" / "report.md").read_text()
     assert "### Until decided: seeds added while undecided" in text
     assert "1 decided, 0 precise enough, 1 capped of 2" in text and f"{total} finished cells in all, against 21" in text
