@@ -62,7 +62,10 @@ def until_overrides(given: Mapping[str, object], current: Any) -> dict[str, Any]
             except ValueError:
                 raise ConfigError(f"must be {dom.describe()}, got {value!r}", key=key) from None
         out[key] = dom.check(value, key)
+    until = out.get("until", getattr(current, "until", None))
     if out:
-        until = out.get("until", getattr(current, "until", None))
         check_until(until, out.get("precision"), out.get("max_seeds"), prefix="")
+    if until is not None and given.get("seeds") is not None:  # one would silently win over the other
+        raise ConfigError('fixes the number of seeds, which until = "decided" (--until-decided) chooses itself: '
+                          "give its cap as --max-seeds (max_seeds) instead", key="seeds")
     return out
