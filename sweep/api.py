@@ -130,6 +130,9 @@ def ablate(config: SweepConfig | str | Path | None = None, *, name: str | None =
         name: the ablation's name (default: derived from the grid).
         yes: run a large or long grid without asking (the CLI asks on a terminal).
         **overrides: ``keep_probs=[1, 0.5]``, ``sizes=[300, 1000]``, ``seeds=5``, ``vary=["normalization=none,batchnorm"]``, ...
+            ``until="decided"`` (with ``precision=2.0`` points, ``max_seeds=10``): seeds added in rounds while
+            a comparison is undecided, as ``--until-decided``; ``result.outcome.decisions`` then holds each
+            comparison's `sweep.analysis.sequential.SequentialComparison` (seeds, decision, reason).
     """
     from sweep.ablation.runner import run_ablation
     from sweep.search.progress import EXIT_FAULT, EXIT_UNTRACKED

@@ -22,8 +22,10 @@ from sweep.cli_args import build_parser
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     keys = ["dataset", "data_dir", "study", "seed", "storage", "tracking_uri", "num_train", "epochs", "jobs",
-            "trials", "pruner", "timeout", "oversubscribe", "reproducible_lag", "keep_probs", "sizes", "seeds", "subsets", "vary"]
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+            "trials", "pruner", "timeout", "oversubscribe", "reproducible_lag", "keep_probs", "sizes", "seeds", "subsets", "vary",
+            "precision", "max_seeds"]
+    until = {"until": "decided"} if getattr(args, "until_decided", None) else {}
+    return {**{k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}, **until}
 
 
 def _origin(args: argparse.Namespace, key: str) -> str:

@@ -156,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one more factor of the grid (repeatable): a fixed training parameter and its values, "
                              "e.g. normalization=none,batchnorm or hidden_dims=512-512,1024-1024 "
                              "(replaces [ablation] vary of the sweep file; default: the sweep file's, else none)")
+    ablate.add_argument("--until-decided", action="store_true", default=None,
+                        help="add seeds in rounds only to the comparisons still undecided, until each "
+                             "one's anytime-valid 95 %% interval (Bonferroni over the grid) excludes 0 "
+                             "(default: the sweep file's until, else a fixed --seeds)")
+    ablate.add_argument("--precision", type=float, metavar="POINTS",
+                        help="with --until-decided: also stop a comparison whose anytime interval is at "
+                             "most POINTS points of accuracy wide (default: the sweep file's, else none)")
+    ablate.add_argument("--max-seeds", type=int, metavar="N",
+                        help="with --until-decided: at most N seeds per comparison (default: the sweep "
+                             "file's max_seeds, else 20)")
     ablate.add_argument("--yes", action="store_true",
                         help=f"don't ask, run it: a grid of more than {MAX_GRID_CELLS} cells, or one estimated "
                              "at over 10 minutes of wall time")

@@ -173,6 +173,8 @@ def ablation_name(params: TrainParams, grid: AblationConfig, dataset: str) -> st
         fields["u"] = grid.subsets
     if grid.vary:  # absent without --vary, for the same reason; sorted: the same cells whatever the order given
         fields["v"] = {n: sorted(level_text(n, v) for v in values) for n, values in grid.vary}
+    if grid.until is not None:  # a sequential ablation (sweep.ablation.sequential) is its own parent run
+        fields["q"] = {"until": grid.until, "precision": grid.precision, "max_seeds": grid.max_seeds}
     key = json.dumps(fields, sort_keys=True)
     return "ablation-" + hashlib.sha1(key.encode()).hexdigest()[:8]
 

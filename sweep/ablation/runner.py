@@ -117,6 +117,7 @@ class AblationOutcome:
     trained: int = 0  # cells this command trained (not those done before, nor by another process)
     estimated_seconds: float | None = None  # the wall time it estimated before training (None: nothing to train)
     seconds: float = 0.0  # the wall time it took, from the estimate to the end
+    decisions: dict[Any, Any] | None = None  # --until-decided: comparison -> sweep.analysis.sequential.SequentialComparison
 
 
 def study_timing(cfg: SweepConfig, workdir: Path) -> Any:
@@ -181,6 +182,11 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     sweep.ablation.cost.NotConfirmed with nothing trained. `on_progress(done, total)`
     is called after every cell (a notebook's bar).
     """
+    if cfg.grid.until is not None:  # --until-decided: seeds added in rounds (its own module)
+        from sweep.ablation.sequential import run_until_decided
+
+        return run_until_decided(cfg, name=name, out=out, workdir=workdir or Path.cwd(), yes=yes,
+                                 stdin=stdin or sys.stdin, on_progress=on_progress)
     plan = plan_ablation(cfg, name, workdir or Path.cwd(), yes, out)
     prepare_subsets(cfg, plan)  # each (size, subset seed) cache written once, before workers open it
     todo = cells_to_train(plan)

@@ -8,6 +8,8 @@ Layout (every section and key optional; examples/digits.toml lists them all)::
                 categorical choice, a table is a range, e.g.
                 keep_prob = {low = 0.2, high = 1.0, step = 0.05}
     [ablation]  keep_probs, sizes, seeds, epochs, subsets ("fixed" | "per-seed"),
+                until = "decided" (add seeds until each comparison is decided, with
+                precision (points) and max_seeds, see `sweep.ablation.sequential`),
                 vary = {NAME = [V1, V2, ...]} (more factors, see `sweep.config.factors`),
                 and [ablation.params] for an explicit configuration (otherwise
                 the study's best trial)
@@ -49,6 +51,7 @@ from sweep.config.space import (
     TrainParams,
     params_from_mapping,
 )
+from sweep.config.until import UNTIL_KEYS, check_until, until_overrides
 from sweep.data.spec import DataSpec
 from sweep.paths import check_study_name
 
@@ -97,7 +100,7 @@ _SWEEP_DOMAINS: dict[str, Domain] = {
 }
 _SWEEP_TEXT = ("data_dir", "study", "storage", "tracking_uri")  # optional non-empty strings
 _SWEEP_KEYS = (*_SWEEP_DOMAINS, *_SWEEP_TEXT, "timeout", "oversubscribe")
-_ABLATION_KEYS = ("keep_probs", "sizes", "seeds", "epochs", "subsets", "vary", "params")
+_ABLATION_KEYS = ("keep_probs", "sizes", "seeds", "epochs", "subsets", "vary", "params", *UNTIL_KEYS)
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "sweep": _SWEEP_KEYS,
     "space": SearchSpace.KEYS,
@@ -166,6 +169,10 @@ class AblationConfig:
             choice of rows too). Sizes equal to the whole training pool use it all.
         vary: more factors, ``((name, (value, ...)), ...)`` over fixed training parameters
             (`sweep.config.factors.VARY_FACTORS`); the grid is keep_prob x size x every factor x seeds.
+        until: "decided": seeds are added in rounds until each comparison is decided
+            (`sweep.ablation.sequential`); `seeds` is then not used. None: `seeds` seeds.
+        precision: with `until`, also stop a comparison whose anytime interval is at most
+            this many points wide. max_seeds: with `until`, the cap (default 20).
     """
 
     keep_probs: tuple[float, ...] = (1.0, 0.9, 0.75, 0.5, 0.25)
@@ -175,8 +182,13 @@ class AblationConfig:
     epochs: int | None = None
     subsets: str = "fixed"
     vary: Factors = ()
+    until: str | None = None
+    precision: float | None = None
+    max_seeds: int | None = None
 
     def __post_init__(self) -> None:
+        for key, value in zip(UNTIL_KEYS, check_until(self.until, self.precision, self.max_seeds), strict=True):
+            object.__setattr__(self, key, value)
         keep_probs = _check_list(self.keep_probs, DOMAINS["keep_prob"], "ablation.keep_probs")
         if 1.0 not in keep_probs:
             raise ConfigError(
@@ -314,6 +326,7 @@ class SweepConfig:
                 table["epochs"] = abl.epochs
             if abl.subsets != "fixed":
                 table["subsets"] = abl.subsets
+            table.update({k: getattr(abl, k) for k in UNTIL_KEYS if getattr(abl, k) is not None})
             if abl.vary:
                 table["vary"] = {n: [level_text(n, v) if n == "hidden_dims" else v for v in values]
                                  for n, values in abl.vary}
@@ -447,7 +460,7 @@ def _read(path: Path) -> SweepConfig:
 
 # --------------------------------------------------------------------------- overrides
 
-_OVERRIDE_KEYS = (*_SWEEP_KEYS, "epochs", "keep_probs", "sizes", "seeds", "subsets", "vary")
+_OVERRIDE_KEYS = (*_SWEEP_KEYS, "epochs", "keep_probs", "sizes", "seeds", "subsets", "vary", *UNTIL_KEYS)
 
 
 def _cli_number(value: object, dom: Domain, key: str) -> object:
@@ -475,7 +488,7 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
         overrides: flat keys: dataset, data_dir, num_train, num_val, study, trials, jobs, seed,
             storage, tracking_uri, pruner, reproducible_lag (the [sweep] keys); epochs (fixes the space's epochs
             to N and sets the ablation's epochs); keep_probs, sizes (lists or "a,b,c" text)
-            seeds and subsets (the ablation's); vary (the --vary flags, ``["NAME=V1,V2", ...]``, or a
+            seeds, subsets, until, precision and max_seeds (the ablation's); vary (the --vary flags, ``["NAME=V1,V2", ...]``, or a
             table ``{NAME: [values]}``; replaces the file's vary). None values are ignored; numbers may be text.
 
     Raises:
@@ -508,6 +521,7 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
             vary = given["vary"]
             is_flags = isinstance(vary, list | tuple) and all(isinstance(v, str) for v in vary)
             ablation["vary"] = parse_vary_args(cast(list[str], vary)) if is_flags else check_vary(vary, "vary")
+        ablation.update(until_overrides(given, cfg.ablation))
         if ablation:
             sweep["ablation"] = replace(cfg.ablation or AblationConfig(), **ablation)
         return replace(cfg, **sweep)

@@ -99,6 +99,8 @@ def _newest_per_step(history: list[Any]) -> dict[int, float]:
 
 def expected_cells(params: dict[str, str]) -> int:
     """How many cells the grid in an ablation parent's params has (0 if they do not say)."""
+    if params.get("until"):  # --until-decided: as many cells as the rule asked for; `seeds` is only the cap
+        return 0
     try:
         n = len(params["keep_probs"].split(",")) * len(params["sizes"].split(",")) * int(params["seeds"])
     except (KeyError, ValueError):
@@ -393,15 +395,31 @@ def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], stu
             out.write(f"{ab.name}: {ab.unfinished()}\n")
         if any(c.levels for c in ab.cells):  # an ablation with --vary
             fs = summarize_factorial(ab.cells, parse_vary_text(ab.params.get("vary", "")), rng=rng)
-            parts.append(_factorial_section(ab, fs, out_dir) + "\n")
-            written.openings.append((ab.name, verdict_opening(ab, fs)))
+            parts.append(_with_sequential(ab, _factorial_section(ab, fs, out_dir)) + "\n")
+            written.openings.append((ab.name, _with_sequential_opening(ab, verdict_opening(ab, fs))))
             continue
         summary = summarize(ab.cells, rng=rng) if ab.cells else None
-        parts.append(_ablation_section(ab, summary, out_dir) + "\n")
-        written.openings.append((ab.name, verdict_opening(ab, summary)))
+        parts.append(_with_sequential(ab, _ablation_section(ab, summary, out_dir)) + "\n")
+        written.openings.append((ab.name, _with_sequential_opening(ab, verdict_opening(ab, summary))))
     if study is not None:
         parts.append(_sweep_section(cfg, study, out_dir))
     return "".join(parts)
+
+
+def _with_sequential(ab: AblationRuns, section: str) -> str:
+    """An --until-decided ablation's section with its seeds and anytime intervals before the verdict
+    (sweep.reporting.sequential_section); other sections unchanged."""
+    from sweep.reporting.sequential_section import is_sequential, sequential_section
+
+    if not is_sequential(ab.params) or not ab.cells:
+        return section
+    return section.replace("### Verdict\n", sequential_section(ab.params, ab.cells) + "### Verdict\n", 1)
+
+
+def _with_sequential_opening(ab: AblationRuns, opening: str) -> str:
+    from sweep.reporting.sequential_section import is_sequential, sequential_opening
+
+    return f"{sequential_opening(ab.params, ab.cells)}\n{opening}" if is_sequential(ab.params) and ab.cells else opening
 
 
 BUILD_PREFIX = ".report-build-"
