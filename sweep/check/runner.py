@@ -58,7 +58,7 @@ LAYER_CHECKS: dict[str, tuple[Callable[..., Checks], tuple[str, ...]]] = {
 PREFIXES = ("affine_", "relu_", "dropout_", "batchnorm_", "layernorm_")
 
 
-def _import(target: str, model_path: str | None) -> ModuleType:
+def import_target(target: str, model_path: str | None) -> ModuleType:
     """The module named by ``target`` (dotted name or .py file), imported with model_path first on sys.path."""
     if model_path is not None and not Path(model_path).expanduser().is_dir():
         raise ValueError(f"--model-path {model_path}: not a folder (give the folder that holds your package, "
@@ -140,7 +140,7 @@ def run_check(target: str, model_path: str | None = None, out: TextIO | None = N
     if model_path is not None:
         sys.path.insert(0, str(Path(model_path).expanduser().resolve()))
     try:
-        module = _import(module_name, model_path)
+        module = import_target(module_name, model_path)
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # a student's overflow or division warnings would bury the findings
             findings = net_findings(module, class_name) if class_name else layer_findings(module)
