@@ -83,8 +83,44 @@ def checked_config(cfg: Any) -> tuple[Any, str]:
     """A `SweepConfig` whose own net (if any) is checked and ready for the workers, and the line saying how."""
     if cfg.model is None or cfg.model.checked:
         return cfg, ""
+    unsupported = settings_beyond_the_contract(cfg)
+    if unsupported:
+        raise ContractError(f"--model {cfg.model.target}: {unsupported} is not a cs231n FullyConnectedNet "
+                            "keyword or a Solver setting, so your own net cannot take it; fix it at its default")
     model, line = resolve_model(cfg.model, used_normalizations(cfg))
     return replace(cfg, model=model), line
+
+
+# What a cs231n net or this project's Solver takes; a newer TrainParams field (a regularizer of the
+# built-in net) must stay at its default with your own net, or it would be ignored silently.
+CONTRACT_PARAMS = ("keep_prob", "hidden_dims", "learning_rate", "normalization", "reg", "weight_scale",
+                   "batch_size", "update_rule", "epochs", "lr_decay")
+
+
+def settings_beyond_the_contract(cfg: Any) -> str:
+    """The first setting (as `space.NAME`, `ablation.vary.NAME` or `ablation.params.NAME`) off its default that
+    only the built-in net takes, or ''."""
+    from dataclasses import MISSING, fields
+
+    from sweep.config.space import TrainParams
+
+    for f in fields(TrainParams):
+        if f.name in CONTRACT_PARAMS or f.default is MISSING:
+            continue
+        space: Any = getattr(cfg.space, f.name, None)  # a Fixed, Choice or Range, or not searched at all
+        values: set[Any] = set(getattr(space, "choices", ()))
+        if hasattr(space, "value"):
+            values.add(space.value)
+        if hasattr(space, "low"):
+            values |= {space.low, space.high}
+        if values - {f.default}:
+            return f"space.{f.name}"
+        grid = cfg.ablation
+        if grid is not None and set(dict(grid.vary).get(f.name, ())) - {f.default}:
+            return f"ablation.vary.{f.name}"
+        if grid is not None and grid.params is not None and getattr(grid.params, f.name) != f.default:
+            return f"ablation.params.{f.name}"
+    return ""
 
 
 def _drive(cls: type, spec: ModelSpec, norms: list[str]) -> tuple[ModelSpec, str]:
