@@ -485,7 +485,8 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
             storage, tracking_uri, pruner, reproducible_lag (the [sweep] keys); epochs (fixes the space's epochs
             to N and sets the ablation's epochs); keep_probs, sizes (lists or "a,b,c" text)
             seeds and subsets (the ablation's); vary (the --vary flags, ``["NAME=V1,V2", ...]``, or a
-            table ``{NAME: [values]}``; replaces the file's vary). None values are ignored; numbers may be text.
+            table ``{NAME: [values]}``; replaces the file's vary); model, model_path (``--model MODULE:CLASS``,
+            ``--model-path DIR``: over [model]). None values are ignored; numbers may be text.
 
     Raises:
         ConfigError: an unknown key (closest suggested) or a bad value, located at ``command line``.

@@ -199,6 +199,17 @@ def test_an_exception_in_the_nets_code_fails_that_trial_only(tmp_path: Path) -> 
     tagged = [r for r in children if r.data.tags.get("state") == "FAIL"]
     assert len(tagged) == len(failed) and all("scale[3]" in r.data.tags["traceback"] for r in tagged)
 
+    # An ablation cell likewise: failed with its reason and traceback, the other cells still trained.
+    grid = tmp_path / "wide.toml"
+    grid.write_text("[sweep]\ndataset = \"digits\"\nnum_train = 200\njobs = 2\n[ablation]\nkeep_probs = [1.0, 0.5]\n"
+                    "sizes = [100]\nseeds = 1\n[ablation.params]\nhidden_dims = [24]\nlearning_rate = 3e-3\n"
+                    "normalization = \"none\"\nepochs = 2\n")
+    proc = run_cli(tmp_path, "ablate", str(grid), "--model", net)
+    assert len(re.findall(rf"\] cell-n100-k(1|0\.5)-s0 failed \({reason}\)", proc.stdout)) == 2, proc.stdout
+    _, _, children = mlflow_runs(tmp_path)
+    cells = [r for r in children if r.data.tags.get("sweep.kind") == "cell"]
+    assert len(cells) == 2 and all('net_loss_raises.py", line' in r.data.tags["traceback"] for r in cells)
+
 
 # -- Dask ---------------------------------------------------------------------------------------------------
 
