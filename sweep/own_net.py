@@ -1,7 +1,7 @@
 """Your own net (``--model MODULE:CLASS``) in a worker: import its class, build it for a run, catch its errors.
 
 A loky or Dask worker gets only the `ModelSpec` (strings and numbers) with its
-task and imports the class itself, once per process. The class was checked in
+task and imports the class itself. The class was checked in
 the parent before any trial (sweep.check.contract), which also measured what its
 dropout keyword means and whether its seed freezes the masks. Its code may still
 raise mid-training: that run fails with the traceback kept (`OwnCodeFailed`),
@@ -25,17 +25,13 @@ TRACEBACK_TAG = "traceback"  # the trial's user attr and the run's tag holding y
 MODEL_TAG = "sweep.model"  # every run's tag: MODULE:CLASS of the net it trained
 TRACEBACK_CHARS = 6000  # an MLflow tag holds 8000; the innermost frames are the ones that say what broke
 
-_classes: dict[tuple[str, str | None], type] = {}
-
 
 def own_class(spec: ModelSpec) -> type:
-    """The class, imported once per process (a worker keeps the import path it needed)."""
-    key = (spec.target, spec.path)
-    if key not in _classes:
-        from sweep.check.contract import import_model_class
+    """The class, imported for each run (milliseconds): a worker that stays up between two sweeps (loky
+    reuses its processes in a notebook) trains the code as it is now, not as it was at its first run."""
+    from sweep.check.contract import import_model_class
 
-        _classes[key] = import_model_class(spec)
-    return _classes[key]
+    return import_model_class(spec)
 
 
 def build_own_net(spec: ModelSpec, params: TrainParams, input_dim: int, num_classes: int, seed: int | None) -> Any:

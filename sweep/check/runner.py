@@ -58,6 +58,21 @@ LAYER_CHECKS: dict[str, tuple[Callable[..., Checks], tuple[str, ...]]] = {
 PREFIXES = ("affine_", "relu_", "dropout_", "batchnorm_", "layernorm_")
 
 
+_LOADED: dict[str, int] = {}  # module name -> its file's mtime (ns) when this process last imported it
+
+
+def reloaded_if_edited(module: ModuleType) -> ModuleType:
+    """The module, imported again if its file changed since (a notebook, or a reused worker, sees the fix)."""
+    file = getattr(module, "__file__", None)
+    if not file or not Path(file).is_file():
+        return module
+    mtime = Path(file).stat().st_mtime_ns
+    if _LOADED.setdefault(module.__name__, mtime) != mtime:
+        module = importlib.reload(module)
+        _LOADED[module.__name__] = mtime
+    return module
+
+
 def import_target(target: str, model_path: str | None) -> ModuleType:
     """The module named by ``target`` (dotted name or .py file), imported with model_path first on sys.path."""
     if model_path is not None and not Path(model_path).expanduser().is_dir():
@@ -69,13 +84,14 @@ def import_target(target: str, model_path: str | None) -> ModuleType:
             path = Path(target).expanduser()
             if not path.is_file():
                 raise ValueError(f"{target}: no such file (give a module name like cs231n.layers or a .py file)")
-            sys.path.insert(0, str(path.resolve().parent))  # so it can import its siblings, as a script would
+            if str(path.resolve().parent) not in sys.path:  # so it can import its siblings, as a script would
+                sys.path.insert(0, str(path.resolve().parent))
             spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
             sys.modules[path.stem] = module
             spec.loader.exec_module(module)  # type: ignore[union-attr]
             return module
-        module = importlib.import_module(target)
+        module = reloaded_if_edited(importlib.import_module(target))
     except ValueError as exc:
         if str(exc).startswith(target):
             raise

@@ -242,3 +242,22 @@ def test_own_net_sweep_on_a_local_dask_cluster(tmp_path: Path, dask_client: Any)
 
     pids = {spool.read_state(p).start["pid"] for p in spool.spool_files(tmp_path / ".sweep" / "dropout-digits" / "spool")}
     assert pids and pids <= set(dask_client.run(os.getpid).values())
+
+
+@pytest.mark.parametrize("as_file", [True, False])
+def test_a_worker_that_stays_up_trains_the_code_as_it_is_now(tmp_path: Path, as_file: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """loky keeps its workers between two sweeps of one notebook: the second must see the student's fix."""
+    from sweep.own_net import own_class
+
+    monkeypatch.syspath_prepend(str(tmp_path))  # restored afterwards (the import adds the folders it needs)
+    package = tmp_path / f"pkg_{as_file}"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    net = package / "fc_net.py"
+    net.write_text("class Net:\n    VERSION = 1\n")
+    spec = ModelSpec(f"{net}:Net") if as_file else ModelSpec(f"pkg_{as_file}.fc_net:Net", str(tmp_path))
+    assert own_class(spec).VERSION == 1  # type: ignore[attr-defined]
+    net.write_text("class Net:\n    VERSION = 2\n")
+    os.utime(net, ns=(net.stat().st_atime_ns, net.stat().st_mtime_ns + 10**9))  # a later save, whatever the clock
+    assert own_class(spec).VERSION == 2  # type: ignore[attr-defined]
