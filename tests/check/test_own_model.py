@@ -192,6 +192,7 @@ def test_an_exception_in_the_nets_code_fails_that_trial_only(tmp_path: Path) -> 
     assert failed and any(t.state.name == "COMPLETE" for t in study.trials), proc.stdout
     reason = r"FullyConnectedNet raised IndexError: index 3 is out of bounds .* at net_loss_raises\.py:\d+"
     assert re.search(rf"trial {failed[0].number} fail \({reason}\) \|", proc.stdout), proc.stdout
+    assert f"`sweep ablate --study dropout-digits --model {net}`" in proc.stdout, proc.stdout
     for t in failed:
         assert t.params["hidden_1"] == 24 and re.fullmatch(reason, t.user_attrs["failure_reason"])
         assert 'net_loss_raises.py", line' in t.user_attrs["traceback"] and "IndexError" in t.user_attrs["traceback"]
