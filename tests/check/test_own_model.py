@@ -157,8 +157,16 @@ def test_own_net_sweep_ablation_and_report_like_the_built_in_one(tmp_path: Path,
     built_in.mkdir()
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     # A module on model_path, as cs231n's classifiers/fc_net.py in ~/assignment2.
-    _sweep_ablate_report(own, monkeypatch, model="cs231n_net:FullyConnectedNet", model_path=str(FIXTURES))
+    own_cfg = _sweep_ablate_report(own, monkeypatch, model="cs231n_net:FullyConnectedNet", model_path=str(FIXTURES))
     _sweep_ablate_report(built_in, monkeypatch)
+    import sweep
+
+    # The best trial's net comes back as the student's class, and gives the test accuracy the sweep recorded.
+    results = sweep.load_study(own_cfg, workdir=own)
+    net = results.best_model()
+    data = sweep.data.load_dataset("digits", num_train=200, seed=0)
+    assert type(net).__module__ == "cs231n_net" and results.test_acc is not None
+    assert np.mean(net.loss(data["X_test"]).argmax(axis=1) == data["y_test"]) == pytest.approx(results.test_acc)
     assert _report_headings(own) == _report_headings(built_in)
 
     study = load_study(own)
