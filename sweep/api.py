@@ -65,7 +65,9 @@ def load_config(path: str | Path | None = None, **overrides: object) -> SweepCon
     Args:
         path: the sweep file; None: the built-in digits sweep (examples/digits.toml).
         **overrides: the command line's settings by their flag names, e.g.
-            ``trials=20, epochs=5, jobs=2, keep_probs=[1, 0.5], sizes=[300], seeds=3``.
+            ``trials=20, epochs=5, jobs=2, keep_probs=[1, 0.5], sizes=[300], seeds=3``;
+            ``model="cs231n.classifiers.fc_net:FullyConnectedNet", model_path="~/assignment2"``
+            trains your own cs231n-style net (checked before the first trial, see README).
 
     Raises:
         ConfigError: the same one line `sweep` prints, naming the key and what is allowed.

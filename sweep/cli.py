@@ -23,7 +23,7 @@ from sweep.cli_args import build_parser
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     keys = ["dataset", "data_dir", "study", "seed", "storage", "tracking_uri", "num_train", "epochs", "jobs",
             "trials", "pruner", "timeout", "oversubscribe", "reproducible_lag", "keep_probs", "sizes", "seeds", "subsets", "vary",
-            "precision", "max_seeds"]
+            "precision", "max_seeds", "model", "model_path"]
     until = {"until": "decided"} if getattr(args, "until_decided", None) else {}
     return {**{k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}, **until}
 

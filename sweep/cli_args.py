@@ -99,6 +99,13 @@ def _add_common(p: argparse.ArgumentParser, d: dict[str, str]) -> None:
                    help="allow --jobs above the number of cores, refused otherwise (default: the sweep file's "
                         "oversubscribe, else off)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 first if it is not in the data folder")
+    p.add_argument("--model", metavar="MODULE:CLASS",
+                   help="train your own cs231n-style FullyConnectedNet instead of the built-in one, e.g. "
+                        "cs231n.classifiers.fc_net:FullyConnectedNet or path/to/fc_net.py:FullyConnectedNet; "
+                        "checked before any trial (default: the sweep file's [model] class, else the built-in net)")
+    p.add_argument("--model-path", metavar="DIR",
+                   help="folder to import --model from, e.g. ~/assignment2 (default: the sweep file's [model] "
+                        "path, else Python's import path)")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from model import FullyConnectedNet
     from sweep.analysis.stats import AblationSummary
     from sweep.config.sweep_file import SweepConfig
 
@@ -130,8 +129,9 @@ class StudyResults:
     best_params: dict[str, Any] | None
     test_acc: float | None
 
-    def best_model(self) -> FullyConnectedNet:
-        """The best trial's network with its saved weights (test mode: ``net.loss(X)`` gives scores).
+    def best_model(self) -> Any:
+        """The best trial's network (a model.FullyConnectedNet, or your own class with --model) with its
+        saved weights (test mode: ``net.loss(X)`` gives scores).
 
         Raises:
             ConfigError: no completed trial, or its weights are no longer on disk.
@@ -149,8 +149,13 @@ class StudyResults:
                               "ran in another folder)")
         weights = load_weights(file)
         params = self.config.space.params_from_trial(self.best_params)
+        model = self.config.model
+        if model is not None and not model.checked:  # your own net: how to build it (sweep.check.contract)
+            from sweep.check.contract import checked_config
+
+            model = checked_config(self.config)[0].model
         net = build_net(params, int(weights["W1"].shape[0]), int(weights[f"b{len(params.hidden_dims) + 1}"].shape[0]),
-                        seed=0)
+                        seed=0, model=model)
         load_model_state(net, weights)
         return net
 

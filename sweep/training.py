@@ -12,13 +12,17 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model import FullyConnectedNet, Solver, TrainingDiverged
 from sweep.config.space import TrainParams
+from sweep.own_net import OwnCodeFailed, build_own_net, own_code
 from sweep.tracking.spool import RunRecorder
+
+if TYPE_CHECKING:
+    from sweep.config.model_spec import ModelSpec
 
 EpochHook = Callable[[int, dict[str, float]], bool]
 
@@ -51,6 +55,7 @@ class RunResult:
     best_epoch: int = 0
     stopped_epoch: int | None = None  # set when the hook stopped training (pruning)
     failure_reason: str | None = None
+    traceback: str | None = None  # your own net's traceback when its code raised (--model)
     best_weights: dict[str, np.ndarray] | None = None
 
     @property
@@ -78,7 +83,10 @@ class RunResult:
         }
 
 
-def build_net(params: TrainParams, input_dim: int, num_classes: int, seed: int | None) -> FullyConnectedNet:
+def build_net(params: TrainParams, input_dim: int, num_classes: int, seed: int | None,
+              model: ModelSpec | None = None) -> Any:
+    if model is not None:  # your own net (--model), built the same way
+        return build_own_net(model, params, input_dim, num_classes, seed)
     return FullyConnectedNet(
         list(params.hidden_dims),
         input_dim=input_dim,
@@ -104,6 +112,7 @@ def train(
     recorder: RunRecorder | None = None,
     on_epoch: EpochHook | None = None,
     keep_best_weights: bool = False,
+    model: ModelSpec | None = None,
 ) -> RunResult:
     """Train one net; never raises for a diverging loss (status FAILED instead).
 
@@ -114,19 +123,37 @@ def train(
         recorder: spool recorder; receives one `epoch` event per epoch.
         on_epoch: extra per-epoch hook; returning False stops training (pruning).
         keep_best_weights: keep the best epoch's parameters in the result.
+        model: your own net (--model); None: the built-in one. An exception in its code
+            fails this run (status FAILED, its traceback in `traceback`), not the caller.
     """
-    net = build_net(params, data["X_train"].shape[1], num_classes_of(data), seeds.init)
     result = RunResult(status="FINISHED")
+    ours: list[BaseException] = []  # the hook's own exceptions pass through `own_code` unchanged
 
     def hook(epoch: int, metrics: dict[str, float]) -> bool:
-        result.epochs.append(dict(metrics))
-        if recorder is not None:
-            recorder.epoch(epoch, metrics)
-        if on_epoch is not None and on_epoch(epoch, metrics) is False:
-            result.stopped_epoch = epoch
-            return False
-        return True
+        try:
+            result.epochs.append(dict(metrics))
+            if recorder is not None:
+                recorder.epoch(epoch, metrics)
+            if on_epoch is not None and on_epoch(epoch, metrics) is False:
+                result.stopped_epoch = epoch
+                return False
+            return True
+        except BaseException as exc:
+            ours.append(exc)
+            raise
 
+    try:
+        with own_code(model, ours):
+            net = build_net(params, data["X_train"].shape[1], num_classes_of(data), seeds.init, model)
+            return _fit(net, params, data, seeds, hook, result, keep_best_weights)
+    except OwnCodeFailed as exc:
+        result.status, result.failure_reason, result.traceback = "FAILED", exc.reason, exc.text
+        return result
+
+
+def _fit(net: Any, params: TrainParams, data: Mapping[str, np.ndarray], seeds: RunSeeds, hook: EpochHook,
+         result: RunResult, keep_best_weights: bool) -> RunResult:
+    """Run the Solver on `net`, filling `result` (see `train`)."""
     solver = Solver(
         net,
         data,
@@ -151,17 +178,17 @@ def train(
     return result
 
 
-def model_state(net: FullyConnectedNet) -> dict[str, np.ndarray]:
+def model_state(net: Any) -> dict[str, np.ndarray]:
     """Parameters plus batchnorm running statistics (`bn{i}.running_mean`, ...), flat."""
     state = {k: np.array(v) for k, v in net.params.items()}
-    for i, bn in enumerate(net.bn_params, start=1):
+    for i, bn in enumerate(getattr(net, "bn_params", None) or [], start=1):
         for key in ("running_mean", "running_var"):
             if key in bn:
                 state[f"bn{i}.{key}"] = np.array(bn[key])
     return state
 
 
-def load_model_state(net: FullyConnectedNet, state: Mapping[str, np.ndarray]) -> None:
+def load_model_state(net: Any, state: Mapping[str, np.ndarray]) -> None:
     """Inverse of `model_state`."""
     for name, value in state.items():
         if name.startswith("bn") and "." in name:
@@ -178,9 +205,10 @@ def evaluate(
     y: np.ndarray,
     num_classes: int,
     batch_size: int = 1000,
+    model: ModelSpec | None = None,
 ) -> float:
     """Accuracy of a trained net (test mode) on (X, y)."""
-    net = build_net(params, X.shape[1], num_classes, seed=0)
+    net = build_net(params, X.shape[1], num_classes, seed=0, model=model)
     load_model_state(net, weights)
     correct = 0
     for i in range(0, X.shape[0], batch_size):

@@ -1,4 +1,6 @@
-"""examples/quickstart.ipynb executed as a person would (a Jupyter kernel, cell by cell), its outputs checked."""
+"""examples/quickstart.ipynb executed as a person would (a Jupyter kernel, cell by cell), its outputs checked.
+
+The notebook is written by examples/make_quickstart.py (edit that, then run it)."""
 
 from __future__ import annotations
 
@@ -44,3 +46,21 @@ def test_the_quickstart_notebook_runs_and_shows_the_verdict_tables_and_a_figure(
     assert pngs and base64.b64decode(pngs[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "test accuracy" in text
     assert (tmp_path / "reports" / "dropout-digits" / "report.md").exists()
+    # Part 2: the check finds the write-up's mistake; the ablation runs on the student's own net.
+    assert "FAIL  dropout_forward: with p=0.25 it keeps 7" in text and "p acts as a DROP probability" in text
+    assert "model FullyConnectedNet from " in text and "a KEEP probability, given keep_prob" in text
+    assert markdown.count("**Ablation `") == 2, markdown
+
+
+def test_the_notebook_is_what_its_generator_writes() -> None:
+    """examples/quickstart.ipynb is generated: an edit by hand would be lost at the next generation."""
+    nbformat = pytest.importorskip("nbformat")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_quickstart", NOTEBOOK.parent / "make_quickstart.py")
+    assert spec is not None and spec.loader is not None
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    committed = nbformat.read(NOTEBOOK, as_version=4)
+    assert [(c.cell_type, c.source) for c in committed.cells] == [
+        (c.cell_type, c.source) for c in generator.BUILT_IN + generator.OWN]

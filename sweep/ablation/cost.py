@@ -116,7 +116,8 @@ def describe(est: Estimate) -> str:
             f"on {est.workers} worker(s) x {est.threads} BLAS thread(s) (scaled from {est.source})")
 
 
-def measure_epoch(params: TrainParams, data: Mapping[str, np.ndarray], threads: int, source: str) -> Measured:
+def measure_epoch(params: TrainParams, data: Mapping[str, np.ndarray], threads: int, source: str,
+                  model: Any = None) -> Measured:
     """A short timing run: one epoch of `params` on `data` with `threads` BLAS threads, as a worker has."""
     from dataclasses import replace
 
@@ -127,7 +128,7 @@ def measure_epoch(params: TrainParams, data: Mapping[str, np.ndarray], threads: 
     one = replace(params, epochs=1)
     with threadpool_limits(limits=threads):
         t0 = time.perf_counter()
-        result = train(one, data, RunSeeds.derive(0, 0))
+        result = train(one, data, RunSeeds.derive(0, 0), model=model)
         elapsed = time.perf_counter() - t0
     seconds = result.epochs[0]["epoch_seconds"] if result.epochs else elapsed
     return Measured(float(seconds), one, int(data["X_train"].shape[0]), int(data["X_val"].shape[0]),

@@ -26,8 +26,10 @@ from sweep.config.factors import (
     level_text,
     level_value,
 )
+from sweep.config.model_spec import ModelSpec
 from sweep.config.sweep_file import AblationConfig, TrainParams
 from sweep.data.spec import DataSpec
+from sweep.own_net import model_tags, traceback_tags
 from sweep.tracking.spool import STATE_TAG, RunRecorder, end_status
 from sweep.tracking.store import summary_tags
 from sweep.training import RunSeeds, train
@@ -92,6 +94,7 @@ class CellTask:
     base_seed: int
     spool_dir: Path  # the attempt's file is chosen under the cell's claim (sweep.ablation.claims)
     ablation: str
+    model: ModelSpec | None = None  # your own net (--model), checked by the parent; None: the built-in one
 
 
 def subset_seed(data_seed: int, k: int, subsets: str) -> int:
@@ -145,13 +148,13 @@ def _train_cell(task: CellTask, spool_path: Path) -> dict[str, Any]:
         "sweep.kind": "cell", "sweep.ablation": task.ablation, "ablation.size": c.size,
         "ablation.keep_prob": c.keep_prob, "ablation.seed": c.seed,
         "sweep.init_seed": seeds.init, "sweep.order_seed": seeds.order, "ablation.data_seed": task.data.seed,
-        **{FACTOR_TAG_PREFIX + n: v for n, v in c.levels},
+        **{FACTOR_TAG_PREFIX + n: v for n, v in c.levels}, **model_tags(task.model),
     }
     with RunRecorder(spool_path) as rec:
         shown = readable_params({**params.to_flat(), "num_train": c.size})
         rec.start(c.run_name, f"ablation:{task.ablation}", shown, tags)
         try:
-            result = train(params, data, seeds, recorder=rec)
+            result = train(params, data, seeds, recorder=rec, model=task.model)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
             rec.end(end_status("FAIL", interrupted=interrupted),
@@ -161,12 +164,12 @@ def _train_cell(task: CellTask, spool_path: Path) -> dict[str, Any]:
                     + run_note(shown, result.state, result.summary, failure_reason=result.failure_reason)}
         if result.failure_reason:
             end_tags["failure_reason"] = result.failure_reason
-        rec.end(end_status(result.state), {**end_tags, **summary_tags(result.summary)})
+        rec.end(end_status(result.state), {**end_tags, **summary_tags(result.summary), **traceback_tags(result)})
     return {"cell": c, "status": result.status, "best_val_acc": result.best_val_acc, "reason": result.failure_reason}
 
 
-def ablation_name(params: TrainParams, grid: AblationConfig, dataset: str) -> str:
-    """Stable name for (config, grid): the same command finds its parent run again."""
+def ablation_name(params: TrainParams, grid: AblationConfig, dataset: str, model: ModelSpec | None = None) -> str:
+    """Stable name for (config, grid, net): the same command finds its parent run again."""
     fields: dict[str, Any] = {"p": params.to_flat(), "k": list(grid.keep_probs),
                               "n": list(grid.resolved_sizes(dataset)), "s": grid.seeds, "d": dataset}
     if grid.subsets != "fixed":  # absent for "fixed": ablations made before the option keep their names
@@ -175,6 +178,8 @@ def ablation_name(params: TrainParams, grid: AblationConfig, dataset: str) -> st
         fields["v"] = {n: sorted(level_text(n, v) for v in values) for n, values in grid.vary}
     if grid.until is not None:  # a sequential ablation (sweep.ablation.sequential) is its own parent run
         fields["q"] = {"until": grid.until, "precision": grid.precision, "max_seeds": grid.max_seeds}
+    if model is not None:  # absent for the built-in net, for the same reason: your own net's cells are its own
+        fields["m"] = f"{model.module}:{model.class_name}"
     key = json.dumps(fields, sort_keys=True)
     return "ablation-" + hashlib.sha1(key.encode()).hexdigest()[:8]
 

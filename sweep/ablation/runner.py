@@ -57,6 +57,7 @@ from sweep.config.sweep_file import (
     TrainParams,
     available_cores,
 )
+from sweep.own_net import model_tags
 from sweep.paths import SweepPaths, paths_of_config
 from sweep.search.pool import (
     MAX_ROUNDS,
@@ -86,6 +87,7 @@ def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:
     if grid.params is not None:
         return grid.base_params()
     from sweep.paths import SweepPaths, journal_file
+    from sweep.search.model_record import check_model
     from sweep.search.study import make_storage, open_study
 
     paths = SweepPaths.for_study(Path.cwd(), cfg.study_name)
@@ -94,6 +96,7 @@ def base_params(cfg: SweepConfig, out: TextIO) -> TrainParams:
         if journal is not None and not journal.exists():  # opening it would create an empty journal
             raise KeyError(f"no Optuna journal {journal}")
         study = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
+        check_model(study, cfg.model, record=False)  # the best trial of another net's study is not this net's
         best = study.best_trial
     except (KeyError, ValueError) as exc:
         raise ValueError(
@@ -165,7 +168,8 @@ def _estimate(cfg: SweepConfig, params: TrainParams, todo: list[Cell], data_seed
     if measured is None:
         n = max(c.size for c in todo)
         data = cfg.data.subset(n, data_seed).load()
-        measured = measure_epoch(params, data, threads, f"a one-epoch timing run on {data['X_train'].shape[0]} rows")
+        measured = measure_epoch(params, data, threads, f"a one-epoch timing run on {data['X_train'].shape[0]} rows",
+                                 model=cfg.model)
     return estimate_cost(todo, lambda c: (c.train_params(params), c.size), measured,
                          workers=jobs, threads=threads)
 
@@ -182,6 +186,11 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     sweep.ablation.cost.NotConfirmed with nothing trained. `on_progress(done, total)`
     is called after every cell (a notebook's bar).
     """
+    from sweep.check.contract import checked_config
+
+    cfg, model_line = checked_config(cfg)  # your own net (--model): its contract, before anything is created
+    if model_line:
+        out.write(model_line + "\n")
     if cfg.grid.until is not None:  # --until-decided: seeds added in rounds (its own module)
         from sweep.ablation.sequential import run_until_decided
 
@@ -226,14 +235,14 @@ def plan_ablation(cfg: SweepConfig, name: str | None, workdir: Path, yes: bool, 
     cells = grid_cells(grid, sizes)
     check_grid_size(grid, sizes, yes)
     params = base_params(cfg, out)
-    name = name or ablation_name(params, grid, cfg.dataset)
+    name = name or ablation_name(params, grid, cfg.dataset, cfg.model)
     paths = paths_of_config(workdir, cfg)  # the study's own folder (sweep.paths)
     keeps, sizes_text = ",".join(f"{k:g}" for k in grid.keep_probs), ",".join(map(str, sizes))
     parent = ParentSpec(
         f"ablation:{name}", name,
         params={**readable_params(params.to_flat()), "keep_probs": keeps, "sizes": sizes_text, "seeds": grid.seeds,
                 "dataset": cfg.dataset, "subsets": grid.subsets, **({"vary": vary_text(grid.vary)} if grid.vary else {})},
-        tags={"sweep.kind": "ablation", "optuna.study": cfg.study_name, **paths.identity_tags,
+        tags={"sweep.kind": "ablation", "optuna.study": cfg.study_name, **paths.identity_tags, **model_tags(cfg.model),
               NOTE_TAG: ablation_note(name, cfg.study_name, keeps, sizes_text, grid.seeds)},
     )
     return AblationPlan(name, cfg.study_name, params, grid, sizes, cells,
@@ -299,7 +308,7 @@ def train_cells(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: in
 
     def task(c: Cell) -> CellTask:
         return CellTask(c, plan.params, cfg.data.subset(c.size, plan.data_seeds[c.seed]), cfg.seed,
-                        plan.spool_dir, plan.name)
+                        plan.spool_dir, plan.name, cfg.model)
 
     try:
         while todo and ended.rounds < MAX_ROUNDS:

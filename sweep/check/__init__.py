@@ -2,6 +2,8 @@
 
 - `runner`: `run_check` (find and import the target, print one line per finding)
 - `layers`, `dropout`, `net`: the checks; `common`: shared helpers
+- `contract`: before `sweep run|ablate --model` trains your own net, the cs231n contract and
+  what its dropout keyword means (measured)
 """
 
 from typing import TYPE_CHECKING

@@ -58,7 +58,22 @@ LAYER_CHECKS: dict[str, tuple[Callable[..., Checks], tuple[str, ...]]] = {
 PREFIXES = ("affine_", "relu_", "dropout_", "batchnorm_", "layernorm_")
 
 
-def _import(target: str, model_path: str | None) -> ModuleType:
+_LOADED: dict[str, int] = {}  # module name -> its file's mtime (ns) when this process last imported it
+
+
+def reloaded_if_edited(module: ModuleType) -> ModuleType:
+    """The module, imported again if its file changed since (a notebook, or a reused worker, sees the fix)."""
+    file = getattr(module, "__file__", None)
+    if not file or not Path(file).is_file():
+        return module
+    mtime = Path(file).stat().st_mtime_ns
+    if _LOADED.setdefault(module.__name__, mtime) != mtime:
+        module = importlib.reload(module)
+        _LOADED[module.__name__] = mtime
+    return module
+
+
+def import_target(target: str, model_path: str | None) -> ModuleType:
     """The module named by ``target`` (dotted name or .py file), imported with model_path first on sys.path."""
     if model_path is not None and not Path(model_path).expanduser().is_dir():
         raise ValueError(f"--model-path {model_path}: not a folder (give the folder that holds your package, "
@@ -69,13 +84,14 @@ def _import(target: str, model_path: str | None) -> ModuleType:
             path = Path(target).expanduser()
             if not path.is_file():
                 raise ValueError(f"{target}: no such file (give a module name like cs231n.layers or a .py file)")
-            sys.path.insert(0, str(path.resolve().parent))  # so it can import its siblings, as a script would
+            if str(path.resolve().parent) not in sys.path:  # so it can import its siblings, as a script would
+                sys.path.insert(0, str(path.resolve().parent))
             spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
             sys.modules[path.stem] = module
             spec.loader.exec_module(module)  # type: ignore[union-attr]
             return module
-        module = importlib.import_module(target)
+        module = reloaded_if_edited(importlib.import_module(target))
     except ValueError as exc:
         if str(exc).startswith(target):
             raise
@@ -140,7 +156,7 @@ def run_check(target: str, model_path: str | None = None, out: TextIO | None = N
     if model_path is not None:
         sys.path.insert(0, str(Path(model_path).expanduser().resolve()))
     try:
-        module = _import(module_name, model_path)
+        module = import_target(module_name, model_path)
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # a student's overflow or division warnings would bury the findings
             findings = net_findings(module, class_name) if class_name else layer_findings(module)

@@ -13,6 +13,8 @@ Layout (every section and key optional; examples/digits.toml lists them all)::
                 vary = {NAME = [V1, V2, ...]} (more factors, see `sweep.config.factors`),
                 and [ablation.params] for an explicit configuration (otherwise
                 the study's best trial)
+    [model]     class = "MODULE:CLASS", path = "DIR": your own cs231n-style net
+                (sweep.config.model_spec); absent = the built-in model.FullyConnectedNet
 
 Errors are `ConfigError` (a ValueError) naming the file, the key path
 (``space.keep_prob.low``) and what is allowed; an unknown key gets the closest
@@ -42,6 +44,7 @@ from sweep.config.domains import (
     check_keys,
 )
 from sweep.config.factors import Factors, check_vary, level_text, parse_vary_args
+from sweep.config.model_spec import MODEL_KEYS, ModelSpec, model_from_overrides, model_from_table
 from sweep.config.space import (
     Choice,
     Fixed,
@@ -105,6 +108,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "sweep": _SWEEP_KEYS,
     "space": SearchSpace.KEYS,
     "ablation": _ABLATION_KEYS,
+    "model": MODEL_KEYS,
 }
 _SEEDS = Domain(int, 1, note="seeds per cell of the ablation grid")
 _SUBSETS = Domain(str, choices=SUBSETS)
@@ -260,6 +264,7 @@ class SweepConfig:
         reproducible_lag: k of sweep.search.reproducible (trial n sees only trials < n - k); None = off.
         space: the search space.
         ablation: settings of `sweep ablate`; None = not given (use AblationConfig()).
+        model: your own net ([model], --model); None = the built-in model.FullyConnectedNet.
     """
 
     dataset: str = "digits"
@@ -278,6 +283,7 @@ class SweepConfig:
     reproducible_lag: int | None = None
     space: SearchSpace = field(default_factory=SearchSpace)
     ablation: AblationConfig | None = None
+    model: ModelSpec | None = None
 
     def __post_init__(self) -> None:
         for name in _SWEEP_KEYS:
@@ -335,6 +341,8 @@ class SweepConfig:
                 table["params"] = {f.name: flat[f.name] for f in fields(TrainParams)}
                 table["params"]["hidden_dims"] = list(abl.params.hidden_dims)
             out["ablation"] = table
+        if self.model is not None:
+            out["model"] = {"class": self.model.target, **({"path": self.model.path} if self.model.path else {})}
         return out
 
     def to_toml(self) -> str:
@@ -399,11 +407,12 @@ def config_from_dict(raw: Mapping[str, object]) -> SweepConfig:
         home = [s for s, keys in _SECTIONS.items() if key in keys]
         if home:
             raise ConfigError(f"settings go in tables: put '{key}' under [{home[0]}]", key=key)
-        check_keys([key], tuple(_SECTIONS), section="the top level (tables: [sweep], [space], [ablation])")
+        check_keys([key], tuple(_SECTIONS), section="the top level (tables: [sweep], [space], [ablation], [model])")
     sweep = _section(raw, "sweep")
     space = SearchSpace.from_dict(_section(raw, "space"))
     ablation = _ablation_from_table(_section(raw, "ablation")) if "ablation" in raw else None
-    return SweepConfig(**sweep, space=space, ablation=ablation)  # type: ignore[arg-type]
+    model = model_from_table(_section(raw, "model")) if "model" in raw else None
+    return SweepConfig(**sweep, space=space, ablation=ablation, model=model)  # type: ignore[arg-type]
 
 
 def _ablation_from_table(table: Mapping[str, object]) -> AblationConfig:
@@ -460,7 +469,7 @@ def _read(path: Path) -> SweepConfig:
 
 # --------------------------------------------------------------------------- overrides
 
-_OVERRIDE_KEYS = (*_SWEEP_KEYS, "epochs", "keep_probs", "sizes", "seeds", "subsets", "vary", *UNTIL_KEYS)
+_OVERRIDE_KEYS = (*_SWEEP_KEYS, "epochs", "keep_probs", "sizes", "seeds", "subsets", "vary", *UNTIL_KEYS, "model", "model_path")
 
 
 def _cli_number(value: object, dom: Domain, key: str) -> object:
@@ -489,7 +498,8 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
             storage, tracking_uri, pruner, reproducible_lag (the [sweep] keys); epochs (fixes the space's epochs
             to N and sets the ablation's epochs); keep_probs, sizes (lists or "a,b,c" text)
             seeds, subsets, until, precision and max_seeds (the ablation's); vary (the --vary flags, ``["NAME=V1,V2", ...]``, or a
-            table ``{NAME: [values]}``; replaces the file's vary). None values are ignored; numbers may be text.
+            table ``{NAME: [values]}``; replaces the file's vary); model, model_path (``--model MODULE:CLASS``,
+            ``--model-path DIR``: over [model]). None values are ignored; numbers may be text.
 
     Raises:
         ConfigError: an unknown key (closest suggested) or a bad value, located at ``command line``.
@@ -524,6 +534,7 @@ def apply_overrides(cfg: SweepConfig, overrides: Mapping[str, object]) -> SweepC
         ablation.update(until_overrides(given, cfg.ablation))
         if ablation:
             sweep["ablation"] = replace(cfg.ablation or AblationConfig(), **ablation)
+        sweep["model"] = model_from_overrides(cfg.model, given.get("model"), given.get("model_path"))
         return replace(cfg, **sweep)
     except ConfigError as err:
         raise err.with_source("command line") from None

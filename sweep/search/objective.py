@@ -13,6 +13,7 @@ import numpy as np
 
 from sweep.config.display import NOTE_TAG, readable_params, run_note
 from sweep.data.spec import DataSpec
+from sweep.own_net import TRACEBACK_TAG, model_tags, traceback_tags
 from sweep.tracking.spool import STATE_TAG, RunRecorder, SpoolWriteError, end_status
 from sweep.tracking.store import summary_tags
 from sweep.training import RunResult, RunSeeds, save_weights, train
@@ -20,6 +21,7 @@ from sweep.training import RunResult, RunSeeds, save_weights, train
 if TYPE_CHECKING:
     import optuna
 
+    from sweep.config.model_spec import ModelSpec
     from sweep.config.space import SearchSpace, TrainParams
 
 # -- Optuna trials -----------------------------------------------------------
@@ -58,6 +60,9 @@ class TrialContext:
     # k of the reproducible mode (sweep.search.reproducible): trial n's sampler and pruner see only
     # the trials < n - k, all finished. None: off.
     reproducible_lag: int | None = None
+    # Your own net (--model), checked by the parent (sweep.check.contract); None: the built-in one.
+    # Strings only: the worker imports the class itself (sweep.own_net).
+    model: ModelSpec | None = None
 
 
 def trial_objective(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, np.ndarray]) -> float:
@@ -79,6 +84,7 @@ def trial_objective(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, n
         "sweep.init_seed": seeds.init,
         "sweep.order_seed": seeds.order,
         "sweep.kind": "trial",
+        **model_tags(ctx.model),
     }
     try:
         return _train_recorded(trial, ctx, data, params, seeds, tags)
@@ -105,7 +111,8 @@ def _train_recorded(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, n
             return not trial.should_prune()
 
         try:
-            result = train(params, data, seeds, recorder=rec, on_epoch=report, keep_best_weights=True)
+            result = train(params, data, seeds, recorder=rec, on_epoch=report, keep_best_weights=True,
+                           model=ctx.model)
         except BaseException as exc:  # interrupt or a bug: record it, let Optuna fail the trial
             interrupted = isinstance(exc, KeyboardInterrupt)
             from sweep.search.study import is_storage_error, short_storage_error
@@ -135,9 +142,11 @@ def _train_recorded(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, n
             trial.set_user_attr("gap", summary["final_gap"])
         if result.state == "FAIL":
             trial.set_user_attr("failure_reason", result.failure_reason)
+            if result.traceback:  # your own net raised: its traceback on the trial and its run
+                trial.set_user_attr(TRACEBACK_TAG, result.traceback)
             note = run_note(shown, "FAIL", summary, failure_reason=result.failure_reason)
             rec.end(end_status("FAIL"), {STATE_TAG: "FAIL", "failure_reason": result.failure_reason, NOTE_TAG: note,
-                                         **summary_tags(summary)})
+                                         **summary_tags(summary), **traceback_tags(result)})
             raise TrialFailed(result.failure_reason)
         if result.state == "PRUNED":
             trial.set_user_attr("pruned_at_epoch", result.stopped_epoch)

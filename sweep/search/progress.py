@@ -200,8 +200,10 @@ def print_summary(o: SweepOutcome, cfg: SweepConfig, out: TextIO) -> None:
             out.write(f"  the best trial's run, trial-{o.best_number:04d}: {link(o.best_run_id)}\n")
     if not server:
         out.write(f"  tracking URI: {mask_url(o.tracking_uri)}\n")
+    own = "" if cfg.model is None else f" --model {cfg.model.module}:{cfg.model.class_name}" + (
+        f" --model-path {cfg.model.path}" if cfg.model.path else "")  # else the ablation refuses the study
     out.write(
-        f"then answer the dropout question: `sweep ablate --study {o.study_name}` and `sweep report --study {o.study_name}`\n"
+        f"then answer the dropout question: `sweep ablate --study {o.study_name}{own}` and `sweep report --study {o.study_name}`\n"
     )
 
 

@@ -29,6 +29,7 @@ from sweep.config.bounds import useful_jobs
 from sweep.config.budget import Budget, over_deadline
 from sweep.config.display import NOTE_TAG, study_note
 from sweep.config.sweep_file import SweepConfig, available_cores
+from sweep.own_net import model_tags
 from sweep.paths import SweepPaths, journal_file, study_paths
 from sweep.redact import mask_url
 from sweep.search.finish import finish
@@ -97,11 +98,15 @@ def run_sweep(
     re-queued like an interrupt. The next call continues towards `cfg.trials`.
     `on_progress(done, target)` is called after every finished trial (a notebook's bar).
     """
+    from sweep.check.contract import checked_config
     from sweep.search.study import counted_trials
 
     budget = Budget.start(cfg.timeout_seconds, kill=timeout_kill)  # counts from this invocation's start
+    cfg, model_line = checked_config(cfg)  # your own net (--model): its contract, before anything is created
     data = prepare_data(cfg)  # the parent writes the memory-mapped cache once; workers only open it
     study, paths = open_sweep_study(cfg, workdir or Path.cwd(), out)
+    if model_line:
+        out.write(model_line + "\n")
     missing = cfg.trials - counted_trials(study)
     plan = plan_workers(cfg, missing, dask_scheduler)
     ctx = trial_context(cfg, paths, budget, dask_scheduler)
@@ -146,6 +151,9 @@ def open_sweep_study(cfg: SweepConfig, workdir: Path, out: TextIO) -> tuple[Any,
                          f"Move it aside and start again, or restore it from a copy") from None
     # The study's own folder: another study of this name (a new journal or database) has its own.
     paths = study_paths(paths.workdir, study, cfg.storage, claim=True)
+    from sweep.search.model_record import check_model
+
+    check_model(study, cfg.model)  # before this process marks it or reaps anything
     mark_sweep_process(study, cfg.trials)
     # A RUNNING trial with no owner yet was asked by a worker killed before it could say
     # so (or one that is between ask and that write now); with no other sweep process
@@ -198,7 +206,7 @@ def trial_context(cfg: SweepConfig, paths: SweepPaths, budget: Budget | None, da
         pruner=cfg.pruner, max_epochs=cfg.space.max_epochs,
         target_trials=cfg.trials, deadline=budget.deadline if budget else None,
         sweep_process=None if dask_scheduler else spool.this_process(),
-        reproducible_lag=cfg.reproducible_lag,
+        reproducible_lag=cfg.reproducible_lag, model=cfg.model,
     )
 
 
@@ -229,7 +237,7 @@ def start_tracker(cfg: SweepConfig, study: optuna.Study, paths: SweepPaths, out:
     parent = ParentSpec("study", f"study {name}",
                         params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
                                 "storage": mask_url(cfg.storage) or f"journal:{paths.journal}"},
-                        tags={"optuna.study": name, "sweep.kind": "study", **paths.identity_tags,
+                        tags={"optuna.study": name, "sweep.kind": "study", **paths.identity_tags, **model_tags(cfg.model),
                               NOTE_TAG: study_note(name, cfg.dataset, cfg.trials)})
     tracker = Tracker(tracking_uri, name, paths.spool_dir, [parent], on_run_created=record_run_id,
                       say=say_to(out)).start()
