@@ -118,11 +118,11 @@ def test_seeds_go_only_to_the_undecided_comparison_until_the_cap(tmp_path: Path)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--precision", "0"], "precision: must be a number in (0, 200]"),
-    (["--until-decided", "--max-seeds", "1"], "max_seeds: must be an integer in [2, 1000]"),
+    (["--precision", "0"], "--precision: must be a number in (0, 200]"),
+    (["--until-decided", "--max-seeds", "1"], "--max-seeds: must be an integer in [2, 1000]"),
     (["--max-seeds", "abc"], "argument --max-seeds: invalid int value: 'abc'"),
-    (["--precision", "1"], 'precision: only applies with until = "decided" (--until-decided)'),
-    (["--until-decided", "--seeds", "5"], "seeds: fixes the number of seeds, which until = \"decided\""),
+    (["--precision", "1"], '--precision: only applies with until = "decided" (--until-decided)'),
+    (["--until-decided", "--seeds", "5"], "--seeds: fixes the number of seeds, which until = \"decided\""),
 ])
 def test_bad_values_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     proc = run_cli(tmp_path, "ablate", "--keep-probs", "1,0.5", *args, check=False)
