@@ -202,7 +202,7 @@ def test_the_mlflow_ui_as_a_person_meets_it(store: Path, ui: str, pages: Pages) 
         pages.check("runs table (parent expanded)", f"the link to {run.info.run_name}", link)
         link.click()
         pages.check(f"{run.info.run_name} overview", "its description (mlflow.note.content)",
-                    page.get_by_text(run.data.tags["mlflow.note.content"]).first)
+                    page.get_by_text(run.data.tags["mlflow.note.content"].split("\n\n")[-1]).first)
         page.get_by_role("tab", name="Model metrics").click()
         sections = page.get_by_test_id("experiment-view-compare-runs-section-header")
         pages.check(name, "a chart section", sections.first)
@@ -225,6 +225,15 @@ def test_the_mlflow_ui_as_a_person_meets_it(store: Path, ui: str, pages: Pages) 
             f"page {name!r}: val_acc drawn at steps {steps}, trained {expected} epochs"
         pages.shot(f"{run.info.run_name}-model-metrics")
         print(f"{name}: first section {sorted(first_section)}, val_acc {len(steps)} points")
+
+    # The best trial's Overview says so, with its test accuracy (its description's first line).
+    [best] = [r for r in trials.values() if r.data.tags.get("best_trial_of_study") == "true"]
+    page.goto(ui.split("?")[0] + f"/{best.info.run_id}?workflowType=machine_learning")
+    name = f"{best.info.run_name} overview (the best trial)"
+    pages.check(name, "'Best trial of study dropout-digits' in its description",
+                page.get_by_text("Best trial of study dropout-digits", exact=True).first)
+    pages.check(name, "its test accuracy", page.get_by_text(f"test acc {best.data.tags['test_acc']}").first)
+    pages.shot("best-trial-overview")
 
     # 3. The ablation's parent, and the report in its artifact viewer: report.md and a figure.
     [abl_key] = [k for k in parents if k.startswith("ablation:")]
@@ -369,7 +378,8 @@ def test_every_page_a_person_clicks_to_stays_in_the_machine_learning_view(store:
     pages.check("runs table (parent expanded)", f"the link to {first.info.run_name}", link)
     link.click()  # 1. into a trial
     name = f"{first.info.run_name} (clicked from the runs table)"
-    pages.check(name, "its description", page.get_by_text(first.data.tags["mlflow.note.content"]).first)
+    own_note = first.data.tags["mlflow.note.content"].split("\n\n")[-1]  # below the best trial's line, if any
+    pages.check(name, "its description", page.get_by_text(own_note).first)
     assert_machine_learning_view(pages, name)
     pages.shot("clicked-trial")
 
