@@ -19,8 +19,11 @@ the same command trains only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -150,7 +153,7 @@ def run_compare(cfg: SweepConfig, *, arms: Sequence[str] | None = None, budget: 
               f"({'all' if plan.size is None else plan.size} training rows, {jobs} worker(s))\n")
     records: list[dict[str, Any]] = []
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), only_process(plan):
             plan.strengths = tune_all(cfg, plan, jobs, threads, out)
             records = retrain_all(cfg, plan, jobs, threads, out)
     except KeyboardInterrupt:
@@ -162,6 +165,32 @@ def run_compare(cfg: SweepConfig, *, arms: Sequence[str] | None = None, budget: 
     summarize_and_report(cfg, plan, outcome, out)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+@contextlib.contextmanager
+def only_process(plan: ComparePlan) -> Iterator[None]:
+    """Hold the comparison's lock (flock: the kernel drops it when its holder dies) while training.
+
+    Raises:
+        ValueError: another `sweep compare` of the same comparison holds it (both would train every
+            missing run and append it twice).
+    """
+    import fcntl
+
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    with open(plan.folder / "compare.flock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ValueError(f"{plan.name}: another `sweep compare` of this comparison is running ({holder}); "
+                             "wait for it, or stop it and run this command again to continue") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        yield
 
 
 def _pool(jobs: int, threads: int) -> Any:

@@ -166,7 +166,7 @@ DOMAINS: dict[str, Domain] = {
         float, 0.0, 1.0, low_open=True, note="the probability of KEEPING an input feature; 1.0 = no input dropout"
     ),
     "max_norm": Domain(
-        float, 0.0, log=True, note="bound on each hidden unit's incoming weight norm; 0 = no constraint"
+        float, 0.0, note="bound on each hidden unit's incoming weight norm; 0 = no constraint"
     ),
     "augment_flip": Domain(bool, note="mirror training images left-right at random (image data only)"),
     "augment_shift": Domain(int, 0, note="pixels of random translation of training images; 0 = none"),

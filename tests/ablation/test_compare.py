@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 from pathlib import Path
@@ -101,6 +102,13 @@ def test_numbers_and_figure_come_from_the_test_split(workdir: Path) -> None:
     assert "re-training 0 of 6 runs" in text and again.records == o.records and again.strengths == o.strengths
     tuning = (o.folder / "tuning.jsonl").read_text().splitlines()
     assert len(tuning) == 4 and all(json.loads(line)["arm"] != "none" for line in tuning)
+    # A second process of the same comparison is refused while the first holds it (both would train).
+    with open(o.folder / "compare.flock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_cli(workdir, "compare", "c.toml", "--arms", "none,dropout,input-dropout", "--seeds", "2",
+                       "--budget", "2", "--size", "250", check=False)
+    assert proc.returncode == 2 and "another `sweep compare` of this comparison is running" in proc.stderr
+    assert (o.folder / "runs.jsonl").read_text().count("\n") == 6  # nothing appended
 
 
 def test_the_arm_task_reads_the_test_split_once_per_run(workdir: Path) -> None:

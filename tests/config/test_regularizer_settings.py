@@ -97,6 +97,10 @@ def test_training_passes_them_to_the_model() -> None:
     assert [e["train_loss"] for e in a.epochs] == [e["train_loss"] for e in b.epochs]  # seeded: repeatable
     plain = train(TrainParams(**{**BASE, "epochs": 2}, max_norm=0.3), data, RunSeeds(1, 2))
     assert [e["train_loss"] for e in a.epochs] != [e["train_loss"] for e in plain.epochs]  # shifts were applied
+    from sweep.config.display import readable_params, run_note
+
+    note = run_note(readable_params(params.to_flat()), "COMPLETE", {})
+    assert "max-norm 0.3, shift 1" in note and "flip" not in note  # a run's description names what is on
     assert a.best_weights is not None
     hidden_norms = np.linalg.norm(a.best_weights["W1"], axis=0)
     assert hidden_norms.max() <= 0.3 + 1e-6  # the max-norm constraint held in training
