@@ -68,10 +68,15 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 
 def append_line(path: Path, record: dict[str, Any]) -> None:
-    """One JSON line, flushed and fsynced (a kill leaves at most a torn last line)."""
+    """One JSON line, flushed and fsynced (a kill leaves at most a torn last line, which
+    `read_log` skips; the next line starts on a line of its own, else it would be lost with it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+    with open(path, "a+b") as fh:
+        torn = False
+        if fh.seek(0, os.SEEK_END) > 0:
+            fh.seek(-1, os.SEEK_END)
+            torn = fh.read(1) != b"\n"
+        fh.write((("\n" if torn else "") + json.dumps(record) + "\n").encode())
         fh.flush()
         os.fsync(fh.fileno())
 

@@ -101,11 +101,13 @@ def curves_figure(records: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> 
         if not curves:
             continue
         color = "0.35" if name == "none" else colormaps["tab10"](i % 10)
+        marker = "osD^v<>ph*"[i % 10]  # arms identical to none (a bound never reached) still show
         n_ep = min(len(c) for c in curves)
         for key, style in (("val_acc", "-"), ("train_acc", "--")):
             ivs = [mean_ci([c[e][key] for c in curves]) for e in range(n_ep)]
             ep = np.arange(1, n_ep + 1)
-            ax.plot(ep, [iv.mean * _PTS for iv in ivs], style, color=color, label=name if key == "val_acc" else None)
+            ax.plot(ep, [iv.mean * _PTS for iv in ivs], style, color=color, marker=marker, markersize=5,
+                    fillstyle="none", label=name if key == "val_acc" else None)
             if all(iv.defined for iv in ivs):
                 ax.fill_between(ep, [iv.low * _PTS for iv in ivs], [iv.high * _PTS for iv in ivs],
                                 color=color, alpha=0.12, linewidth=0)
@@ -150,6 +152,10 @@ def _gap_sentences(s: CompareSummary) -> list[str]:
     out = []
     for g in s.gap_vs_none:
         d = g.result.diff
+        if g.result.n >= 2 and d.mean == 0 and d.low == d.high == 0:
+            out.append(f"- {g.treated} left the train−test gap unchanged: identical to none on every seed "
+                       "(its strength never changed training, e.g. a max-norm bound the weights never reached).")
+            continue
         verb = "narrowed" if d.mean < 0 else "widened"
         sure = "survives Holm" if g.significant else "does not survive Holm"
         out.append(f"- {g.treated} {verb} the train−test gap by {abs(d.mean) * _PTS:.1f} points "
@@ -182,7 +188,8 @@ def write_compare_report(s: CompareSummary, records: Sequence[Mapping[str, Any]]
         "## Setup", "",
         f"- base configuration (every regularizer off, then each arm's own): `{dict(setup.get('base') or {})}`",
         f"- training subsets: {setup.get('subsets')}; seeds: {s.seeds}; training time: wall seconds of one "
-        "run's training (the ratio is against none's).",
+        "run's training (the ratio is against none's), measured as the runs ran: other load on the machine "
+        "counts in it.",
     ]
     path = folder / "report.md"
     tmp = folder / f".report.md.{os.getpid()}.tmp"
