@@ -11,14 +11,18 @@ larger shift pushes strokes off the image).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweep.config.domains import ConfigError
 from sweep.config.space import Choice, Param, Range, SearchSpace, TrainParams
 
+if TYPE_CHECKING:
+    from sweep.config.sweep_file import SweepConfig
+
 __all__ = [
     "IMAGE_SHAPES",
     "check_augment_values",
+    "check_config_augmentation",
     "check_params_augmentation",
     "check_space_augmentation",
     "image_shape_of_width",
@@ -77,6 +81,16 @@ def check_space_augmentation(dataset: str, space: SearchSpace) -> None:
 def check_params_augmentation(dataset: str, params: TrainParams, key: str) -> None:
     """`check_augment_values` for one configuration (an ablation's or a comparison's)."""
     check_augment_values(dataset, [params.augment_flip], [params.augment_shift], key)
+
+
+def check_config_augmentation(cfg: SweepConfig) -> None:
+    """Every augmentation setting of a sweep config: its space, [ablation.params] and ablation factors."""
+    check_space_augmentation(cfg.dataset, cfg.space)
+    if cfg.ablation is not None:
+        if cfg.ablation.params is not None:
+            check_params_augmentation(cfg.dataset, cfg.ablation.params, "ablation.params")
+        vary = dict(cfg.ablation.vary)
+        check_augment_values(cfg.dataset, vary.get("augment_flip", ()), vary.get("augment_shift", ()), "ablation.vary")
 
 
 def _values(p: Param) -> list[Any]:

@@ -274,7 +274,9 @@ class SweepConfig:
             raise ConfigError(f"must be a SearchSpace, got {self.space!r}", key="space")
         if self.ablation is not None and not isinstance(self.ablation, AblationConfig):
             raise ConfigError(f"must be an AblationConfig or None, got {self.ablation!r}", key="ablation")
-        _check_augmentation(self)
+        from sweep.config.images import check_config_augmentation  # issue 20: images only
+
+        check_config_augmentation(self)
 
     @property
     def study_name(self) -> str:
@@ -336,18 +338,6 @@ class SweepConfig:
                 lines += ["", f"[{section}.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in sub.items()]
             lines.append("")
         return "\n".join(lines)
-
-
-def _check_augmentation(cfg: SweepConfig) -> None:
-    """Augmentation only where the dataset is images and allows it (sweep.config.images), in one line."""
-    from sweep.config.images import check_augment_values, check_params_augmentation, check_space_augmentation
-
-    check_space_augmentation(cfg.dataset, cfg.space)
-    if cfg.ablation is not None:
-        if cfg.ablation.params is not None:
-            check_params_augmentation(cfg.dataset, cfg.ablation.params, "ablation.params")
-        vary = dict(cfg.ablation.vary)
-        check_augment_values(cfg.dataset, vary.get("augment_flip", ()), vary.get("augment_shift", ()), "ablation.vary")
 
 
 def _toml_value(v: object) -> str:
