@@ -19,6 +19,7 @@ the same command trains only what is missing.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -26,7 +27,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -151,6 +152,7 @@ def run_compare(cfg: SweepConfig, *, arms: Sequence[str] | None = None, budget: 
     out.write(f"{plan.name}: arms {', '.join(a.name for a in plan.arms)}; {plan.budget} tuning trials per arm "
               f"on the validation set, then {plan.seeds} paired seeds per arm on the test set "
               f"({'all' if plan.size is None else plan.size} training rows, {jobs} worker(s))\n")
+    announce_cost(cfg, plan, jobs, threads, workdir or Path.cwd(), out)
     records: list[dict[str, Any]] = []
     try:
         with sigterm_as_interrupt(), only_process(plan):
@@ -165,6 +167,29 @@ def run_compare(cfg: SweepConfig, *, arms: Sequence[str] | None = None, budget: 
     summarize_and_report(cfg, plan, outcome, out)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def announce_cost(cfg: SweepConfig, plan: ComparePlan, jobs: int, threads: int, workdir: Path, out: TextIO) -> None:
+    """One line: the estimated wall and CPU time of the tuning trials and runs still to train
+    (sweep.ablation.cost, scaled from the study's measured epoch or a one-epoch timing run)."""
+    from sweep.ablation.cost import describe, estimate_cost, measure_epoch
+    from sweep.ablation.runner import study_timing
+
+    tuned = collections.Counter(r["arm"] for r in read_log(plan.folder / "tuning.jsonl"))
+    todo = [arm_params(plan.base, a, {}, cfg.dataset) for a in plan.arms if a.knobs and a.name not in plan.fixed
+            for _ in range(max(0, plan.budget - tuned.get(a.name, 0)))]
+    done = {(r["arm"], r["seed"]) for r in read_log(plan.folder / "runs.jsonl")}
+    todo += [arm_params(plan.base, a, {}, cfg.dataset) for a in plan.arms for k in range(plan.seeds)
+             if (a.name, k) not in done]
+    if not todo:
+        return
+    data = cfg.data.subset(plan.size, plan.data_seeds[0]).load()
+    rows = int(data["X_train"].shape[0])
+    measured = study_timing(cfg, workdir) or measure_epoch(plan.base, data, threads,
+                                                           f"a one-epoch timing run on {rows} rows")
+    est = estimate_cost(todo, lambda p: (p, rows), measured, workers=jobs, threads=threads)
+    out.write(f"{plan.name}: {describe(est).replace('cell(s)', 'training run(s)')}\n")
+    out.flush()
 
 
 @contextlib.contextmanager
@@ -193,9 +218,9 @@ def only_process(plan: ComparePlan) -> Iterator[None]:
         yield
 
 
-def _pool(jobs: int, threads: int) -> Any:
+def _pool(fn: Callable[[Any], dict[str, Any]], jobs: int, threads: int) -> Callable[[list[Any]], Iterator[dict[str, Any]]]:
+    """Run a batch of tasks with `fn` on the loky pool, yielding results as they end."""
     def run_batch(tasks: list[Any]) -> Iterator[dict[str, Any]]:
-        fn = run_tune_task if tasks and isinstance(tasks[0], TuneTask) else run_arm_task
         return run_unordered(fn, tasks, jobs=jobs, threads=threads)
     return run_batch
 
@@ -217,7 +242,7 @@ def tune_all(cfg: SweepConfig, plan: ComparePlan, jobs: int, threads: int, out: 
             return TuneTask(arm.name, number, values, arm_params(plan.base, arm, values, cfg.dataset), data, cfg.seed)
 
         strengths[arm.name] = tune_arm(arm, index, plan.budget, make_task, plan.folder / "tuning.jsonl",
-                                       _pool(jobs, threads), jobs, out)
+                                       _pool(run_tune_task, jobs, threads), jobs, out)
     return strengths
 
 
@@ -230,7 +255,7 @@ def retrain_all(cfg: SweepConfig, plan: ComparePlan, jobs: int, threads: int, ou
              for k in range(plan.seeds) for arm in plan.arms if (arm.name, k) not in done]
     total = len(plan.arms) * plan.seeds
     out.write(f"{plan.name}: re-training {len(tasks)} of {total} runs (arm x seed; {total - len(tasks)} done before)\n")
-    for rec in _pool(jobs, threads)(tasks):
+    for rec in _pool(run_arm_task, jobs, threads)(tasks):
         append_line(log, rec)
         done[(rec["arm"], rec["seed"])] = rec
         out.write(f"[{len(done):>3}/{total}] {rec['arm']} seed {rec['seed']}: test acc {rec['test_acc']:.4f}, "

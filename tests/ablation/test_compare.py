@@ -71,6 +71,7 @@ def test_every_arm_of_seed_k_starts_from_the_same_weights_batches_and_rows(workd
 def test_numbers_and_figure_come_from_the_test_split(workdir: Path) -> None:
     o, text = _compare(workdir, arms=["none", "dropout", "input-dropout"], seeds=2, budget=2)
     assert "choosing each arm's strength on the validation set" in text
+    assert "for 10 training run(s)" in text  # the estimate: 2 x 2 tuning trials, 3 arms x 2 seeds
     assert set(o.strengths["dropout"]) == {"keep_prob"} and set(o.strengths["input-dropout"]) == {"input_keep_prob"}
     cfg = load_config(workdir / "c.toml")
     rec = next(r for r in o.records if r["arm"] == "dropout" and r["seed"] == 1)
@@ -100,6 +101,7 @@ def test_numbers_and_figure_come_from_the_test_split(workdir: Path) -> None:
     # Resumed: nothing is tuned or trained again, the same numbers come back.
     again, text = _compare(workdir, arms=["none", "dropout", "input-dropout"], seeds=2, budget=2)
     assert "re-training 0 of 6 runs" in text and again.records == o.records and again.strengths == o.strengths
+    assert "estimated" not in text  # nothing left to train
     tuning = (o.folder / "tuning.jsonl").read_text().splitlines()
     assert len(tuning) == 4 and all(json.loads(line)["arm"] != "none" for line in tuning)
     # A second process of the same comparison is refused while the first holds it (both would train).
