@@ -104,3 +104,12 @@ def test_training_passes_them_to_the_model() -> None:
     assert a.best_weights is not None
     hidden_norms = np.linalg.norm(a.best_weights["W1"], axis=0)
     assert hidden_norms.max() <= 0.3 + 1e-6  # the max-norm constraint held in training
+
+
+def test_the_best_trial_line_names_the_regularizers_that_are_on() -> None:
+    from sweep.search.progress import format_params
+
+    base = {"keep_prob": 0.5, "depth": 1, "hidden_1": 64, "learning_rate": 1e-3, "normalization": "none"}
+    assert format_params(SearchSpace(), base) == "keep=0.5 hidden=64 norm=none lr=1e-3"
+    on = format_params(SearchSpace(), {**base, "max_norm": 3.0, "augment_shift": 2, "input_keep_prob": 0.9})
+    assert on == "keep=0.5 hidden=64 norm=none lr=1e-3 input_keep=0.9 max_norm=3.0 shift=2"
