@@ -14,7 +14,8 @@ Each run keeps its best-validation-epoch weights and is then evaluated once on t
 test split (accuracy), and on its own training rows (the train-test gap).
 
 Resumable: finished runs are lines of ``runs.jsonl`` in ``.sweep/<study>/<name>/``;
-the same command trains only what is missing.
+the same command trains only what is missing. Each re-training run is also an
+MLflow child run ``ARM-sK`` of the comparison's parent (sweep.ablation.compare_runs).
 """
 
 from __future__ import annotations
@@ -33,52 +34,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sweep.ablation.arms import Arm, arm_params, parse_fixed, resolve_arms
-from sweep.ablation.grid import cell_seeds, subset_seed
+from sweep.ablation.claims import close_abandoned
+from sweep.ablation.compare_runs import ArmTask, run_arm_task
+from sweep.ablation.grid import subset_seed
 from sweep.ablation.tuning import TuneTask, append_line, read_log, run_tune_task, tune_arm
 from sweep.config.bounds import useful_jobs
+from sweep.config.display import NOTE_TAG, readable_params
 from sweep.config.domains import ConfigError
 from sweep.config.sweep_file import SweepConfig, TrainParams, available_cores
-from sweep.data.spec import DataSpec
 from sweep.paths import paths_of_config
 from sweep.search.pool import run_unordered, sigterm_as_interrupt
-
-
-@dataclass(frozen=True)
-class ArmTask:
-    """One re-training run (picklable): an arm's tuned params on seed k's subset with seed k's seeds."""
-
-    arm: str
-    seed: int
-    params: TrainParams
-    data: DataSpec
-    base_seed: int
-
-
-def run_arm_task(task: ArmTask) -> dict[str, Any]:
-    """Worker: train (arm, seed k), keep the best-validation weights, evaluate them on test and train rows."""
-    from sweep.training import build_net, evaluate, num_classes_of, train
-
-    data = task.data.load()
-    seeds = cell_seeds(task.base_seed, task.seed)
-    classes = num_classes_of(data)
-    start = build_net(task.params, data["X_train"].shape[1], classes, seeds.init).params
-    digest = hashlib.sha1(b"".join(start[k].tobytes() for k in sorted(start))).hexdigest()[:16]
-    t0 = time.perf_counter()
-    result = train(task.params, data, seeds, keep_best_weights=True)
-    seconds = time.perf_counter() - t0
-    rec: dict[str, Any] = {
-        "arm": task.arm, "seed": task.seed, "status": result.status, "seconds": seconds,
-        "init_seed": seeds.init, "order_seed": seeds.order, "data_seed": task.data.seed, "init_digest": digest,
-        "curve": [{k: e[k] for k in ("train_acc", "val_acc", "epoch_seconds") if k in e} for e in result.epochs],
-        "params": task.params.to_flat(),
-    }
-    nan = float("nan")
-    w = result.best_weights
-    rec["test_acc"] = nan if w is None else evaluate(task.params, w, data["X_test"], data["y_test"], classes)
-    rec["train_acc"] = nan if w is None else evaluate(task.params, w, data["X_train"], data["y_train"], classes)
-    rec["val_acc"] = nan if w is None else evaluate(task.params, w, data["X_val"], data["y_val"], classes)
-    rec["gap"] = rec["train_acc"] - rec["test_acc"]
-    return rec
+from sweep.search.progress import print_tracking_status
+from sweep.search.recovery import say_to, stop_tracker
+from sweep.tracking import spool
+from sweep.tracking.store import default_tracking_uri
+from sweep.tracking.tracker import ParentSpec, Tracker
 
 
 @dataclass
@@ -95,6 +65,8 @@ class ComparePlan:
     data_seeds: list[int]
     folder: Path
     report_dir: Path
+    tracking_uri: str
+    parent: ParentSpec  # the comparison's MLflow parent run; its re-training runs are its children
     strengths: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -136,9 +108,20 @@ def plan_compare(cfg: SweepConfig, arms: Sequence[str] | None, budget: int, seed
                      sort_keys=True, default=str)
     name = "compare-" + hashlib.sha1(key.encode()).hexdigest()[:8]
     paths = paths_of_config(workdir, cfg)
+    arms_text = ",".join(a.name for a in chosen)
+    parent = ParentSpec(
+        f"compare:{name}", name,
+        params={**readable_params(base.to_flat()), "arms": arms_text, "budget": budget, "seeds": seeds,
+                "num_train": size or "all", "dataset": cfg.dataset},
+        tags={"sweep.kind": "compare", "optuna.study": cfg.study_name, **paths.identity_tags,
+              NOTE_TAG: f"sweep compare {name}: arms {arms_text}, each tuned on validation ({budget} trials), "
+                        f"then {seeds} paired seeds per arm evaluated on the test split; children are the "
+                        "re-training runs (arm-sSEED), report in reports/"},
+    )
     return ComparePlan(name, base, chosen, fixed_table, budget, seeds, size,
                        [subset_seed(cfg.seed, k, cfg.grid.subsets) for k in range(seeds)],
-                       paths.state_dir / name, paths.report_dir / name)
+                       paths.state_dir / name, paths.report_dir / name,
+                       cfg.tracking_uri or default_tracking_uri(paths.workdir), parent)
 
 
 def run_compare(cfg: SweepConfig, *, arms: Sequence[str] | None = None, budget: int = 8, seeds: int = 5,
@@ -250,17 +233,31 @@ def retrain_all(cfg: SweepConfig, plan: ComparePlan, jobs: int, threads: int, ou
     """Every (arm, seed) not in runs.jsonl, trained on the pool; returns every record, in plan order."""
     log = plan.folder / "runs.jsonl"
     done = {(r["arm"], r["seed"]): r for r in read_log(log)}
+    spool_dir = plan.folder / "spool"
     tasks = [ArmTask(arm.name, k, arm_params(plan.base, arm, plan.strengths[arm.name], cfg.dataset),
-                     cfg.data.subset(plan.size, plan.data_seeds[k]), cfg.seed)
+                     cfg.data.subset(plan.size, plan.data_seeds[k]), cfg.seed, spool_dir, plan.parent.key)
              for k in range(plan.seeds) for arm in plan.arms if (arm.name, k) not in done]
     total = len(plan.arms) * plan.seeds
     out.write(f"{plan.name}: re-training {len(tasks)} of {total} runs (arm x seed; {total - len(tasks)} done before)\n")
-    for rec in _pool(run_arm_task, jobs, threads)(tasks):
-        append_line(log, rec)
-        done[(rec["arm"], rec["seed"])] = rec
-        out.write(f"[{len(done):>3}/{total}] {rec['arm']} seed {rec['seed']}: test acc {rec['test_acc']:.4f}, "
-                  f"train-test gap {rec['gap']:+.4f} ({rec['seconds']:.1f} s)\n")
-        out.flush()
+    if not tasks:
+        return [done[(a.name, k)] for a in plan.arms for k in range(plan.seeds)]
+    tracker = Tracker(plan.tracking_uri, cfg.study_name, spool_dir, [plan.parent], say=say_to(out)).start()
+    status = "KILLED"
+    try:
+        for rec in _pool(run_arm_task, jobs, threads)(tasks):
+            append_line(log, rec)
+            done[(rec["arm"], rec["seed"])] = rec
+            out.write(f"[{len(done):>3}/{total}] {rec['arm']} seed {rec['seed']}: test acc {rec['test_acc']:.4f}, "
+                      f"train-test gap {rec['gap']:+.4f} ({rec['seconds']:.1f} s)\n")
+            out.flush()
+        status = "FINISHED"
+    finally:
+        if status != "FINISHED":  # runs cut off mid-training: ended KILLED, continued by the same command
+            spool.wait_writers_gone(spool_dir)
+            close_abandoned(spool_dir, spool.end_status("FAIL", interrupted=True),
+                            {spool.STATE_TAG: "FAIL", "failure_reason": "interrupted"})
+        missing = stop_tracker(tracker, status, out)
+        print_tracking_status(cfg.study_name, plan.tracking_uri, missing, tracker.health.last_error, out)
     return [done[(a.name, k)] for a in plan.arms for k in range(plan.seeds)]
 
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 import sweep
-from sweep.ablation.compare import ArmTask, CompareOutcome, run_arm_task
+from sweep.ablation.compare import CompareOutcome
+from sweep.ablation.compare_runs import ArmTask, run_arm_task
 from sweep.ablation.grid import cell_seeds
 from sweep.config.sweep_file import load_config
 from sweep.reporting.compare_report import arms_figure
 from sweep.training import evaluate, num_classes_of, train
-from tests.sweep_helpers import run_cli
+from tests.sweep_helpers import mlflow_runs, run_cli
 
 CONFIG = """
 [sweep]
@@ -102,6 +103,16 @@ def test_numbers_and_figure_come_from_the_test_split(workdir: Path) -> None:
     again, text = _compare(workdir, arms=["none", "dropout", "input-dropout"], seeds=2, budget=2)
     assert "re-training 0 of 6 runs" in text and again.records == o.records and again.strengths == o.strengths
     assert "estimated" not in text  # nothing left to train
+    # MLflow: the comparison's parent run and one child per (arm, seed), its curve and its test figure.
+    _, parents, children = mlflow_runs(workdir)
+    parent = parents[f"compare:{o.name}"]
+    assert parent.data.tags["sweep.kind"] == "compare" and parent.info.status == "FINISHED"
+    runs = {c.info.run_name: c for c in children if c.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(runs) == sorted(f"{r['arm']}-s{r['seed']}" for r in o.records)
+    for r in o.records:
+        run = runs[f"{r['arm']}-s{r['seed']}"]
+        assert run.info.status == "FINISHED" and float(run.data.tags["summary/test_acc"]) == pytest.approx(r["test_acc"])
+        assert run.data.metrics["val_acc"] == pytest.approx(r["curve"][-1]["val_acc"])
     tuning = (o.folder / "tuning.jsonl").read_text().splitlines()
     assert len(tuning) == 4 and all(json.loads(line)["arm"] != "none" for line in tuning)
     # A second process of the same comparison is refused while the first holds it (both would train).

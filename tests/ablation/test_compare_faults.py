@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sweep_helpers import SWEEP, run_cli, sweep_env
+from tests.sweep_helpers import SWEEP, mlflow_runs, run_cli, sweep_env
 
 CONFIG = """
 [sweep]
@@ -64,3 +64,11 @@ def test_compare_killed_mid_retraining_continues_and_trains_each_run_once(tmp_pa
     assert sorted(keys) == sorted((a, k) for a in ("none", "l2", "dropout") for k in range(6))  # each run once
     assert records[: len(before)] == before  # what the killed command recorded is kept as it was
     assert "report" in again.stdout
+    # MLflow: one run per (arm, seed) under the comparison's parent, none left RUNNING (a run the kill
+    # cut off continued in its own spool file, so its MLflow run was reused and ended).
+    _, parents, children = mlflow_runs(tmp_path)
+    parent = next(p for key, p in parents.items() if key.startswith("compare:"))
+    mine = [c for c in children if c.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(c.info.run_name for c in mine) == sorted(f"{a}-s{k}" for a in ("none", "l2", "dropout")
+                                                           for k in range(6))
+    assert {c.info.status for c in mine} == {"FINISHED"} and parent.info.status == "FINISHED"
