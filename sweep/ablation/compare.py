@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import io
 import json
 import os
 import socket
@@ -98,7 +99,9 @@ def plan_compare(cfg: SweepConfig, arms: Sequence[str] | None, budget: int, seed
         raise ConfigError(f"must be an integer >= 1 (training rows), got {size!r}", key="size")
     chosen = resolve_arms(arms, cfg.dataset)
     fixed_table = parse_fixed(fixed, chosen)
-    base = base_params(cfg, out)
+    said = io.StringIO()  # base_params names the trial it takes in an ablation's words
+    base = base_params(cfg, said)
+    out.write(said.getvalue().replace("ablating the best trial", "base configuration: the best trial"))
     for arm in chosen:  # a fixed strength the data refuse (a flip on digits) fails now, not after the tuning
         if arm.name in fixed_table:
             arm_params(base, arm, fixed_table[arm.name], cfg.dataset, key=f"fix.{arm.name}")
