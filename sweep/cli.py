@@ -1,4 +1,4 @@
-"""`sweep` command line: run | ablate | report | status | sync | ui | check | data.
+"""`sweep` command line: run | ablate | compare | report | status | sync | ui | check | data.
 
 Every subcommand takes an optional sweep file (TOML, see examples/) and
 flags that override it; with no file the built-in defaults (the same as
@@ -126,6 +126,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         "ended": "interrupted" if outcome.interrupted else _utc_now()})
     print("\n".join(ablation_closing(outcome, cfg, args, tracking_uri)), flush=True)
     return result.exit_code
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from sweep import api
+
+    cfg = _load(args)
+    _check_resources(args, cfg, ablation=True)
+    arms = [a for a in args.arms.split(",")] if args.arms else None
+    outcome = api.compare(cfg, arms=arms, budget=args.budget, seeds=args.compare_seeds, size=args.size,
+                          fix=args.fix or None, checked=True)
+    return 130 if outcome.interrupted else 0
 
 
 def _utc_now() -> str:
@@ -259,7 +270,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status": cmd_status, "sync": cmd_sync,
+COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "compare": cmd_compare, "report": cmd_report, "status": cmd_status, "sync": cmd_sync,
             "ui": cmd_ui, "dashboard": cmd_dashboard,
             "check": cmd_check,
             "data": cmd_data}

@@ -19,7 +19,7 @@ from sweep.cli import build_parser
 from sweep.config.sweep_file import AblationConfig, SweepConfig
 from sweep_helpers import SWEEP, load_study, run_cli, sweep_env
 
-COMMANDS = ["run", "ablate", "report", "status", "sync", "ui", "dashboard", "check"]
+COMMANDS = ["run", "ablate", "compare", "report", "status", "sync", "ui", "dashboard", "check"]
 
 
 def _help(command: str) -> dict[str, str]:
