@@ -363,9 +363,9 @@ def end_sweep(cfg: SweepConfig, study: optuna.Study, data: dict[str, np.ndarray]
 
 def _dask_threads(scheduler: str) -> int:
     """Worker threads of the Dask cluster at `scheduler` now (joblib runs one trial per thread)."""
-    from distributed import Client
+    from sweep.search.dask_versions import dask_client
 
-    with Client(scheduler) as client:
+    with dask_client(scheduler) as client:
         return sum(client.nthreads().values())
 
 
