@@ -53,7 +53,8 @@ def _preflight(args: argparse.Namespace, cfg: SweepConfig, *, storage: bool = Tr
     from sweep.config.preflight import check_storage, check_tracking_uri, check_writable
     from sweep.tracking.store import default_tracking_uri
 
-    check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"))
+    check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"),
+                       experiment=cfg.study_name)
     if storage:
         check_storage(cfg.storage, _origin(args, "storage"))
     check_writable(_written_folders(args, cfg.tracking_uri or default_tracking_uri(), cfg.storage))

@@ -43,8 +43,10 @@ def finish(
     if others:
         out.write(f"{others} trial(s) of this study still run in another sweep process; "
                   "it will end the MLflow parent run\n")
-    if test_acc is not None:  # queued: sent with the final drain (or kept for `sweep sync`)
-        tracker.log_parent("study", tags={"best_trial": best_number, **summary_tags({"best_test_acc": test_acc})})
+    if best_number is not None:  # queued: sent with the final drain (or kept for `sweep sync`)
+        # A Dask sweep has no test accuracy (the best weights stay on the worker): its best trial is still named.
+        test_tag = summary_tags({"best_test_acc": test_acc}) if test_acc is not None else {}
+        tracker.log_parent("study", tags={"best_trial": best_number, **test_tag})
     missing = stop_tracker(tracker, None if others else "KILLED" if interrupted else "FINISHED", out)
     outcome = SweepOutcome(
         study_name=study.study_name, experiment_id=tracker.experiment_id,

@@ -82,9 +82,9 @@ def run_unordered(fn: Callable[[T], dict[str, Any]], tasks: Iterable[T], *, jobs
 
     calls = (delayed(fn)(t) for t in tasks)
     if dask_scheduler:
-        from distributed import Client
+        from sweep.search.dask_versions import dask_client
 
-        with Client(dask_scheduler), parallel_config(backend="dask"):
+        with dask_client(dask_scheduler), parallel_config(backend="dask"):
             pre_dispatch = str(jobs) if jobs > 0 else "2*n_jobs"
             yield from Parallel(n_jobs=-1, pre_dispatch=pre_dispatch, batch_size=1,
                                 return_as="generator_unordered")(calls)
