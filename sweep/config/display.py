@@ -113,7 +113,7 @@ def study_note(study: str, dataset: str, trials: int) -> str:
         "early by the pruner, a normal outcome, so the run is FINISHED) or FAIL. A trial's Model metrics "
         "page draws its per-epoch curves (`val_acc`, `train_acc`, `gap` = train - val accuracy, losses, "
         "`lr`, step = epoch); one-shot figures (best val acc, epochs trained, ...) are its `summary/` "
-        "tags, on its Overview and as runs-table columns. keep_prob is the probability of "
+        "tags, on its Overview and as runs-table columns (those charts plot also as `summary/` metrics). keep_prob is the probability of "
         "KEEPING a unit (1.0 = no dropout). `sweep report` attaches its report under this run's "
         "artifacts, `report/`."
     )
