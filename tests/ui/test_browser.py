@@ -29,6 +29,7 @@ Screenshots of every page go to the test's tmp folder; their paths are printed.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,10 @@ def ui(store: Path) -> Iterator[str]:
                            env=sweep_env(store), cwd=store)
     server.start(timeout=180)
     try:
+        # `sweep ui` prints once ITS check of the server answered: a moment after the one above.
+        deadline = time.monotonic() + 30
+        while not re.search(r"open (http://\S+)", server.log()) and time.monotonic() < deadline:
+            time.sleep(0.2)
         printed = re.search(r"open (http://\S+)", server.log())
         assert printed, f"`sweep ui` printed no address:\n{server.log()}"
         yield printed.group(1)
@@ -202,6 +207,9 @@ def test_the_mlflow_ui_as_a_person_meets_it(store: Path, ui: str, pages: Pages) 
         pages.check(name, "a chart section", sections.first)
         assert sections.first.inner_text().startswith("Model metrics"), \
             f"page {name!r}: the first section is {sections.all_inner_texts()!r}, not the curves"
+        # The summaries charts plot (summary/ metrics) come after, in a section of their own.
+        pages.check(name, "the summary section", sections.filter(has_text=re.compile(r"^summary")).first)
+        assert sections.all_inner_texts()[-1].startswith("summary"), sections.all_inner_texts()
         cards = page.get_by_test_id("experiment-view-compare-runs-card")
         pages.check(name, "the val_acc chart", cards.get_by_role("heading", name="val_acc", exact=True))
         titles = cards.get_by_role("heading").all_inner_texts()
