@@ -5,7 +5,9 @@ Where MLflow 3.17 keeps a chart layout (read in its UI source, mlflow/server/js/
   experiment page's UI state, which a shared view carries
   (EXPERIMENT_PAGE_UI_STATE_FIELDS; useSharedExperimentViewState picks them out of the
   experiment tag `mlflow.sharedViewState.<key>` opened by `?viewStateShareKey=<key>`).
-  So it is stored server-side, in RUNS_VIEW (sweep.tracking.store), as CHART_VIEW.
+  So it is stored server-side, in RUNS_VIEW (sweep.tracking.store), as CHART_VIEW. The charts
+  draw the rows the table lists, so a study's trials once its row is expanded (a shared
+  view does not carry `runsExpanded`, one of the fields MLflow keeps out of a share).
 - A run's page ("Model metrics"): only the browser's localStorage, per run
   (RunViewMetricChartsV2: `MLflowLocalStorage-1.1-RunPage-<run id>-model-chartUIState`),
   built on first open by RunsChartsCardConfig.getBaseChartAndSectionConfigs, which puts
