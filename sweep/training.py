@@ -19,6 +19,7 @@ import numpy as np
 from model import FullyConnectedNet, Solver, TrainingDiverged
 from sweep.config.space import TrainParams
 from sweep.own_net import OwnCodeFailed, build_own_net, own_code
+from sweep.tracking.rounding import rounded_metrics
 from sweep.tracking.spool import RunRecorder
 
 if TYPE_CHECKING:
@@ -57,6 +58,10 @@ class RunResult:
     failure_reason: str | None = None
     traceback: str | None = None  # your own net's traceback when its code raised (--model)
     best_weights: dict[str, np.ndarray] | None = None
+    # Rows the accuracies were measured on: an accuracy is k/rows, which lets the
+    # 4-decimal value MLflow records be read back exactly (sweep.tracking.rounding).
+    val_rows: int = 0
+    train_acc_rows: int = 0
 
     @property
     def state(self) -> str:
@@ -68,10 +73,15 @@ class RunResult:
     @property
     def summary(self) -> dict[str, float]:
         """Final-epoch figures plus the best validation accuracy, by bare name (Optuna's user
-        attr `summary`; MLflow gets them as tags `summary/<name>`, see mlflow_store.summary_tags)."""
+        attr `summary`; MLflow gets them as tags `summary/<name>`, see tracking.store.summary_tags).
+
+        A pruned run's are those of the epochs it trained: best_val_acc is the best of them,
+        not the value at pruning. val_rows/train_acc_rows: the accuracies' denominators.
+        """
         if not self.epochs:
             return {}
         last = self.epochs[-1]
+        rows = {"val_rows": float(self.val_rows), "train_acc_rows": float(self.train_acc_rows)} if self.val_rows else {}
         return {
             "best_val_acc": self.best_val_acc,
             "best_epoch": float(self.best_epoch),
@@ -80,6 +90,7 @@ class RunResult:
             "final_gap": last["gap"],
             "final_val_loss": last["val_loss"],
             "epochs_trained": float(len(self.epochs)),
+            **rows,
         }
 
 
@@ -147,7 +158,7 @@ def train(
         try:
             result.epochs.append(dict(metrics))
             if recorder is not None:
-                recorder.epoch(epoch, metrics)
+                recorder.epoch(epoch, rounded_metrics(metrics))  # as a person reads them; exact ones stay here
             if on_epoch is not None and on_epoch(epoch, metrics) is False:
                 result.stopped_epoch = epoch
                 return False
@@ -186,6 +197,9 @@ def _fit(net: Any, params: TrainParams, data: Mapping[str, np.ndarray], seeds: R
         result.status = "FAILED"
         result.failure_reason = f"diverged at epoch {exc.epoch}"
     result.best_val_acc = float(solver.best_val_acc) if result.epochs else float("nan")
+    n_train = data["X_train"].shape[0]
+    result.val_rows = int(data["X_val"].shape[0])
+    result.train_acc_rows = int(min(solver.num_train_samples or n_train, n_train))
     result.best_epoch = int(getattr(solver, "best_epoch", 0) or 0)
     if keep_best_weights and result.status != "FAILED" and result.epochs:
         solver.load_best_params()

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from sweep.config.display import NOTE_TAG, readable_params, run_note
+from sweep.config.display import NOTE_TAG, mlflow_params, run_note
 from sweep.config.factors import (
     FACTOR_TAG_PREFIX,
     MAX_GRID_CELLS,
@@ -31,7 +31,7 @@ from sweep.config.sweep_file import AblationConfig, TrainParams
 from sweep.data.spec import DataSpec
 from sweep.own_net import model_tags, traceback_tags
 from sweep.tracking.spool import STATE_TAG, RunRecorder, end_status
-from sweep.tracking.store import summary_tags
+from sweep.tracking.store import summary_chart_metrics, summary_tags
 from sweep.training import RunSeeds, train
 
 # Ablation seeds live apart from trial seeds (trial k uses index k).
@@ -151,7 +151,7 @@ def _train_cell(task: CellTask, spool_path: Path) -> dict[str, Any]:
         **{FACTOR_TAG_PREFIX + n: v for n, v in c.levels}, **model_tags(task.model),
     }
     with RunRecorder(spool_path) as rec:
-        shown = readable_params({**params.to_flat(), "num_train": c.size})
+        shown = mlflow_params({**params.to_flat(), "num_train": c.size})
         rec.start(c.run_name, f"ablation:{task.ablation}", shown, tags)
         try:
             result = train(params, data, seeds, recorder=rec, model=task.model)
@@ -164,7 +164,8 @@ def _train_cell(task: CellTask, spool_path: Path) -> dict[str, Any]:
                     + run_note(shown, result.state, result.summary, failure_reason=result.failure_reason)}
         if result.failure_reason:
             end_tags["failure_reason"] = result.failure_reason
-        rec.end(end_status(result.state), {**end_tags, **summary_tags(result.summary), **traceback_tags(result)})
+        rec.end(end_status(result.state), {**end_tags, **summary_tags(result.summary), **traceback_tags(result)},
+                summary_chart_metrics(result.summary))
     return {"cell": c, "status": result.status, "best_val_acc": result.best_val_acc, "reason": result.failure_reason}
 
 

@@ -49,7 +49,7 @@ from sweep.ablation.grid import (
     subset_seed,
 )
 from sweep.config.bounds import useful_jobs
-from sweep.config.display import NOTE_TAG, ablation_note, readable_params
+from sweep.config.display import NOTE_TAG, ablation_note, mlflow_params, readable_params
 from sweep.config.factors import level_text, vary_text
 from sweep.config.sweep_file import (
     AblationConfig,
@@ -240,15 +240,26 @@ def plan_ablation(cfg: SweepConfig, name: str | None, workdir: Path, yes: bool, 
     keeps, sizes_text = ",".join(f"{k:g}" for k in grid.keep_probs), ",".join(map(str, sizes))
     parent = ParentSpec(
         f"ablation:{name}", name,
-        params={**readable_params(params.to_flat()), "keep_probs": keeps, "sizes": sizes_text, "seeds": grid.seeds,
+        # Not the base configuration's keep_prob: the ablation varies it (keep_probs), and a param
+        # keep_prob would fill the runs table's keep_prob column for the parent. It is a tag instead.
+        params={**_without_keep_prob(mlflow_params(params.to_flat())), "keep_probs": keeps, "sizes": sizes_text, "seeds": grid.seeds,
                 "dataset": cfg.dataset, "subsets": grid.subsets, **({"vary": vary_text(grid.vary)} if grid.vary else {})},
         tags={"sweep.kind": "ablation", "optuna.study": cfg.study_name, **paths.identity_tags, **model_tags(cfg.model),
+              BASE_KEEP_PROB_TAG: readable_params({"keep_prob": params.keep_prob})["keep_prob"],
               NOTE_TAG: ablation_note(name, cfg.study_name, keeps, sizes_text, grid.seeds)},
     )
     return AblationPlan(name, cfg.study_name, params, grid, sizes, cells,
                         [subset_seed(cfg.seed, k, grid.subsets) for k in range(grid.seeds)], paths,
                         paths.state_dir / name / "spool", cfg.tracking_uri or default_tracking_uri(paths.workdir),
                         parent)
+
+
+# The keep_prob of the configuration an ablation re-trains (the best trial's, or [ablation.params]').
+BASE_KEEP_PROB_TAG = "base_keep_prob"
+
+
+def _without_keep_prob(params: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in params.items() if k != "keep_prob"}
 
 
 def prepare_subsets(cfg: SweepConfig, plan: AblationPlan) -> None:

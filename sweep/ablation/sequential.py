@@ -124,16 +124,29 @@ def recorded_values(plan: AblationPlan, *, from_mlflow: bool = False,
     values = dict(base or {})
     if from_mlflow:
         values.update(_mlflow_values(plan))
-    from sweep.tracking.store import summary_key
+    from sweep.tracking.rounding import exact_summary
+    from sweep.tracking.store import SUMMARY_PREFIX
 
     for c in plan.cells:
         if key_of(c) in values:
             continue
         end = settled_end(plan.spool_dir, c.run_name)
         if end is not None:
-            best = end.get("tags", {}).get(summary_key("best_val_acc"))
-            values[key_of(c)] = float(best) if best not in (None, "") else math.nan
+            # The same exact k/n the report reads back from MLflow (the tags are rounded for people),
+            # so the rounds decided here and the report's replay of them see the same numbers.
+            tags = {k.removeprefix(SUMMARY_PREFIX): v for k, v in end.get("tags", {}).items()
+                    if k.startswith(SUMMARY_PREFIX) and v not in (None, "")}
+            summary = exact_summary({k: float(v) for k, v in tags.items() if _is_number(v)})
+            values[key_of(c)] = summary.get("best_val_acc", math.nan)
     return values
+
+
+def _is_number(text: object) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _mlflow_values(plan: AblationPlan) -> dict[CellKey, float]:

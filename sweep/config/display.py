@@ -66,6 +66,21 @@ def readable_params(params: Mapping[str, Any], space: SearchSpace | None = None)
     return {k: format_number(v, **scale_of(k, space)) for k, v in params.items()}
 
 
+def mlflow_params(flat: Mapping[str, Any], space: SearchSpace | None = None) -> dict[str, str]:
+    """A run's MLflow params: `readable_params` of TrainParams.to_flat() with the hidden sizes once.
+
+    `hidden_dims` ('64-32') says them for a person; `hidden_1..k` repeated it, and MLflow's
+    Compare page picks the first three differing params by name for its parallel
+    coordinates (hidden_1 and hidden_dims, the same sizes twice). Numeric axes for
+    charts: `depth` and `units` (all hidden units); string axes MLflow's run charts
+    only show for the 30 most recent distinct values, too few for hidden_dims.
+    """
+    shown = {k: v for k, v in flat.items() if not (k.startswith("hidden_") and k[7:].isdigit())}
+    if isinstance(flat.get("hidden_dims"), str):
+        shown["units"] = sum(int(w) for w in str(flat["hidden_dims"]).split("-") if w)
+    return readable_params(shown, space)
+
+
 # MLflow shows a run's `mlflow.note.content` tag as its Description (markdown).
 NOTE_TAG = "mlflow.note.content"
 
@@ -102,7 +117,7 @@ def study_note(study: str, dataset: str, trials: int) -> str:
         "early by the pruner, a normal outcome, so the run is FINISHED) or FAIL. A trial's Model metrics "
         "page draws its per-epoch curves (`val_acc`, `train_acc`, `gap` = train - val accuracy, losses, "
         "`lr`, step = epoch); one-shot figures (best val acc, epochs trained, ...) are its `summary/` "
-        "tags, on its Overview and as runs-table columns. keep_prob is the probability of "
+        "tags, on its Overview and as runs-table columns (those charts plot also as `summary/` metrics). keep_prob is the probability of "
         "KEEPING a unit (1.0 = no dropout). `sweep report` attaches its report under this run's "
         "artifacts, `report/`."
     )

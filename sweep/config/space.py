@@ -361,19 +361,11 @@ def _param_to_plain(p: Param) -> object:
 
 
 def _suggest(trial: optuna.Trial, name: str, p: Param, dom: Domain) -> Any:
-    """Ask Optuna for `name`. Fixed values are suggested too (a one-value distribution costs
-    nothing and no sampling) so that ``trial.params`` always holds the whole configuration.
-    """
+    """Ask Optuna for `name` (a searched setting; `SearchSpace.suggest` does not ask for fixed ones)."""
     if isinstance(p, Choice):
         return trial.suggest_categorical(name, list(p.choices))
-    if isinstance(p, Fixed):
-        if dom.kind in (str, bool):
-            return trial.suggest_categorical(name, [p.value])
-        assert not isinstance(p.value, str)  # a Fixed of a numeric domain (str domains returned above)
-        low = high = p.value
-        step, log = None, dom.log and p.value > 0  # same log flag as a typical search of this name
-    else:
-        low, high, step, log = p.low, p.high, p.step, p.log
+    assert isinstance(p, Range)
+    low, high, step, log = p.low, p.high, p.step, p.log
     if dom.kind is int:
         return trial.suggest_int(name, int(low), int(high), step=int(step or 1), log=log)
     return trial.suggest_float(name, float(low), float(high), step=step, log=log)
@@ -390,8 +382,12 @@ class SearchSpace:
     Optuna parameter names: keep_prob, depth, hidden_1..hidden_<depth> (each drawn from
     `width`), learning_rate, normalization, reg, weight_scale, batch_size, update_rule,
     epochs, lr_decay, and the regularizers input_keep_prob, max_norm, augment_flip, augment_shift.
-    Every one is suggested, fixed ones as one-value distributions, except a regularizer fixed
-    at its off value (`OFF`): studies made before it existed keep their identity and params.
+    Only searched ones are suggested: a fixed setting is no hyperparameter
+    (optuna-dashboard listed them with importance 0); the study's user attr `sweep` holds the
+    whole space, and `params_from_trial` fills them back in. Trials of studies made before
+    hold them as one-value distributions, which changes nothing for Optuna's samplers. A
+    regularizer fixed at its off value (`OFF`) is not drawn at all: studies made before it
+    existed keep their identity and params.
     """
 
     keep_prob: Param = Range(0.2, 1.0, step=0.05)
@@ -448,6 +444,8 @@ class SearchSpace:
             filled["hidden_dims"] = [width] * int(filled["depth"])  # type: ignore[call-overload]
         if "depth" in params:
             filled.pop("depth", None)
+            if width is not None and "hidden_1" not in params:  # depth searched, width fixed
+                filled["hidden_dims"] = [width] * int(params["depth"])  # type: ignore[call-overload]
         return params_from_mapping({**filled, **params})
 
     @classmethod
@@ -485,12 +483,15 @@ class SearchSpace:
         Returns:
             The TrainParams of this trial; ``trial.params`` then holds every field.
         """
-        def draw(name: str) -> Any:
-            return _suggest(trial, name, getattr(self, name), DOMAINS[name])
+        def draw(name: str, p: Param | None = None) -> Any:
+            p = getattr(self, name) if p is None else p
+            dom = DOMAINS["width" if name.startswith("hidden_") else name]
+            if isinstance(p, Fixed):  # not a hyperparameter: the study's user attr `sweep` holds it
+                return p.value if dom.kind is str else dom.kind(p.value)
+            return _suggest(trial, name, p, dom)
 
         keep_prob, depth = draw("keep_prob"), draw("depth")
-        width = DOMAINS["width"]
-        hidden = tuple(_suggest(trial, f"hidden_{i}", self.width, width) for i in range(1, depth + 1))
+        hidden = tuple(draw(f"hidden_{i}", self.width) for i in range(1, depth + 1))
         rest = {name: draw(name) for name in self.KEYS
                 if name not in ("keep_prob", "depth", "width") and not self._off(name)}
         return TrainParams(keep_prob=keep_prob, hidden_dims=hidden, **rest)

@@ -185,10 +185,9 @@ def _sweep_section(cfg: SweepConfig, study: optuna.Study, out_dir: Path) -> str:
             lines.append(f"Its test accuracy, evaluated once after the sweep: {test['acc'] * 100:.1f} %.\n")
     except ValueError:
         lines.append("No completed trial yet.\n")
-    from sweep.reporting.verdict import sweep_baseline_note  # issue 18: say when the sweep never ran keep 1.0
+    from sweep.reporting.sweep_baseline import no_dropout_line  # best keep 1.0 vs best, or "never tried"
 
-    note = sweep_baseline_note([float(t.params["keep_prob"]) for t in trials
-                                if "keep_prob" in t.params and t.state.name in ("COMPLETE", "PRUNED")])
+    note = no_dropout_line(trials)
     lines.append(f"{note}\n" if note else "")
     history = search_history(trials)
     if history:

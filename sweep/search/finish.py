@@ -16,7 +16,7 @@ from sweep.config.sweep_file import SweepConfig
 from sweep.paths import SweepPaths
 from sweep.search.progress import SweepOutcome, print_summary
 from sweep.search.recovery import stop_tracker
-from sweep.tracking.store import summary_tags
+from sweep.tracking.store import summary_chart_metrics, summary_tags
 from sweep.training import evaluate, load_weights, num_classes_of
 
 
@@ -45,8 +45,9 @@ def finish(
                   "it will end the MLflow parent run\n")
     if best_number is not None:  # queued: sent with the final drain (or kept for `sweep sync`)
         # A Dask sweep has no test accuracy (the best weights stay on the worker): its best trial is still named.
-        test_tag = summary_tags({"best_test_acc": test_acc}) if test_acc is not None else {}
-        tracker.log_parent("study", tags={"best_trial": best_number, **test_tag})
+        best = {"best_test_acc": test_acc} if test_acc is not None else {}
+        tracker.log_parent("study", summary_chart_metrics(best) if best else None,
+                           tags={"best_trial": best_number, **(summary_tags(best) if best else {})})
     missing = stop_tracker(tracker, None if others else "KILLED" if interrupted else "FINISHED", out)
     outcome = SweepOutcome(
         study_name=study.study_name, experiment_id=tracker.experiment_id,

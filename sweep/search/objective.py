@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sweep.config.display import NOTE_TAG, readable_params, run_note
+from sweep.config.display import NOTE_TAG, mlflow_params, run_note
 from sweep.data.spec import DataSpec
 from sweep.own_net import TRACEBACK_TAG, model_tags, traceback_tags
+from sweep.search.baseline import BASELINE_ATTR, BASELINE_TAG
 from sweep.tracking.spool import STATE_TAG, RunRecorder, SpoolWriteError, end_status
-from sweep.tracking.store import summary_tags
+from sweep.tracking.store import summary_chart_metrics, summary_tags
 from sweep.training import RunResult, RunSeeds, save_weights, train
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ def trial_objective(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, n
         "sweep.kind": "trial",
         **model_tags(ctx.model),
     }
+    if BASELINE_ATTR in trial.user_attrs:  # the no-dropout trial every new sweep queues (search.baseline)
+        tags[BASELINE_TAG] = trial.user_attrs[BASELINE_ATTR]
     try:
         return _train_recorded(trial, ctx, data, params, seeds, tags)
     except SpoolWriteError as exc:  # the spool folder cannot be written (disk full): say which, on the trial
@@ -103,7 +106,7 @@ def _train_recorded(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, n
 
     with RunRecorder(spool_path(ctx.spool_dir, trial.number)) as rec:
         # MLflow params as a person writes them (0.85, 6.837e-4); Optuna keeps the exact floats.
-        shown = readable_params(params.to_flat(), ctx.space)
+        shown = mlflow_params(params.to_flat(), ctx.space)
         rec.start(f"trial-{trial.number:04d}", "study", shown, tags)
 
         def report(epoch: int, metrics: dict[str, float]) -> bool:
@@ -146,18 +149,18 @@ def _train_recorded(trial: optuna.Trial, ctx: TrialContext, data: Mapping[str, n
                 trial.set_user_attr(TRACEBACK_TAG, result.traceback)
             note = run_note(shown, "FAIL", summary, failure_reason=result.failure_reason)
             rec.end(end_status("FAIL"), {STATE_TAG: "FAIL", "failure_reason": result.failure_reason, NOTE_TAG: note,
-                                         **summary_tags(summary), **traceback_tags(result)})
+                                         **summary_tags(summary), **traceback_tags(result)}, summary_chart_metrics(summary))
             raise TrialFailed(result.failure_reason)
         if result.state == "PRUNED":
             trial.set_user_attr("pruned_at_epoch", result.stopped_epoch)
             note = run_note(shown, "PRUNED", summary, pruned_at_epoch=result.stopped_epoch)
             rec.end(end_status("PRUNED"), {STATE_TAG: "PRUNED", "pruned_at_epoch": result.stopped_epoch, NOTE_TAG: note,
-                                           **summary_tags(summary)})
+                                           **summary_tags(summary)}, summary_chart_metrics(summary))
             raise optuna.TrialPruned(f"pruned at epoch {result.stopped_epoch}")
         if result.best_weights is not None and _is_best_so_far(trial.study, result.best_val_acc):
             save_weights(ctx.weights_dir / f"trial-{trial.number:04d}.npz", result.best_weights)
         rec.end(end_status("COMPLETE"), {STATE_TAG: "COMPLETE", NOTE_TAG: run_note(shown, "COMPLETE", summary),
-                                         **summary_tags(summary)})
+                                         **summary_tags(summary)}, summary_chart_metrics(summary))
         return result.best_val_acc
 
 

@@ -207,7 +207,8 @@ def lagged(sampler: BaseSampler, pruner: BasePruner, lag: int,
 
 def check_study(study: optuna.Study, lag: int | None) -> str | None:
     """Record the lag the study's trials run with; a line for the user when it changed on a resume."""
-    trials = study.get_trials(deepcopy=False)
+    # Queued trials (the new study's baseline, re-queued ones) have not run with any setting yet.
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name != "WAITING"]
     stored = study.user_attrs.get(STUDY_ATTR, "unset")
     if not trials:
         study.set_user_attr(STUDY_ATTR, lag)

@@ -252,12 +252,14 @@ def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -
     )
     if not create:
         return optuna.load_study(**kwargs)
+    created = False
     try:  # created here: its key first (sweep.paths: a new study of an old name gets its own files)
         study_id = storage.create_new_study([StudyDirection.MAXIMIZE], cfg.study_name)
     except optuna.exceptions.DuplicatedStudyError:
         pass  # an existing study (or one another process is creating now: study_key waits for its key)
     else:
         storage.set_study_system_attr(study_id, STUDY_KEY_ATTR, new_study_key())
+        created = True
     study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
     if study.metric_names is None:  # optuna-dashboard shows the value as "Objective 0" without it
         with warnings.catch_warnings():  # flagged experimental, a warning in every sweep's output
@@ -274,6 +276,10 @@ def open_study(cfg: SweepConfig, storage: BaseStorage, *, create: bool = True) -
             f"study {study.study_name!r} was created with different settings: {changes} (stored -> now). "
             "Give the study's settings back, or another --study name to start a new study."
         )
+    if created:  # only its creator: a resumed or joined study never queues a second one
+        from sweep.search.baseline import enqueue_baseline
+
+        enqueue_baseline(study, cfg.space)
     return study
 
 

@@ -181,8 +181,8 @@ class SpoolMirror:
         if end is not None:
             tags.update(end.get("tags", {}))
             ts = int(end["time"] * 1000)
-            last_step = max((m.step for m in metrics), default=0)
-            metrics += [Metric(k, v, ts, last_step) for k, v in end.get("metrics", {}).items()]
+            # One-shot figures (summary/...) at step 0: MLflow charts a metric with no later step as a bar.
+            metrics += [Metric(k, v, ts, 0) for k, v in end.get("metrics", {}).items()]
         log_batch(client, st.run_id, metrics=metrics, params=params, tags=tags)
         if end is not None:
             client.set_terminated(st.run_id, end["status"], end_time=int(end["time"] * 1000))

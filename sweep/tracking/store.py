@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sweep.tracking.charts import CHART_VIEW
+
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
@@ -26,14 +28,13 @@ PARENT_KEY_TAG = "sweep.parent_key"
 
 # Names of what a run records, in one place. Per-epoch curves (step = epoch)
 # are metrics with plain names. One-shot figures (one value per run) are TAGS
-# `summary/<name>`: MLflow 3.17's run page and chart view draw every metric,
-# one-point ones included, and put sections of prefixed metrics (`summary/...`)
-# BEFORE the default "Model metrics" section (checked in headless Chromium with
-# probe runs: aaa/ and zzz/ sections both came first), so as metrics, bare or
-# prefixed, they pushed the curves below a row of one-dot charts. As tags they
-# are still read on the run's Overview and as runs-table columns (RUNS_VIEW).
-# Stores written before: metrics `<name>` (and `summary/<name>` on this branch's
-# first version); `summary_metrics` reads all three.
+# `summary/<name>` (the run's Overview, runs-table columns); the few worth a
+# chart are also metrics (PLOTTED_SUMMARIES, below). MLflow 3.17's run page
+# groups metrics by prefix and puts every prefixed section (`summary/...`) BEFORE
+# the default "Model metrics" one (RunsChartsCardConfig.getBaseChartAndSectionConfigs:
+# the other sections sorted, then Model metrics, then System metrics), so the
+# run page's layout is seeded by `sweep ui` (sweep.tracking.mlflow_app).
+# Stores written before: metrics `<name>` (and `summary/<name>`); `summary_metrics` reads all three.
 CURVE_METRICS = ("train_acc", "val_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds")
 SUMMARY_PREFIX = "summary/"
 SUMMARY_METRICS = (
@@ -47,13 +48,32 @@ def summary_key(name: str) -> str:
     return SUMMARY_PREFIX + name
 
 
+# One-shot figures that are ALSO metrics `summary/<name>` (logged at step 0, one
+# point each), so that MLflow's parallel-coordinates and scatter charts, which
+# take metrics only, can use them. On a run's page MLflow 3.17 would draw their
+# `summary` section ahead of the curves; `sweep ui` seeds the run page's chart
+# layout with the curves first (sweep.tracking.mlflow_app). For a pruned trial
+# they are its best over the epochs it trained, not the last value at pruning.
+PLOTTED_SUMMARIES = ("best_val_acc", "epochs_trained", "final_gap", "best_test_acc")
+
+
 def summary_tags(summary: Mapping[str, float]) -> dict[str, str]:
     """A run's one-shot figures (bare names, as in Optuna's user attrs) -> MLflow tags.
 
-    Ten significant digits: what a person reads, and exact enough for every
-    statistic the report computes from them.
+    Rounded as a person writes them (0.9833, a gap of 0.02, 15 epochs), with the
+    row counts that let `summary_metrics` read the accuracies back exactly
+    (sweep.tracking.rounding).
     """
-    return {summary_key(k): f"{float(v):.10g}" for k, v in summary.items()}
+    from sweep.tracking.rounding import rounded_summary
+
+    return {summary_key(k): f"{v:.10g}" for k, v in rounded_summary(summary).items()}
+
+
+def summary_chart_metrics(summary: Mapping[str, float]) -> dict[str, float]:
+    """The PLOTTED_SUMMARIES of a run as MLflow metrics `summary/<name>`, rounded like the tags."""
+    from sweep.tracking.rounding import rounded_summary
+
+    return {summary_key(k): v for k, v in rounded_summary(summary).items() if k in PLOTTED_SUMMARIES}
 
 
 def summary_metrics(run: Run) -> dict[str, float]:
@@ -61,7 +81,11 @@ def summary_metrics(run: Run) -> dict[str, float]:
 
     THE reader of them: the tag `summary/<name>`, else (stores written
     before) the metric `summary/<name>` or the bare metric `<name>`.
+    Accuracies recorded with their row counts come back exact (k/n, bit for
+    bit: sweep.tracking.rounding.exact_summary), so statistics never see the rounding.
     """
+    from sweep.tracking.rounding import exact_summary
+
     metrics, tags = run.data.metrics, run.data.tags
     out = {k: metrics[k] for k in SUMMARY_METRICS if k in metrics}
     out.update({k.removeprefix(SUMMARY_PREFIX): v for k, v in metrics.items() if k.startswith(SUMMARY_PREFIX)})
@@ -71,7 +95,7 @@ def summary_metrics(run: Run) -> dict[str, float]:
                 out[k.removeprefix(SUMMARY_PREFIX)] = float(v)
             except ValueError:
                 log.warning("run %s: tag %s=%r is not a number", run.info.run_id, k, v)
-    return out
+    return exact_summary(out)
 
 
 # Old runs have no state tag: FINISHED was COMPLETE, FAILED and KILLED a failure.
@@ -137,6 +161,7 @@ RUNS_VIEW: dict[str, Any] = {
         "tags.`summary/best_val_acc`", "tags.`summary/epochs_trained`", "tags.`state`",
     ],
     "runsHiddenMode": "SHOW_ALL",  # the chart view draws every trial's curve, not the first 10 runs'
+    **CHART_VIEW,  # parallel coordinates and keep_prob scatters first, then the curves (sweep.tracking.charts)
 }
 
 

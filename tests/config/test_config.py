@@ -423,11 +423,10 @@ def test_suggest_on_a_real_study_stays_in_the_space_and_matches_trial_params() -
         assert 0.2 <= p.keep_prob <= 1.0 and 1 <= p.depth <= 4 and all(32 <= w <= 512 for w in p.hidden_dims)
         assert 1e-4 <= p.learning_rate <= 1e-2 and p.normalization in ("none", "batchnorm", "layernorm")
         assert (p.reg, p.batch_size, p.update_rule, p.epochs, p.lr_decay) == (0.0, 100, "adam", 15, 0.95)
-        # trial.params holds the whole configuration, hidden_i only up to depth ...
-        assert set(trial.params) == {"keep_prob", "depth", "learning_rate", "normalization", "reg", "weight_scale",
-                                     "batch_size", "update_rule", "epochs", "lr_decay"} | {
+        # trial.params holds the searched settings, hidden_i only up to depth; the space fills in the rest ...
+        assert set(trial.params) == {"keep_prob", "depth", "learning_rate", "normalization", "weight_scale"} | {
             f"hidden_{i}" for i in range(1, p.depth + 1)}  # fmt: skip
-        assert TrainParams.from_flat(trial.params) == p
+        assert space.params_from_trial(trial.params) == p
         # ... and to_flat carries every Optuna name with Optuna's value (MLflow params == Optuna's).
         flat = p.to_flat()
         assert {k: flat[k] for k in trial.params} == trial.params
@@ -436,11 +435,11 @@ def test_suggest_on_a_real_study_stays_in_the_space_and_matches_trial_params() -
     assert len(seen_depths) >= 3
 
 
-def test_fixed_values_are_one_value_distributions() -> None:
+def test_fixed_values_are_not_hyperparameters() -> None:
     study = tpe_study()
     trial = study.ask()
     SearchSpace().suggest(trial)
-    assert trial.distributions["epochs"].single() and trial.distributions["update_rule"].single()
+    assert "epochs" not in trial.distributions and "update_rule" not in trial.distributions
     assert not trial.distributions["keep_prob"].single()
 
 
@@ -477,7 +476,7 @@ def test_searched_extras_and_numeric_choices() -> None:
         trial = study.ask()
         p = space.suggest(trial)
         assert space.contains(p) and p.depth == 2 and all(w in (16, 32, 48, 64) for w in p.hidden_dims)
-        assert TrainParams.from_flat(trial.params) == p
+        assert space.params_from_trial(trial.params) == p
         study.tell(trial, 0.0)
     assert not space.contains(base_params(hidden_dims=(16, 20), batch_size=50, epochs=2, reg=1e-3))
 
@@ -498,7 +497,8 @@ def test_params_from_trial_fills_what_the_space_fixes() -> None:
     study = tpe_study()
     trial = study.ask()
     p = space.suggest(trial)
-    assert space.params_from_trial(trial.params) == p == TrainParams.from_flat(trial.params)
+    assert space.params_from_trial(trial.params) == p
+    assert "depth" not in trial.params and "hidden_1" not in trial.params  # fixed: not hyperparameters
     partial = {"keep_prob": 0.5, "learning_rate": 1e-3, "normalization": "none"}  # e.g. an older trial
     assert space.params_from_trial(partial) == replace(p, **partial)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="missing"):

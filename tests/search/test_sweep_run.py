@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from sweep.tracking.store import CURVE_METRICS, run_state, summary_metrics
+from sweep.tracking.store import CURVE_METRICS, PLOTTED_SUMMARIES, run_state, summary_metrics
 from sweep_helpers import SLOW_SPACE, load_study, mlflow_runs, run_cli, run_cli_interrupted, write_config
 
 
@@ -31,7 +31,12 @@ def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
         assert run.info.run_name == f"trial-{t.number:04d}"
         # Every Optuna param is an MLflow param with the same value, written as a person would:
         # stepped keep_prob on its grid (0.85, not 0.8500000000000001), log-scale to 4 digits.
+        # The hidden sizes once, as hidden_dims (no hidden_1..k: MLflow's Compare would plot both).
+        hidden = [v for k, v in sorted(t.params.items()) if k.startswith("hidden_")]
+        assert run.data.params["hidden_dims"] == "-".join(map(str, hidden)) and "hidden_1" not in run.data.params
         for key, value in t.params.items():
+            if key.startswith("hidden_"):
+                continue
             text = run.data.params[key]
             if isinstance(value, float):
                 assert float(text) == pytest.approx(value, rel=5e-4), key
@@ -45,22 +50,23 @@ def _assert_mirrors(workdir: Path, expected_trials: int) -> None:
         assert steps == sorted(t.intermediate_values) == list(range(1, len(steps) + 1))
         for key in ("train_acc", "train_loss", "val_loss", "gap", "lr", "epoch_seconds"):
             assert len(client.get_metric_history(run.info.run_id, key)) == len(steps), key
-        # Only the curves are metrics (so a trial's Model metrics page starts with them); every
-        # one-shot figure is a summary/ tag.
-        assert set(run.data.metrics) <= set(CURVE_METRICS)
+        # The curves, and the few one-shot figures charts plot (summary/..., at step 0); every
+        # one-shot figure is a summary/ tag too.
+        assert set(run.data.metrics) <= set(CURVE_METRICS) | {f"summary/{k}" for k in PLOTTED_SUMMARIES}
         if t.state != TrialState.FAIL:
             assert summary_metrics(run)["epochs_trained"] == len(steps)
-            assert float(run.data.tags["summary/best_val_acc"]) == pytest.approx(t.user_attrs["summary"]["best_val_acc"])
+            assert float(run.data.tags["summary/best_val_acc"]) == pytest.approx(t.user_attrs["summary"]["best_val_acc"], abs=5e-5)
+            assert run.data.metrics["summary/best_val_acc"] == float(run.data.tags["summary/best_val_acc"])
         # Pruning is the search working: a FINISHED run, told apart by its state tag (Optuna's convention).
         expected_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED", TrialState.FAIL: "FAILED"}
         assert run.info.status == expected_status[t.state]
         assert run.data.tags["state"] == t.state.name and run_state(run) == t.state.name
         if t.state == TrialState.PRUNED:
             assert run.data.tags["pruned_at_epoch"] == str(len(steps))
-            assert len(steps) < t.params["epochs"]
+            assert len(steps) < int(run.data.params["epochs"])
         elif t.state == TrialState.COMPLETE:
-            assert len(steps) == t.params["epochs"]
-            assert t.value == pytest.approx(max(m.value for m in client.get_metric_history(run.info.run_id, "val_acc")))
+            assert len(steps) == int(run.data.params["epochs"])
+            assert t.value == pytest.approx(max(m.value for m in client.get_metric_history(run.info.run_id, "val_acc")), abs=5e-5)
 
 
 def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) -> None:
@@ -86,7 +92,7 @@ def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) ->
     assert parents["study"].info.status == "FINISHED"
     study = load_study(tmp_path)
     assert parents["study"].data.tags["best_trial"] == str(study.best_trial.number)
-    assert float(parents["study"].data.tags["summary/best_test_acc"]) == pytest.approx(study.user_attrs["best_test_acc"]["acc"])
+    assert float(parents["study"].data.tags["summary/best_test_acc"]) == pytest.approx(study.user_attrs["best_test_acc"]["acc"], abs=5e-5)
     assert f"test_acc {study.user_attrs['best_test_acc']['acc']:.4f}" in second.stdout
 
     third = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")

@@ -208,6 +208,9 @@ def test_the_mlflow_ui_as_a_person_meets_it(store: Path, ui: str, pages: Pages) 
         pages.check(name, "a chart section", sections.first)
         assert sections.first.inner_text().startswith("Model metrics"), \
             f"page {name!r}: the first section is {sections.all_inner_texts()!r}, not the curves"
+        # The summaries charts plot (summary/ metrics) come after, in a section of their own.
+        pages.check(name, "the summary section", sections.filter(has_text=re.compile(r"^summary")).first)
+        assert sections.all_inner_texts()[-1].startswith("summary"), sections.all_inner_texts()
         cards = page.get_by_test_id("experiment-view-compare-runs-card")
         pages.check(name, "the val_acc chart", cards.get_by_role("heading", name="val_acc", exact=True))
         titles = cards.get_by_role("heading").all_inner_texts()
