@@ -37,44 +37,78 @@ HISTORY_CAP = 500
 KEEP_BEST = 100  # > TPE's 25-trial "below" group, and > what its gamma picks below 1 000 trials
 
 
+class SettledRun:
+    """What the leading run of finished trials of one `_get_trials` list gives `bounded_history`, kept
+    between asks: a finished trial never changes, so each ask reads only the list's unfinished end.
+
+    The list may change before that end only when a trial with a lower number joins it (a re-queued
+    trial starting); then the first `upto` entries are no longer the ones read, and all is read again.
+    """
+
+    def __init__(self) -> None:
+        self.upto = 0
+        self.last_number = -1  # trials[upto - 1].number when read
+        self.top: list[tuple[float, int]] = []  # min-heap of (score, -index): the prefix's best KEEP_BEST
+
+    def advance(self, trials: list[FrozenTrial], score: Any) -> None:
+        if self.upto > len(trials) or (self.upto and trials[self.upto - 1].number != self.last_number):
+            self.upto, self.last_number, self.top = 0, -1, []  # not the list read before: read it all again
+        i = self.upto
+        while i < len(trials) and trials[i].state != TrialState.RUNNING:
+            item = (score(trials[i]), -i)
+            if len(self.top) < KEEP_BEST:
+                heapq.heappush(self.top, item)
+            elif item > self.top[0]:
+                heapq.heapreplace(self.top, item)
+            i += 1
+        if i > self.upto:
+            self.upto, self.last_number = i, trials[i - 1].number
+
+
 def bounded_history(trials: list[FrozenTrial], maximize: bool, cap: int, rng: np.random.Generator,
-                    scores: dict[int, float] | None = None) -> list[FrozenTrial]:
+                    scores: dict[int, float] | None = None, settled: SettledRun | None = None) -> list[FrozenTrial]:
     """At most `cap` finished trials of `trials` (best KEEP_BEST kept, the rest sampled), RUNNING ones all.
 
     Returned in trial order, as Optuna gives them. `scores` (trial number -> value, -inf
-    for no finite value; a finished trial's never changes) carries over between calls, so
-    each trial's value is read once.
+    for no finite value; a finished trial's never changes) and `settled` (the same list's
+    leading finished trials, read at an earlier ask) carry over between calls, so each
+    trial is read once; the result is the same without them.
     """
-    running = TrialState.RUNNING
-    finished = [i for i, t in enumerate(trials) if t.state != running]
-    if len(finished) <= cap:
-        return trials
     scores = {} if scores is None else scores
+    settled = SettledRun() if settled is None else settled
     sign = 1.0 if maximize else -1.0
-    numbers = []
-    for i in finished:
-        t = trials[i]
-        number = t.number
-        if number not in scores:
+
+    def score(t: FrozenTrial) -> float:
+        if t.number not in scores:
             value = t.value if t.state == TrialState.COMPLETE else None
-            scores[number] = sign * value if value is not None and math.isfinite(value) else -math.inf
-        numbers.append(number)
-    order = heapq.nlargest(min(KEEP_BEST, cap), range(len(finished)), key=lambda k: scores[numbers[k]])
-    best = {k for k in order if scores[numbers[k]] > -math.inf}
-    rest = [k for k in range(len(finished)) if k not in best]
+            scores[t.number] = sign * value if value is not None and math.isfinite(value) else -math.inf
+        return scores[t.number]
+
+    settled.advance(trials, score)
+    tail = range(settled.upto, len(trials))
+    running = [i for i in tail if trials[i].state == TrialState.RUNNING]
+    tail_finished = [i for i in tail if trials[i].state != TrialState.RUNNING]
+    n_finished = settled.upto + len(tail_finished)
+    if n_finished <= cap:
+        return trials
+    # The best min(KEEP_BEST, cap), ties to the lower index (as a stable sort would pick them).
+    candidates = [*settled.top, *((score(trials[i]), -i) for i in tail_finished)]
+    best = sorted(-neg for s, neg in heapq.nlargest(min(KEEP_BEST, cap), candidates) if s > -math.inf)
+    finished = np.concatenate([np.arange(settled.upto), np.asarray(tail_finished, dtype=np.int64)])
+    rest = np.delete(finished, np.searchsorted(finished, best))  # finished in order, the best left out
     take = cap - len(best)
-    keep = best | ({rest[j] for j in rng.choice(len(rest), size=take, replace=False)} if take > 0 else set())
-    chosen = {finished[k] for k in keep}
-    return [t for i, t in enumerate(trials) if i in chosen or t.state == running]
+    sample: Any = rest[rng.choice(len(rest), size=take, replace=False)] if take > 0 else []
+    chosen = sorted({*best, *(int(i) for i in sample), *running})
+    return [trials[i] for i in chosen]
 
 
 class _BoundedStudy:
     """A study as TPE's `_sample` reads it: the same, but `_get_trials` bounded."""
 
     def __init__(self, study: Any, trial_number: int, seed: int, cap: int, memo: dict[Any, Any],
-                 scores: dict[int, float]) -> None:
+                 scores: dict[int, float], settled: dict[str, SettledRun]) -> None:
         self._study, self._trial_number, self._seed, self._cap = study, trial_number, seed, cap
-        self._memo, self._scores = memo, scores
+        self._memo, self._scores, self._settled = memo, scores, settled
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
@@ -82,12 +116,14 @@ class _BoundedStudy:
     def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
         trials = self._study._get_trials(*args, **kwargs)
         # TPE(group=True) samples each group of the space in turn: one bounding per ask.
-        key = (self._trial_number, len(trials), repr(kwargs.get("states")))
+        states = repr(kwargs.get("states"))
+        key = (self._trial_number, len(trials), states)
         if key not in self._memo:
             self._memo.clear()
             rng = np.random.default_rng([self._seed, self._trial_number, len(trials)])
             maximize = self._study.direction.name == "MAXIMIZE"
-            self._memo[key] = bounded_history(trials, maximize, self._cap, rng, self._scores)
+            settled = self._settled.setdefault(states, SettledRun())  # one per kind of list TPE asks for
+            self._memo[key] = bounded_history(trials, maximize, self._cap, rng, self._scores, settled)
         return self._memo[key]
 
 
@@ -124,11 +160,13 @@ class BoundedHistoryMixin:
         super().__init__(*args, **kwargs)
         self._bounded_memo: dict[Any, Any] = {}
         self._scores: dict[int, float] = {}  # finished trials' values, read once
+        self._settled: dict[str, SettledRun] = {}
         group = getattr(self, "_group_decomposed_search_space", None)
         if group is not None:
             self._group_decomposed_search_space = _IncrementalGroupSearchSpace(group._include_pruned)
 
     def _sample(self, study: Any, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
         seed = int(getattr(self, "_base_seed", 0) or 0)
-        bounded = _BoundedStudy(study, trial.number, seed, self.history_cap, self._bounded_memo, self._scores)
+        bounded = _BoundedStudy(study, trial.number, seed, self.history_cap, self._bounded_memo, self._scores,
+                                self._settled)
         return super()._sample(bounded, trial, search_space)  # type: ignore[misc]

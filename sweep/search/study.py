@@ -32,6 +32,7 @@ from sweep.paths import STUDY_KEY_ATTR, journal_file, new_study_key
 from sweep.search.journal import CheckedJournalFileBackend
 from sweep.search.journal_lock import JournalFlock
 from sweep.search.sampler_scale import BoundedHistoryMixin
+from sweep.search.trial_counts import trial_counts
 from sweep.tracking import spool
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -317,12 +318,7 @@ def seed_index(trial: FrozenTrial) -> int:
 
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count towards --trials: finished, pruned or failed, minus re-queued failures."""
-    trials = study.get_trials(deepcopy=False)
-    return _counted(trials, retried_numbers(trials))
-
-
-def _counted(trials: Iterable[FrozenTrial], retried: set[int]) -> int:
-    return sum(1 for t in trials if t.state in COUNTED_STATES and t.number not in retried)
+    return trial_counts(study, study.get_trials(deepcopy=False)).counted
 
 
 @dataclass(frozen=True)
@@ -370,14 +366,8 @@ def check_target(study: optuna.Study, target: int) -> TargetCheck:
     with warnings.catch_warnings():  # fail_stale_trials is flagged experimental; a no-op without heartbeat
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    trials = study.get_trials(deepcopy=False)
-    retried = retried_numbers(trials)
-    return TargetCheck(
-        target=target,
-        counted=_counted(trials, retried),
-        running=sum(1 for t in trials if t.state == TrialState.RUNNING),
-        waiting=sum(1 for t in trials if t.state == TrialState.WAITING),
-    )
+    counts = trial_counts(study, study.get_trials(deepcopy=False))  # reads only the unfinished end
+    return TargetCheck(target=target, counted=counts.counted, running=counts.running, waiting=counts.waiting)
 
 
 def spool_path(spool_dir: Path, number: int) -> Path:
@@ -443,10 +433,13 @@ def reap_stale_trials(  # noqa: C901 - one branch per way a dead worker leaves a
 
     storage = study._storage
     trials = study.get_trials(deepcopy=False)
-    retried = retried_numbers(trials)
+    counts = trial_counts(study, trials)
+    retried = counts.retried
     now = dt.datetime.now()
     requeued: list[int] = []
-    for t in trials:
+    # Without requeue_interrupted only RUNNING and FAIL trials matter: those after the settled
+    # run of finished trials, and its FAIL ones (sweep.search.trial_counts), not all 10 000.
+    for t in trials if requeue_interrupted else counts.unsettled:
         path = spool_path(spool_dir, t.number) if t.state in (TrialState.RUNNING, TrialState.FAIL) else None
         if path is None:  # COMPLETE, PRUNED, WAITING: nothing to reap (10 000 Paths a task at 10 000 trials)
             continue

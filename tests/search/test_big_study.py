@@ -133,3 +133,62 @@ def test_above_the_cap_tpe_sees_the_best_trials_a_seeded_sample_and_every_runnin
     again = bounded_history(trials, True, 300, np.random.default_rng(1))
     assert [t.number for t in again] == [t.number for t in kept]  # the same seed, the same sample
     assert bounded_history(trials[:200], True, 300, np.random.default_rng(1)) == trials[:200]
+
+
+def _reference_history(trials: list[Any], maximize: bool, cap: int, rng: np.random.Generator) -> list[Any]:
+    """bounded_history as first written: every finished trial read at every ask."""
+    import heapq
+    import math
+
+    from optuna.trial import TrialState
+
+    finished = [i for i, t in enumerate(trials) if t.state != TrialState.RUNNING]
+    if len(finished) <= cap:
+        return trials
+    sign = 1.0 if maximize else -1.0
+
+    def score(t: Any) -> float:
+        v = t.value if t.state == TrialState.COMPLETE else None
+        return sign * v if v is not None and math.isfinite(v) else -math.inf
+
+    order = heapq.nlargest(min(100, cap), range(len(finished)), key=lambda k: score(trials[finished[k]]))
+    best = {k for k in order if score(trials[finished[k]]) > -math.inf}
+    rest = [k for k in range(len(finished)) if k not in best]
+    take = cap - len(best)
+    keep = best | ({rest[j] for j in rng.choice(len(rest), size=take, replace=False)} if take > 0 else set())
+    chosen = {finished[k] for k in keep}
+    return [t for i, t in enumerate(trials) if i in chosen or t.state == TrialState.RUNNING]
+
+
+def test_the_history_kept_between_asks_gives_what_reading_every_trial_gives() -> None:
+    """Asks on a growing study (ties, pruned and running trials, a re-queued trial joining the list
+    in the middle) with the settled run carried over pick exactly the trials a fresh read picks."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweep.search.sampler_scale import SettledRun, bounded_history
+
+    def trial(number: int, state: TrialState, value: float | None) -> Any:
+        t = optuna.trial.create_trial(state=state, value=value) if state == TrialState.COMPLETE \
+            else optuna.trial.create_trial(state=state)
+        t.number = number
+        return t
+
+    rng = np.random.default_rng(4)
+    trials: list[Any] = []
+    settled, scores = SettledRun(), {}
+    for n in range(700):
+        roll = rng.random()
+        state = TrialState.PRUNED if roll < 0.2 else TrialState.COMPLETE
+        trials.append(trial(n, state, float(rng.integers(0, 50)) if state == TrialState.COMPLETE else None))
+        if n % 3 == 0:  # a trial still running at the end of the list
+            trials[-1] = trial(n, TrialState.RUNNING, None)
+            if n > 6:  # ... and an earlier running one ends
+                k = next(i for i, t in enumerate(trials[:-1]) if t.state == TrialState.RUNNING)
+                trials[k] = trial(trials[k].number, TrialState.COMPLETE, 25.0)
+        if n == 600:  # a re-queued trial joins the list before the settled run's end
+            trials.insert(300, trial(-1, TrialState.RUNNING, None))
+        if n % 7 == 0 or n > 590:
+            got = bounded_history(trials, True, 200, np.random.default_rng([n]), scores, settled)
+            want = _reference_history(trials, True, 200, np.random.default_rng([n]))
+            assert [t.number for t in got] == [t.number for t in want], n
