@@ -8,6 +8,8 @@ folder, then prints:
   the trials' end times in the journal) and its ratio to the first hundred
   after warm-up (the second hundred: the first holds imports, the MLflow
   store's creation and TPE's start-up trials);
+* CPU per trial for each hundred (user + system of the sweep's process tree,
+  read from /proc every 2 s): steadier than wall time on a shared machine;
 * MLflow's backlog over time: runs that ended (or had no run yet) and were not
   in MLflow when the tracker's sync started (from SWEEP_MIRROR_LOG), its
   maximum per tenth of the sweep, and how many runs MLflow lacks at the end;
@@ -55,14 +57,73 @@ lr_decay = 1.0
 """
 
 
-def sweep(work: Path, env: dict[str, str], *args: str) -> tuple[float, str]:
+def sweep(work: Path, env: dict[str, str], *args: str, cpu: list[tuple[int, float]] | None = None) -> tuple[float, str]:
+    """Run `sweep ARGS` in `work`; with `cpu`, sample (trials started, CPU seconds of its process tree) every 2 s.
+    Returns its wall seconds and output; `sweep.last_cpu` holds its CPU seconds (its own and its children's)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "sweep.cli", *args], cwd=work, env=env,
-                          capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"sweep {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return seconds, done.stdout
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", *args], cwd=work, env=env, stdout=out, stderr=err,
+                                text=True)
+        while proc.poll() is None:
+            if cpu is not None:
+                cpu.append((started_trials(work), tree_cpu_seconds(proc.pid)))
+            time.sleep(2)
+        seconds = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sweep.last_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime  # type: ignore[attr-defined]
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep {' '.join(args)} failed ({proc.returncode}):\n{stdout}\n{stderr}")
+    return seconds, stdout
+
+
+def started_trials(work: Path) -> int:
+    """Spool files (one per trial started): one listdir, cheap at 10 000 files."""
+    return sum(len([n for n in os.listdir(d) if n.endswith(".jsonl")]) for d in work.glob(".sweep/*/spool"))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of `pid` and its live children (and the children it reaped), from /proc.
+
+    Steadier than wall time on a shared machine: other processes' load slows the sweep's wall
+    time, not the CPU it spends per trial."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(p: int) -> list[str]:
+        try:
+            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return []
+
+    own = stat(pid)
+    if not own:
+        return float("nan")
+    total = sum(int(x) for x in own[11:15])  # utime, stime, cutime, cstime
+    for child in Path("/proc").iterdir():
+        if child.name.isdigit():
+            st = stat(int(child.name))
+            if st and int(st[1]) == pid:
+                total += int(st[11]) + int(st[12])
+    return total / tick
+
+
+def cpu_per_hundred(samples: list[tuple[int, float]]) -> list[float]:
+    """CPU seconds per trial for each hundred trials, interpolated between the 2-s samples."""
+    pts = [(n, c) for n, c in samples if c == c]
+    out = []
+    for lo in range(0, (pts[-1][0] // 100) * 100 if pts else 0, 100):
+        def at(k: int) -> float:
+            for (n0, c0), (n1, c1) in itertools.pairwise(pts):
+                if n0 <= k <= n1 and n1 > n0:
+                    return c0 + (c1 - c0) * (k - n0) / (n1 - n0)
+            return float("nan")
+        out.append((at(lo + 100) - at(lo)) / 100)
+    return out
 
 
 def per_hundred(work: Path) -> list[float]:
@@ -132,7 +193,8 @@ def main() -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     print(f"{n} tiny digits trials, --jobs {args.jobs}, {os.cpu_count()} cores; work in {work}; "
           f"load average before: {loadavg()}")
-    seconds, out = sweep(work, env, "run", "bench.toml", "--trials", str(n), "--jobs", str(args.jobs))
+    cpu: list[tuple[int, float]] = []
+    seconds, out = sweep(work, env, "run", "bench.toml", "--trials", str(n), "--jobs", str(args.jobs), cpu=cpu)
     print(f"sweep run: {seconds:.1f} s ({seconds / n * 1000:.1f} ms per trial); load average after: {loadavg()}")
     untracked = [line for line in out.splitlines() if "NOT ALL IN MLFLOW" in line or "not in MLflow" in line]
     hundreds = per_hundred(work)
@@ -142,6 +204,12 @@ def main() -> None:
         base = hundreds[1]
         print(f"last hundred / second hundred: {hundreds[-1] / base:.2f} "
               f"(max over hundreds 2..: {max(hundreds[1:]) / base:.2f})")
+    cpu_hundreds = cpu_per_hundred(cpu)
+    if cpu_hundreds:
+        print("CPU ms per trial by hundred (the sweep's processes, from /proc every 2 s; trials counted as started):")
+        print("  " + " ".join(f"{h * 1000:.0f}" for h in cpu_hundreds))
+        if len(cpu_hundreds) >= 3:
+            print(f"CPU: last hundred / second hundred: {cpu_hundreds[-1] / cpu_hundreds[1]:.2f}")
     tenths, worst = backlog_series(log)
     print(f"MLflow backlog (runs behind at a sync's start), max per tenth of the sweep: {tenths}; "
           f"max {worst} (limit 2 x jobs = {2 * args.jobs})")
@@ -150,8 +218,11 @@ def main() -> None:
           + (f"; the sweep said: {untracked}" if untracked else ""))
     for i in range(2):
         rep_s, _ = sweep(work, env, "report", "bench.toml")
+        rep_cpu = sweep.last_cpu  # type: ignore[attr-defined]
         st_s, _ = sweep(work, env, "status", "--study", "big")
-        print(f"sweep report {rep_s:.2f} s, sweep status {st_s:.2f} s" + (" (cached)" if i else " (first)"))
+        st_cpu = sweep.last_cpu  # type: ignore[attr-defined]
+        print(f"sweep report {rep_s:.2f} s ({rep_cpu:.2f} s CPU), sweep status {st_s:.2f} s ({st_cpu:.2f} s CPU)"
+              + (" (cached)" if i else " (first)"))
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
 
