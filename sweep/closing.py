@@ -54,7 +54,8 @@ def next_command(command: str, args: Any, study: str) -> str:
 def _study_or_none(cfg: Any, workdir: Path) -> Any:
     """The Optuna study `cfg` names, or None (no journal here, or no such study: nothing is created)."""
     from sweep.paths import SweepPaths
-    from sweep.search.study import make_storage, open_study
+    from sweep.search.journal_cache import open_for_reading
+    from sweep.search.study import open_study
 
     paths = SweepPaths.for_study(workdir, cfg.study_name)
     if cfg.storage is None and not paths.journal.exists():
@@ -62,7 +63,7 @@ def _study_or_none(cfg: Any, workdir: Path) -> Any:
     if cfg.storage and cfg.storage.startswith("journal:") and not Path(cfg.storage.removeprefix("journal:")).exists():
         return None
     try:
-        return open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
+        return open_study(cfg, open_for_reading(cfg.storage, paths.journal), create=False)
     except (KeyError, ValueError):
         return None
 

@@ -18,10 +18,15 @@ a result carries an explanatory ``note`` and no importances.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
@@ -38,6 +43,7 @@ __all__ = [
     "TARGETS",
     "ImportanceResult",
     "TrendPoint",
+    "cached_importance",
     "keep_prob_importance",
     "trend_vs_keep_prob",
 ]
@@ -49,6 +55,10 @@ EVALUATORS: tuple[str, ...] = ("ped_anova", "fanova")
 MIN_TRIALS: dict[str, int] = {"ped_anova": 5, "fanova": 2}
 # Below this many trials any importance is a rough hint; said in the note.
 _FEW_TRIALS = 20
+# fANOVA's forest and its marginals cost grows with the trials (85 s of a 98-s report at 1 300
+# trials): above this many it is fitted on a seeded random sample of them, and the note says so.
+# PED-ANOVA (linear in the trials, cheap) always sees them all.
+FANOVA_MAX_TRIALS = 200
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,7 @@ def _evaluate(
         ev: optuna.importance.BaseImportanceEvaluator = FanovaImportanceEvaluator(seed=seed)
         # fANOVA explains variance; the direction of "better" does not matter.
         fn = None if target == "value" else _gap
+        study = _bounded_for_fanova(study, trials, seed, notes)
     else:
         # Top group of >= 2 trials: top_quantile once n >= 2 / top_quantile, larger before.
         quantile = max(top_quantile, 2.0 / n)
@@ -189,6 +200,56 @@ def _evaluate(
         return ImportanceResult(target, evaluator, {}, n, assessed, "; ".join(notes))
     ordered = dict(sorted(((k, float(v) / total) for k, v in raw.items()), key=lambda kv: -kv[1]))
     return ImportanceResult(target, evaluator, ordered, n, assessed, "; ".join(notes))
+
+
+def _bounded_for_fanova(study: optuna.Study, trials: list[FrozenTrial], seed: int, notes: list[str]) -> optuna.Study:
+    """`study`, or above FANOVA_MAX_TRIALS an in-memory study of a seeded random FANOVA_MAX_TRIALS
+    of `trials` (in trial order), said in `notes`."""
+    import numpy as np
+
+    n, k = len(trials), FANOVA_MAX_TRIALS
+    if n <= k:
+        return study
+    notes.append(f"fANOVA on a random {k} of the {n} trials (seed {seed}): its cost grows with the trials")
+    picked = np.sort(np.random.default_rng([seed, n]).choice(n, size=k, replace=False))
+    sample = optuna.create_study(directions=study.directions)
+    sample.add_trials([trials[i] for i in picked])
+    return sample
+
+
+def study_version(study: optuna.Study) -> str:
+    """What changes whenever the study does: trial count, last start, last end (for caches)."""
+    trials = study.get_trials(deepcopy=False)
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    return (f"{study.study_name}|{len(trials)}|{max(starts).isoformat() if starts else ''}|"
+            f"{max(ends).isoformat() if ends else ''}|{sum(1 for t in trials if t.state.is_finished())}")
+
+
+def cached_importance(study: optuna.Study, cache_file: Path, **kwargs: Any) -> dict[str, dict[str, ImportanceResult]]:
+    """`keep_prob_importance(study, **kwargs)`, reused from `cache_file` while the study has not changed.
+
+    The cache is keyed by `study_version` and the arguments; one that cannot be read or
+    written is ignored (the importances are then computed, as without it).
+    """
+    key = json.dumps({"study": study_version(study), "args": kwargs, "fanova_max": FANOVA_MAX_TRIALS,
+                      "optuna": optuna.__version__}, sort_keys=True, default=str)
+    try:
+        stored = json.loads(cache_file.read_text())
+        if stored.get("key") == key:
+            return {target: {ev: ImportanceResult(**{**res, "params": tuple(res["params"])})
+                             for ev, res in by_eval.items()}
+                    for target, by_eval in stored["results"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    results = keep_prob_importance(study, **kwargs)
+    with contextlib.suppress(OSError):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "results": {
+            target: {ev: asdict(res) for ev, res in by_eval.items()} for target, by_eval in results.items()}}))
+        os.replace(tmp, cache_file)
+    return results
 
 
 def keep_prob_importance(

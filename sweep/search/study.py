@@ -31,6 +31,8 @@ from sweep.config.sweep_file import SweepConfig
 from sweep.paths import STUDY_KEY_ATTR, journal_file, new_study_key
 from sweep.search.journal import CheckedJournalFileBackend
 from sweep.search.journal_lock import JournalFlock
+from sweep.search.sampler_scale import BoundedHistoryMixin
+from sweep.search.trial_counts import trial_counts
 from sweep.tracking import spool
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -199,13 +201,14 @@ def repair_journal(path: Path) -> str | None:
             f"kept in {path.name}.damaged); a trial it belonged to is re-run")
 
 
-class TrialSeededTPESampler(TPESampler):
+class TrialSeededTPESampler(BoundedHistoryMixin, TPESampler):
     """TPE re-seeded from (study seed, trial number) before every trial.
 
     Each worker process holds its own sampler; seeded once, they would all draw
     the same start-up samples. Re-seeding per trial number keeps them apart and
     makes a one-process study reproducible. (Touches TPESampler's `_rng` and its
-    inner random sampler's `_rng`; tests/test_study.py guards this.)
+    inner random sampler's `_rng`; tests/test_study.py guards this.) Its estimators
+    see a bounded history beyond 500 trials (sweep.search.sampler_scale).
     """
 
     def __init__(self, *, seed: int, **kwargs: Any) -> None:
@@ -308,9 +311,21 @@ def study_identity(cfg: SweepConfig) -> dict[str, Any]:
 def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     """Numbers of failed trials whose parameters were queued again."""
     out: set[int] = set()
+    count = 0
     for t in trials:
-        out.update(t.system_attrs.get("retry_history", []))
+        count += 1
+        # A trial's retry_history is written when it is created (`requeue`): read once per
+        # trial object (every task of a worker reads them all; 10 000 at 10 000 trials).
+        seen = _RETRY_HISTORY.get(id(t))
+        if seen is None or seen[0] is not t:
+            seen = _RETRY_HISTORY[id(t)] = (t, tuple(t.system_attrs.get("retry_history", ())))
+        out.update(seen[1])
+    if len(_RETRY_HISTORY) > 4 * max(count, 10_000):  # objects replaced by updates: drop the memo
+        _RETRY_HISTORY.clear()
     return out
+
+
+_RETRY_HISTORY: dict[int, tuple[FrozenTrial, tuple[int, ...]]] = {}  # id -> (the trial, its history)
 
 
 def seed_index(trial: FrozenTrial) -> int:
@@ -320,12 +335,7 @@ def seed_index(trial: FrozenTrial) -> int:
 
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count towards --trials: finished, pruned or failed, minus re-queued failures."""
-    trials = study.get_trials(deepcopy=False)
-    return _counted(trials, retried_numbers(trials))
-
-
-def _counted(trials: Iterable[FrozenTrial], retried: set[int]) -> int:
-    return sum(1 for t in trials if t.state in COUNTED_STATES and t.number not in retried)
+    return trial_counts(study, study.get_trials(deepcopy=False)).counted
 
 
 @dataclass(frozen=True)
@@ -373,14 +383,8 @@ def check_target(study: optuna.Study, target: int) -> TargetCheck:
     with warnings.catch_warnings():  # fail_stale_trials is flagged experimental; a no-op without heartbeat
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    trials = study.get_trials(deepcopy=False)
-    retried = retried_numbers(trials)
-    return TargetCheck(
-        target=target,
-        counted=_counted(trials, retried),
-        running=sum(1 for t in trials if t.state == TrialState.RUNNING),
-        waiting=sum(1 for t in trials if t.state == TrialState.WAITING),
-    )
+    counts = trial_counts(study, study.get_trials(deepcopy=False))  # reads only the unfinished end
+    return TargetCheck(target=target, counted=counts.counted, running=counts.running, waiting=counts.waiting)
 
 
 def spool_path(spool_dir: Path, number: int) -> Path:
@@ -446,11 +450,16 @@ def reap_stale_trials(  # noqa: C901 - one branch per way a dead worker leaves a
 
     storage = study._storage
     trials = study.get_trials(deepcopy=False)
-    retried = retried_numbers(trials)
+    counts = trial_counts(study, trials)
+    retried = counts.retried
     now = dt.datetime.now()
     requeued: list[int] = []
-    for t in trials:
-        path = spool_path(spool_dir, t.number)
+    # Without requeue_interrupted only RUNNING and FAIL trials matter: those after the settled
+    # run of finished trials, and its FAIL ones (sweep.search.trial_counts), not all 10 000.
+    for t in trials if requeue_interrupted else counts.unsettled:
+        path = spool_path(spool_dir, t.number) if t.state in (TrialState.RUNNING, TrialState.FAIL) else None
+        if path is None:  # COMPLETE, PRUNED, WAITING: nothing to reap (10 000 Paths a task at 10 000 trials)
+            continue
         if t.number in retried:
             state = read(path) if t.state == TrialState.FAIL else None
             # Failed and re-queued by Optuna's heartbeat: end the run its dead worker left open.

@@ -16,6 +16,7 @@ from sweep.config.budget import over_deadline
 from sweep.search.objective import TrialContext, TrialFailed, trial_objective
 from sweep.search.recovery import disk_error, disk_error_text, fail_and_requeue, fault_outcome
 from sweep.tracking import spool
+from sweep.tracking.backpressure import wait_for_mirror
 
 if TYPE_CHECKING:
     import optuna
@@ -90,6 +91,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         with_storage_retry,
     )
 
+    # MLflow behind on short trials: the parent's tracker holds new trials back (sweep.tracking.backpressure).
+    wait_for_mirror(ctx.spool_dir)
     if over_deadline(ctx.deadline):  # first: costs no storage read
         return _budget_skip()
     # A new worker's first storage connection may meet a restarting database too.

@@ -1,9 +1,17 @@
 """Spool files -> child runs in MLflow: what has been sent of each file, and the sending.
 
 Each `trial-NNNN.jsonl` in a spool folder is mirrored into one child run. Its
-`.state` side file ({"run_id", "offset", "closed"}) says how much of it MLflow
-has; a tracker resumes from it, and several trackers of one folder (holding
-its lock in turns, see sweep.tracking) share it, so every event is sent once.
+`.state` side file ({"run_id", "offset", "closed", "creating"}) says how much
+of it MLflow has; a tracker resumes from it, and several trackers of one
+folder (holding its lock in turns, see sweep.tracking) share it, so every
+event is sent once.
+
+No search per run: a run is created right after its side file says
+`creating` (no id yet), and its id is saved right after. Only a file whose
+side file says `creating`, or that had no side file when this tracker
+started (a tracker that died, or could not write side files, may have made
+its run), is looked up in MLflow by its spool-file tag first; many such files
+at once are looked up with one listing of the parent's runs.
 """
 
 from __future__ import annotations
@@ -36,6 +44,11 @@ class FileState:
     run_id: str | None = None
     offset: int = 0
     closed: bool = False
+    creating: bool = False  # a create_run was (maybe) sent and its id not saved yet
+
+
+# Above this many files to look up in one sync, one listing of the parent's runs replaces a search per file.
+_LIST_LOOKUPS_ABOVE = 10
 
 
 class SpoolMirror:
@@ -57,24 +70,67 @@ class SpoolMirror:
         self.unsaved: set[Path] = set()
         self._save_warned = False
         self.runs_created = self.runs_ended = self.events_sent = 0
+        # Names of files closed in MLflow: skipped by every sync without touching the disk.
+        self.closed_names: set[str] = set()
+        # Files with no side file now: their run may exist (made by a tracker that died
+        # or could not save), so they are looked up before a run is created for them.
+        self.unknown: set[str] = self._files_without_state()
+        self.behind = 0  # runs ended or not created, not in MLflow, at the last sync's start
+        self._lookups: dict[str, dict[str, str]] = {}  # parent run id -> {spool file: run id}, one sync's
+        self._list_lookups = False  # this sync looks files up in such a listing
+
+    def _files_without_state(self) -> set[str]:
+        try:
+            names = set(os.listdir(self.spool_dir))
+        except OSError:
+            return set()
+        return {n for n in names if n.endswith(".jsonl") and n.removesuffix(".jsonl") + ".state" not in names}
+
+    def _names(self) -> list[str]:
+        """Spool file names not closed yet, in name order (one listdir: cheap at 10 000 files)."""
+        try:
+            names = os.listdir(self.spool_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if n.endswith(".jsonl") and n not in self.closed_names)
 
     def known(self) -> dict[Path, dict[str, Any]]:
         """Side states held in memory only (for `outage.backlog`)."""
         return {p: vars(self.states[p]) for p in self.unsaved}
 
-    def sync(self, client: MlflowClient, experiment_id: str, parent_run_ids: dict[str, str]) -> int:
-        """Send every new event; returns how many were sent."""
-        sent = 0
-        for path in spool.spool_files(self.spool_dir):
+    def sync(self, client: MlflowClient, experiment_id: str, parent_run_ids: dict[str, str],
+             on_behind: Callable[[int], None] | None = None) -> int:
+        """Send every new event; returns how many were sent.
+
+        on_behind(n) is called before sending with the number of runs that ended,
+        or have no MLflow run yet, and are not in MLflow (sweep.tracking.backpressure).
+        """
+        pending = []
+        for name in self._names():
+            path = self.spool_dir / name
             st = self.state(path)
             if st.closed:
+                self.closed_names.add(name)
                 continue
+            if st.run_id is not None:
+                self.unknown.discard(name)
             events, offset = spool.read_events(path, st.offset)
-            if not events:
-                continue
+            if events:
+                pending.append((path, st, events, offset))
+        self.behind = sum(1 for _, st, events, _ in pending
+                          if st.run_id is None or any(e.get("event") == "end" for e in events))
+        if on_behind is not None:
+            on_behind(self.behind)
+        self._lookups = {}
+        self._list_lookups = sum(1 for path, st, _, _ in pending
+                                 if st.run_id is None and path.name in self.unknown) > _LIST_LOOKUPS_ABOVE
+        sent = 0
+        for path, st, events, offset in pending:
             self._apply(client, experiment_id, parent_run_ids, path, st, events)
             st.offset = offset
             self.save_state(path, st)
+            if st.closed:
+                self.closed_names.add(path.name)
             sent += len(events)
         self.events_sent += sent
         return sent
@@ -90,6 +146,8 @@ class SpoolMirror:
                 continue
             self.states.pop(path, None)
             self.unsaved.discard(path)
+            self.closed_names.discard(path.name)
+            self.unknown.add(path.name)  # the store may have its run after all: look it up
             with contextlib.suppress(FileNotFoundError):
                 path.with_suffix(".state").unlink()
                 forgotten += 1
@@ -131,7 +189,7 @@ class SpoolMirror:
         else:
             self.unsaved.discard(path)
 
-    def _apply(self, client: MlflowClient, experiment_id: str, parent_run_ids: dict[str, str], path: Path,  # noqa: C901 - one branch per spool event kind (start/epoch/end), applied in file order
+    def _apply(self, client: MlflowClient, experiment_id: str, parent_run_ids: dict[str, str], path: Path,
                st: FileState, events: list[dict[str, Any]]) -> None:
         from mlflow.entities import Metric
 
@@ -143,30 +201,7 @@ class SpoolMirror:
             kind = ev.get("event")
             if kind == "start":
                 if st.run_id is None:
-                    parent = parent_run_ids.get(ev.get("parent", ""))
-                    run_tags = {**ev.get("tags", {}), SPOOL_FILE_TAG: path.name}
-                    if parent:
-                        run_tags["mlflow.parentRunId"] = parent
-                    # Created before, and its side file lost (a crash between the two)?
-                    existing = self._find_child(client, experiment_id, parent, path.name)
-                    if existing is not None:
-                        st.run_id = existing
-                    else:
-                        run = client.create_run(
-                            experiment_id, run_name=ev["run_name"], tags=run_tags,
-                            start_time=int(ev["time"] * 1000),
-                        )
-                        st.run_id = run.info.run_id
-                        self.runs_created += 1
-                    # Saved at once (offset still before these events): if logging
-                    # them fails, the retry, ours or another tracker's, finds this
-                    # run instead of creating a second one.
-                    self.save_state(path, st)
-                    if self.on_run_created is not None:
-                        try:
-                            self.on_run_created(ev, st.run_id)
-                        except Exception as exc:
-                            log.warning("could not record run id %s: %s", st.run_id, exc)
+                    self._create_run(client, experiment_id, parent_run_ids, path, st, ev)
                 # Also on such a retry (the same values again: accepted by MLflow).
                 params.update(ev.get("params", {}))
             elif kind == "epoch":
@@ -189,8 +224,55 @@ class SpoolMirror:
             st.closed = True
             self.runs_ended += 1
 
+    def _create_run(self, client: MlflowClient, experiment_id: str, parent_run_ids: dict[str, str], path: Path,
+                    st: FileState, ev: dict[str, Any]) -> None:
+        """The child run of spool file `path` from its start event `ev`; its id saved in `st` at once."""
+        parent = parent_run_ids.get(ev.get("parent", ""))
+        run_tags = {**ev.get("tags", {}), SPOOL_FILE_TAG: path.name}
+        if parent:
+            run_tags["mlflow.parentRunId"] = parent
+        # Created before, its id not saved (a crash or a lost answer between the two)?
+        existing = None
+        if st.creating or path.name in self.unknown:
+            existing = self._find_child(client, experiment_id, parent, path.name)
+        if existing is not None:
+            st.run_id = existing
+        else:
+            # Said first: a retry, ours or another tracker's, looks the run up.
+            st.creating = True
+            self.save_state(path, st)
+            run = client.create_run(
+                experiment_id, run_name=ev["run_name"], tags=run_tags,
+                start_time=int(ev["time"] * 1000),
+            )
+            st.run_id = run.info.run_id
+            self.runs_created += 1
+        st.creating = False
+        self.unknown.discard(path.name)
+        # Saved at once (offset still before these events): if logging
+        # them fails, the retry, ours or another tracker's, finds this
+        # run instead of creating a second one.
+        self.save_state(path, st)
+        if self.on_run_created is not None:
+            try:
+                self.on_run_created(ev, st.run_id)
+            except Exception as exc:
+                log.warning("could not record run id %s: %s", st.run_id, exc)
+
     def _find_child(self, client: MlflowClient, experiment_id: str, parent: str | None, file_name: str) -> str | None:
-        """Run id of the child run already mirroring `file_name` under `parent`, if any."""
+        """Run id of the child run already mirroring `file_name` under `parent`, if any.
+
+        With many files to look up (a resume after a crash, a store that lacks the
+        runs), one listing of the parent's children answers them all.
+        """
+        if parent and self._list_lookups:
+            if parent not in self._lookups:
+                from sweep.tracking.store import child_runs
+
+                self._lookups[parent] = {r.data.tags.get(SPOOL_FILE_TAG, ""): r.info.run_id
+                                         for r in sorted(child_runs(client, experiment_id, parent),
+                                                         key=lambda r: r.info.start_time or 0)}
+            return self._lookups[parent].get(file_name)
         flt = f"tags.`{SPOOL_FILE_TAG}` = '{file_name}'"
         if parent:
             flt += f" and tags.`mlflow.parentRunId` = '{parent}'"

@@ -84,17 +84,22 @@ def read_side_state(path: Path) -> dict[str, Any]:
 
 
 def backlog(spool_dir: Path, known: Mapping[Path, Mapping[str, Any]] | None = None,
-            parents_queued: Collection[str] = (), leave_to_others: bool = False) -> Backlog:
+            parents_queued: Collection[str] = (), leave_to_others: bool = False,
+            closed: Collection[str] = ()) -> Backlog:
     """Count what `spool_dir` holds beyond its `.state` offsets (no lock needed: read-only).
 
     known: side states a tracker holds in memory because it could not save them
     (a full disk), used instead of the files; parents_queued: keys of parent runs with updates
     it holds in memory for the same reason; leave_to_others: do not count parent updates
-    only other live processes of this host queued (they send them when they end).
+    only other live processes of this host queued (they send them when they end); closed:
+    names of spool files a tracker knows are closed in MLflow (not read again: at 10 000
+    trials that is most of the folder).
     """
     out = Backlog(Path(spool_dir))
     known = known or {}
     for path in spool.spool_files(spool_dir):
+        if path.name in closed and path not in known:
+            continue
         st = known.get(path) or read_side_state(path)
         if st.get("closed"):
             continue

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweep.paths import STUDY_KEY_TAG
 from sweep.redact import mask_url
+from sweep.tracking.backpressure import Gate, spool_names
 from sweep.tracking.mirror import SpoolMirror
 from sweep.tracking.outage import (
     RETRY_MAX_SECONDS,
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 
 # Lock file in a spool folder, held by the tracker syncing it (not a *.jsonl: never read as events).
 LOCK_NAME = ".tracker.lock"
+# Seconds to the next poll after one that sent events (more are likely on their way).
+BUSY_POLL_SECONDS = 0.02
 
 
 @dataclass
@@ -88,6 +91,13 @@ class Tracker:
         poll_seconds: how often to look for new events.
         say: prints one line to the person running the sweep (the outage and
             catch-up lines, see sweep.tracking.outage.Health); default: a log warning.
+        max_behind: hold the workers back (sweep.tracking.backpressure) while this many
+            runs have ended, or have no run yet, and are not in MLflow; None:
+            never (nothing waits on this folder's workers).
+
+    A poll that sent something is followed by the next one after
+    `BUSY_POLL_SECONDS`, not `poll_seconds`: on short trials runs end every few
+    tens of milliseconds, and the backlog must not wait half a second.
 
     Trackers in other processes (or threads) may mirror the same spool folder:
     they take turns through the folder's lock file, and a poll that finds the
@@ -109,6 +119,7 @@ class Tracker:
         on_run_created: Callable[[dict[str, Any], str], None] | None = None,
         poll_seconds: float = 0.5,
         say: Callable[[str], None] | None = None,
+        max_behind: int | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -129,6 +140,7 @@ class Tracker:
         self._client: MlflowClient | None = None
         self.health = Health(mask_url(tracking_uri) or "", self.spool_dir, say or (lambda line: log.warning("%s", line)))
         self.mirror = SpoolMirror(self.spool_dir, self.health, on_run_created)
+        self.gate = Gate(self.spool_dir, max_behind)
         self.drained = False  # the final drain sent everything (parents included)
         self._reopen = True  # False in sync_now: complete what a sweep left, re-open nothing
         self._end_status: str | None = None  # the parents' end, once stop() gave it
@@ -145,7 +157,11 @@ class Tracker:
             entries = book.read()
             if locked and any(entries.get(k, {}).pop("end", None) is not None for k in list(self.parents)):
                 book.write(entries)
+        before = spool_names(self.spool_dir)
         self._thread.start()
+        if self.gate.limit is not None:
+            threading.Thread(target=self.gate.watch_start_up, args=(self.ready, lambda: not self.health.down, before),
+                             name="mlflow-gate", daemon=True).start()
         return self
 
     def wait_ready(self, timeout: float | None = None) -> bool:
@@ -178,6 +194,8 @@ class Tracker:
         # One HTTP call may still be under way when the deadline passes: it ends within
         # MLflow's (limited) timeout and retries.
         self._thread.join(timeout + 2 * float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")) + 5)
+        with self.gate.lock:
+            self.gate.open()
         # Parent updates another sweep of this folder queued after this drain are its to send.
         return self.backlog(leave_to_others=True)
 
@@ -208,7 +226,8 @@ class Tracker:
         """What is not in MLflow yet: the spool folder as its side files say, corrected
         by what this tracker knows but could not save there (see outage.backlog)."""
         return backlog(self.spool_dir, known=self.mirror.known(),
-                       parents_queued=set(self._parent_queue), leave_to_others=leave_to_others)
+                       parents_queued=set(self._parent_queue), leave_to_others=leave_to_others,
+                       closed=self.mirror.closed_names)
 
     def log_parent(
         self, key: str, metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None
@@ -237,6 +256,12 @@ class Tracker:
 
     def poke(self) -> None:
         """Sync now instead of at the next poll."""
+        self._wake.set()
+
+    def trial_ended(self, spool_name: str) -> None:
+        """The run of spool file `spool_name` ended in its worker: counted by the gate until MLflow
+        has its end (sweep.tracking.backpressure), and a sync made soon."""
+        self.gate.ended(spool_name, self.mirror.closed_names, self.ready.is_set() and not self.health.down)
         self._wake.set()
 
     @property
@@ -279,9 +304,11 @@ class Tracker:
                 if stopping:
                     self.drained = True
                     return
-                wait = self.poll_seconds
+                wait = min(self.poll_seconds, BUSY_POLL_SECONDS) if sent else self.poll_seconds
             except Exception as exc:  # a flaky or dead server must not kill the sweep: retry later
                 self.health.failed(exc)
+                with self.gate.lock:  # after `down` is set: the start-up watch then leaves it open
+                    self.gate.open()  # an outage must not hold the sweep back: the spool folder keeps all
                 log.debug("MLflow sync failed, will retry in %.0f s: %s", delay, exc)
                 if stopping and (self._deadline is None or time.monotonic() + delay > self._deadline):
                     return
@@ -300,18 +327,17 @@ class Tracker:
                 self._write_parent_specs()
 
     def _write_parent_specs(self) -> None:
-        if True:
-            book = ParentBook(self.spool_dir)
-            entries = book.read()
-            changed = False
-            for spec in self.parents.values():
-                want = {"run_name": spec.run_name, "params": {k: str(v) for k, v in spec.params.items()},
-                        "tags": dict(spec.tags), "experiment": self.experiment_name}
-                if entries.get(spec.key, {}).get("spec") != want:
-                    entries.setdefault(spec.key, {})["spec"] = want
-                    changed = True
-            if changed:
-                book.write(entries)
+        book = ParentBook(self.spool_dir)
+        entries = book.read()
+        changed = False
+        for spec in self.parents.values():
+            want = {"run_name": spec.run_name, "params": {k: str(v) for k, v in spec.params.items()},
+                    "tags": dict(spec.tags), "experiment": self.experiment_name}
+            if entries.get(spec.key, {}).get("spec") != want:
+                entries.setdefault(spec.key, {})["spec"] = want
+                changed = True
+        if changed:
+            book.write(entries)
 
     def _connect(self) -> None:
         client = make_client(self.tracking_uri)
@@ -459,18 +485,15 @@ class Tracker:
         with self._locked(block) as locked:
             if not locked:
                 return 0
-            return self.mirror.sync(self._client, self.experiment_id, self.parent_run_ids)
+            # Not while the outage lasts: the gate is for a tracker that is merely slow.
+            closed = self.mirror.closed_names
+            on_behind = None if self.health.down else (lambda n: self.gate.hold_back(n, closed))
+            sent = self.mirror.sync(self._client, self.experiment_id, self.parent_run_ids, on_behind)
+        self.gate.after_sync(self.mirror.closed_names, self.health.down, self.mirror.behind, sent)
+        return sent
 
-    @property
-    def runs_created(self) -> int:
-        return self.mirror.runs_created
-
-    @property
-    def runs_ended(self) -> int:
-        return self.mirror.runs_ended
-
-    @property
-    def events_sent(self) -> int:
-        return self.mirror.events_sent
+    runs_created = property(lambda self: self.mirror.runs_created)
+    runs_ended = property(lambda self: self.mirror.runs_ended)
+    events_sent = property(lambda self: self.mirror.events_sent)
 
     _log_batch = staticmethod(log_batch)
