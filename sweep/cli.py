@@ -291,15 +291,16 @@ def _named_as_flag(exc: ValueError) -> str:
     if key.startswith("--"):
         return f"{key}: {exc.detail}"
     name, _, rest = key.partition(".")
-    name, bracket, index = name.partition("[")
-    if not name.isidentifier():
+    if not name.partition("[")[0].isidentifier():
         return str(exc)
-    flag = "--" + name.replace("_", "-")
-    if bracket and index.rstrip("]").isdigit():
-        flag += f" (value {int(index.rstrip(']')) + 1})"
-    elif rest:
-        flag += f" {rest}"
-    return f"{flag}: {exc.detail}"
+    flag = "--" + _value_number(name).replace("_", "-")
+    return f"{flag} {_value_number(rest)}: {exc.detail}" if rest else f"{flag}: {exc.detail}"
+
+
+def _value_number(key: str) -> str:
+    """`keep_probs[1]` as `keep_probs (value 2)`: people count a flag's values from 1."""
+    name, bracket, index = key.partition("[")
+    return f"{name} (value {int(index[:-1]) + 1})" if bracket and index[:-1].isdigit() else key
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from sweep.search.study import changed_settings
     (["report", "--study", "../x"], "sweep report: error: --study: '../x' is not allowed"),
     (["ablate", "--keep-probs", "1,2"], "sweep ablate: error: --keep-probs (value 2): must be a number in (0, 1]"),
     (["ablate", "--vary", "keep_prob=0.5"], "sweep ablate: error: --vary keep_prob: keep_prob is the ablation's own"),
+    (["ablate", "--vary", "learning_rate=1e-3,zero"], "sweep ablate: error: --vary learning_rate (value 2): must be a number > 0"),
     (["run", "--timeout", "-1"], "sweep run: error: --timeout: must be a number with a unit"),
 ])
 def test_a_bad_flag_value_is_named_as_the_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -127,7 +127,7 @@ def test_grid_limit_names_its_make_up_and_yes_lifts_it() -> None:
     ("args", "fragment"),
     [
         (["--vary", "normalisation=none,batchnorm"], "did you mean 'normalization'?"),
-        (["--vary", "learning_rate=1e-3,zero"], "vary.learning_rate[1]: must be a number > 0, got 'zero'"),
+        (["--vary", "learning_rate=1e-3,zero"], "--vary learning_rate (value 2): must be a number > 0, got 'zero'"),
         (["--vary", "normalization=none,batchnorm,layernorm", "--vary", "hidden_dims=64,128,256-256",
           "--seeds", "12", "--keep-probs", "1,0.5"], "the ablation grid has 432 cells"),
     ],
