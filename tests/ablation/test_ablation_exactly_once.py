@@ -144,6 +144,31 @@ def test_ablation_sigkilled_then_the_same_command_leaves_one_run_per_cell(tmp_pa
     assert "ablation unfinished" not in run_cli(tmp_path, "report", str(cfg)).stdout
 
 
+def _stop_workers_mid_cell(workdir: Path, workers: set[int]) -> list[str]:
+    """SIGSTOP the workers of the cells mid-training; the names of the cells held that way.
+
+    A cell seen mid-training may end before its worker is stopped (a fast machine, or a
+    loaded one that descheduled this test): then nothing is held, so the workers go on
+    and the next cells are tried, until one is caught mid-training.
+    """
+    for _ in range(50):
+        wait_for(lambda: cells_mid_training(workdir) >= 1)
+        for path in spool_dir_of(workdir).glob("*.jsonl"):
+            if '"event":"end"' not in path.read_text():
+                # A file its worker created a moment ago may not hold its start record yet.
+                wait_for(lambda path=path: "\n" in path.read_text())
+                pid = json.loads(path.read_text().splitlines()[0])["pid"]
+                workers.add(pid)
+                os.kill(pid, signal.SIGSTOP)
+        held = [p.name for p in spool_dir_of(workdir).glob("*.jsonl") if '"event":"end"' not in p.read_text()]
+        if held:
+            return held
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+        workers.clear()
+    raise AssertionError("no cell was still training once its worker was stopped, in 50 tries")
+
+
 def test_two_ablations_of_one_grid_at_once_train_each_cell_once(tmp_path: Path) -> None:
     """A second `sweep ablate` of the same grid while the first holds cells mid-training (its
     workers are stopped there with SIGSTOP, so the two surely meet): the second trains the other
@@ -158,15 +183,7 @@ def test_two_ablations_of_one_grid_at_once_train_each_cell_once(tmp_path: Path) 
     second = None
     workers: set[int] = set()
     try:
-        wait_for(lambda: cells_mid_training(tmp_path) >= 1)
-        for path in spool_dir_of(tmp_path).glob("*.jsonl"):
-            if '"event":"end"' not in path.read_text():
-                # A file its worker created a moment ago may not hold its start record yet.
-                wait_for(lambda path=path: "\n" in path.read_text())
-                pid = json.loads(path.read_text().splitlines()[0])["pid"]
-                workers.add(pid)
-                os.kill(pid, signal.SIGSTOP)
-        held = [p.name for p in spool_dir_of(tmp_path).glob("*.jsonl") if '"event":"end"' not in p.read_text()]
+        held = _stop_workers_mid_cell(tmp_path, workers)
         second = subprocess.Popen([*args, "1"], cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
         lines: list[str] = []
