@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from optuna.trial import TrialState
+
 from sweep.config.model_spec import built_in_record
 
 if TYPE_CHECKING:
@@ -28,7 +30,9 @@ def check_model(study: optuna.Study, spec: ModelSpec | None, *, record: bool = T
     """
     now = built_in_record() if spec is None else spec.record()
     stored = study.user_attrs.get(MODEL_ATTR)
-    if stored is None and study.get_trials(deepcopy=False):
+    # Only trials that ran say which net trained them: a new study already holds the
+    # queued keep 1.0 baseline (sweep.search.baseline), WAITING, trained by nothing yet.
+    if stored is None and any(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False)):
         stored = built_in_record()
     if stored is None:
         if record:

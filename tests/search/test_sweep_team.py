@@ -68,7 +68,11 @@ def _assert_study_mirrored(storage_url: str, tracking_uri: str, name: str, expec
         run = by_number[t.number]
         assert run.info.run_name == f"trial-{t.number:04d}"
         assert run.info.status == STATUS_OF[t.state]
+        hidden = [str(v) for k, v in sorted(t.params.items()) if k.startswith("hidden_")]
+        assert run.data.params["hidden_dims"] == "-".join(hidden)  # the sizes once, not hidden_1..k again
         for key, value in t.params.items():  # floats as a person writes them (sweep.config.display)
+            if key.startswith("hidden_"):
+                continue
             text = run.data.params[key]
             assert float(text) == pytest.approx(value, rel=5e-4) if isinstance(value, float) else text == str(value), key
         assert t.user_attrs.get("mlflow_run_id", run.info.run_id) == run.info.run_id
