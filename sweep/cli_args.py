@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"don't ask, run it: a grid of more than {MAX_GRID_CELLS} cells, or one estimated "
                              "at over 10 minutes of wall time")
     ablate.add_argument("--name", help="ablation name (default: ablation-<hash of the configuration and grid>)")
+    ablate.add_argument("--dask-scheduler", help="train the cells on a Dask cluster at this address "
+                                                 "(default: none, local joblib processes)")
 
     report = sub.add_parser("report", help="statistics, figures and a verdict for a study and its ablations")
     _add_config(report, d)

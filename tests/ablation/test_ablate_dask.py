@@ -1,0 +1,160 @@
+"""`sweep ablate --dask-scheduler ADDR`: an ablation's cells trained on a Dask cluster's workers.
+
+The cluster is the session's LocalCluster (2 worker processes x 1 thread,
+tests/conftest.py); the grid is tiny (digits, 4 cells of 2 epochs on 100 rows)
+and trains a cs231n-style fixture net (`--model`), not this project's class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sweep.tracking import spool
+from sweep_helpers import SWEEP, mlflow_runs, sweep_env
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+NET = f"{FIXTURES / 'cs231n_net.py'}:FullyConnectedNet"
+GRID = """[sweep]
+dataset = "digits"
+num_train = 200
+jobs = 2
+[ablation]
+keep_probs = [1.0, 0.5]
+sizes = [100]
+seeds = 2
+[ablation.params]
+hidden_dims = [24]
+learning_rate = 3e-3
+normalization = "none"
+epochs = 2
+"""
+
+
+@contextlib.contextmanager
+def _on_dask_workers(client: Any, cache_dir: Path, cwd: Path | None = None) -> Iterator[None]:
+    """Give the session's cluster workers this test's array cache (and optionally another
+    working folder, as on another machine), restoring both afterwards."""
+    before = client.run(lambda: (os.getcwd(), os.environ.get("SWEEP_CACHE_DIR")))
+
+    def enter(cache: str, folder: str | None) -> None:
+        os.environ["SWEEP_CACHE_DIR"] = cache
+        if folder:
+            os.chdir(folder)
+
+    def leave(folder: str, cache: str | None) -> None:
+        os.chdir(folder)
+        if cache is None:
+            os.environ.pop("SWEEP_CACHE_DIR", None)
+        else:
+            os.environ["SWEEP_CACHE_DIR"] = cache
+
+    client.run(enter, str(cache_dir), str(cwd) if cwd else None)
+    try:
+        yield
+    finally:
+        for address, (folder, cache) in before.items():
+            client.run(leave, folder, cache, workers=[address])
+
+
+def _ablate_and_report(workdir: Path, monkeypatch: pytest.MonkeyPatch, **where: Any) -> tuple[str, list[str]]:
+    """The Python API's ablation and report of GRID with the fixture net: (its output, the report's headings)."""
+    import sweep
+
+    workdir.mkdir()
+    (workdir / "grid.toml").write_text(GRID)
+    monkeypatch.chdir(workdir)
+    cfg = sweep.load_config(workdir / "grid.toml", model=NET)
+    out = io.StringIO()
+    result = sweep.ablate(cfg, workdir=workdir, out=out, progress=False, tables=False, **where)
+    assert result.exit_code == 0 and result.cells_done == 4, out.getvalue()
+    sweep.report(cfg, workdir=workdir, out=io.StringIO())
+    report = next((workdir / "reports").glob("*/report.md")).read_text()
+    return out.getvalue(), [line for line in report.splitlines() if line.startswith("#")]
+
+
+def _cell_pids(workdir: Path) -> set[int]:
+    """The pid each cell's spool file says trained it."""
+    files = [p for d in (workdir / ".sweep" / "dropout-digits").glob("*/spool") for p in spool.spool_files(d)]
+    assert len(files) == 4, files
+    return {spool.read_state(p).start["pid"] for p in files}
+
+
+def test_an_own_net_ablation_on_a_local_dask_cluster_is_the_loky_one_run_elsewhere(
+    tmp_path: Path, dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    on_loky, loky_headings = _ablate_and_report(tmp_path / "loky", monkeypatch)
+    with _on_dask_workers(dask_client, tmp_path / "cache"):
+        on_dask, dask_headings = _ablate_and_report(tmp_path / "dask", monkeypatch,
+                                                     dask_scheduler=dask_client.scheduler.address)
+
+    assert "training 4 on 2 worker(s)" in on_loky, on_loky
+    assert f"training 4 on the Dask cluster at {dask_client.scheduler.address} (at most 2 at a time)" in on_dask, on_dask
+    # The cells ran in the cluster's worker processes: neither here nor in a loky worker.
+    dask_pids = set(dask_client.run(os.getpid).values())
+    assert _cell_pids(tmp_path / "dask") <= dask_pids
+    assert not _cell_pids(tmp_path / "loky") & (dask_pids | {os.getpid()})
+    # MLflow has every cell (the parent's tracker read what the workers wrote), of the student's net.
+    _, parents, children = mlflow_runs(tmp_path / "dask")
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+    assert {r.data.tags["sweep.model"] for r in [*children, *parents.values()]} == {NET}
+    assert all(r.data.metrics.get("val_acc") is not None for r in children)
+    # The report reads the same, section for section.
+    assert dask_headings == loky_headings and any("Paired differences" in h for h in dask_headings)
+
+
+def test_cells_a_worker_trained_on_another_disk_reach_the_parents_spool(
+    tmp_path: Path, dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Dask worker on another machine writes a cell's spool file on its own disk: the
+    result carries the events back and the parent writes them where its tracker reads."""
+    from sweep.ablation.runner import plan_ablation, prepare_subsets, train_cells
+    from sweep.ablation.workers import cell_workers
+    from sweep.config.sweep_file import load_config
+
+    parent, worker = tmp_path / "parent", tmp_path / "worker"
+    parent.mkdir()
+    worker.mkdir()
+    (parent / "grid.toml").write_text(GRID)
+    monkeypatch.chdir(parent)
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = load_config(parent / "grid.toml", {})
+    plan = plan_ablation(cfg, None, parent, True, io.StringIO())
+    # The same relative folder names a different place on each "machine".
+    plan = replace(plan, spool_dir=plan.spool_dir.relative_to(parent))
+    prepare_subsets(cfg, plan)
+    todo = list(plan.cells)
+    with _on_dask_workers(dask_client, tmp_path / "cache", cwd=worker):
+        ended = train_cells(cfg, plan, todo, cell_workers(cfg, len(todo), dask_client.scheduler.address),
+                            io.StringIO(), None)
+
+    assert ended.trained == 4 and not todo
+    on_worker = list(spool.spool_files(worker / plan.spool_dir))
+    assert len(on_worker) == 4 and len(list(spool.spool_files(parent / plan.spool_dir))) == 4
+    for original in on_worker:
+        copied = parent / plan.spool_dir / original.name
+        assert copied.read_text() == original.read_text()
+        events = spool.read_state(copied)
+        assert events.end is not None and [e["step"] for e in events.epochs] == [1, 2]
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_and_nothing_is_trained(tmp_path: Path) -> None:
+    (tmp_path / "grid.toml").write_text(GRID)
+    # Dask's own setting of how long to try (the default 10 s would only slow the test down).
+    proc = subprocess.run([*SWEEP, "ablate", "grid.toml", "--dask-scheduler", "tcp://127.0.0.1:9"], cwd=tmp_path,
+                          env={**sweep_env(tmp_path), "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert re.match(r"sweep ablate: error: --dask-scheduler: no Dask scheduler answers at 'tcp://127\.0\.0\.1:9' "
+                    r"\(Timed out trying to connect .* after 1 s\); start one", proc.stderr), proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".sweep").exists()
