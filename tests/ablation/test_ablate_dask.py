@@ -158,3 +158,23 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_nothing_is_trained(tmp
     assert re.match(r"sweep ablate: error: --dask-scheduler: no Dask scheduler answers at 'tcp://127\.0\.0\.1:9' "
                     r"\(Timed out trying to connect .* after 1 s\); start one", proc.stderr), proc.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".sweep").exists()
+
+
+def test_until_decided_adds_its_rounds_of_seeds_on_the_dask_cluster(
+    tmp_path: Path, dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sweep
+
+    (tmp_path / "grid.toml").write_text(GRID)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    out = io.StringIO()
+    with _on_dask_workers(dask_client, tmp_path / "cache"):
+        result = sweep.ablate(tmp_path / "grid.toml", workdir=tmp_path, out=out, progress=False, tables=False,
+                              dask_scheduler=dask_client.scheduler.address, until="decided", max_seeds=4)
+    text = out.getvalue()
+    assert result.exit_code == 0 and result.cells_done == 8, text  # a first look at 3 seeds, then a 4th: capped
+    assert f"first round on the Dask cluster at {dask_client.scheduler.address}" in text, text
+    assert "round 2: training 2 cell(s)" in text, text
+    files = list(spool.spool_files(next((tmp_path / ".sweep" / "dropout-digits").glob("*/spool"))))
+    assert len(files) == 8 and {spool.read_state(p).start["pid"] for p in files} <= set(dask_client.run(os.getpid).values())
