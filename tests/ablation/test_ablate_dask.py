@@ -148,16 +148,17 @@ def test_cells_a_worker_trained_on_another_disk_reach_the_parents_spool(
         assert events.end is not None and [e["step"] for e in events.epochs] == [1, 2]
 
 
-def test_a_scheduler_that_does_not_answer_is_one_line_and_nothing_is_trained(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["ablate", "grid.toml"], ["run", "grid.toml", "--trials", "2"]])
+def test_a_scheduler_that_does_not_answer_is_one_line_and_nothing_is_trained(tmp_path: Path, command: list[str]) -> None:
     (tmp_path / "grid.toml").write_text(GRID)
     # Dask's own setting of how long to try (the default 10 s would only slow the test down).
-    proc = subprocess.run([*SWEEP, "ablate", "grid.toml", "--dask-scheduler", "tcp://127.0.0.1:9"], cwd=tmp_path,
+    proc = subprocess.run([*SWEEP, *command, "--dask-scheduler", "tcp://127.0.0.1:9"], cwd=tmp_path,
                           env={**sweep_env(tmp_path), "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert re.match(r"sweep ablate: error: --dask-scheduler: no Dask scheduler answers at 'tcp://127\.0\.0\.1:9' "
+    assert re.match(rf"sweep {command[0]}: error: --dask-scheduler: no Dask scheduler answers at 'tcp://127\.0\.0\.1:9' "
                     r"\(Timed out trying to connect .* after 1 s\); start one", proc.stderr), proc.stderr
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".sweep").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.toml"]  # no study, no MLflow store, no .sweep
 
 
 def test_until_decided_adds_its_rounds_of_seeds_on_the_dask_cluster(
