@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 from sweep._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from sweep.api import ablate, load_config, load_study, report, run, status
+    from sweep.api import ablate, compare, load_config, load_study, report, run, status
     from sweep.config.domains import ConfigError
     from sweep.config.sweep_file import SweepConfig
     from sweep.results import AblationResult, Report, StudyResults, SweepResult
     from sweep.search.status import StudyStatus
 
 _EXPORTS = {
-    **dict.fromkeys(["ablate", "load_config", "load_study", "report", "run", "status"], "sweep.api"),
+    **dict.fromkeys(["ablate", "compare", "load_config", "load_study", "report", "run", "status"], "sweep.api"),
     **dict.fromkeys(["AblationResult", "Report", "StudyResults", "SweepResult"], "sweep.results"),
     "ConfigError": "sweep.config.domains",
     "SweepConfig": "sweep.config.sweep_file",
@@ -42,6 +42,7 @@ __all__ = [
     "SweepConfig",
     "SweepResult",
     "ablate",
+    "compare",
     "load_config",
     "load_study",
     "report",

@@ -8,6 +8,7 @@ script calls them directly::
     cfg = sweep.load_config(trials=12, epochs=5)      # the built-in digits sweep, smaller
     result = sweep.run(cfg)                           # SweepResult: best trial, trials table
     ablation = sweep.ablate(cfg, seeds=3)             # AblationResult: cells and paired differences
+    duel = sweep.compare(cfg, arms=["none", "l2", "dropout"], seeds=5)  # regularizers, tuned, on the test split
     report = sweep.report(cfg)                        # Report: report.md, figures and the verdict
     net = sweep.load_study(cfg).best_model()          # the best network, a model.FullyConnectedNet
 
@@ -36,6 +37,7 @@ from sweep.results import (
 if TYPE_CHECKING:
     import optuna
 
+    from sweep.ablation.compare import CompareOutcome
     from sweep.ablation.runner import AblationOutcome
     from sweep.analysis.stats import AblationSummary
     from sweep.config.sweep_file import SweepConfig
@@ -48,6 +50,7 @@ __all__ = [
     "StudyResults",
     "SweepResult",
     "ablate",
+    "compare",
     "load_config",
     "load_study",
     "report",
@@ -148,6 +151,34 @@ def ablate(config: SweepConfig | str | Path | None = None, *, name: str | None =
                          on_progress=listener, dask_scheduler=dask_scheduler)
     code = 130 if o.interrupted else EXIT_FAULT if o.fault else EXIT_UNTRACKED if o.untracked is not None else 0
     return _ablation_result(cfg, o, code, _path(workdir), tables)
+
+
+def compare(config: SweepConfig | str | Path | None = None, *, arms: list[str] | None = None, budget: int = 8,
+            seeds: int = 5, size: int | None = None, fix: list[str] | Mapping[str, Mapping[str, Any]] | None = None,
+            workdir: str | Path | None = None, out: TextIO | None = None, checked: bool = False,
+            **overrides: object) -> CompareOutcome:
+    """Regularizers compared fairly on the test split; the same as `sweep compare` (resumable).
+
+    Each arm's strength is searched on the validation set with `budget` trials (or given in
+    `fix`, e.g. ``["l2:reg=1e-3"]`` or ``{"l2": {"reg": 1e-3}}``), then every arm is re-trained on
+    the same `seeds` seeds (same init, batch order and rows per seed) and evaluated on test.
+
+    Args:
+        config: a SweepConfig, a sweep file, or None; the base configuration is its
+            [ablation.params], else the study's best trial.
+        arms: names from `sweep.ablation.arms.ARM_NAMES` ('none' required); default every arm the data take.
+        size: training rows (default: the config's num_train, else the whole split).
+
+    Returns:
+        `sweep.ablation.compare.CompareOutcome`: records per (arm, seed), the summary, the report's path.
+    """
+    from sweep.ablation.compare import run_compare
+
+    cfg = _config(config, overrides)
+    if not checked:
+        _preflight(cfg, workdir, ablation=True)
+    return run_compare(cfg, arms=arms, budget=budget, seeds=seeds, size=size, fixed=fix,
+                       workdir=(_path(workdir) or Path.cwd()).resolve(), out=out or sys.stdout)
 
 
 def report(config: SweepConfig | str | Path | None = None, *, out_dir: str | Path | None = None,

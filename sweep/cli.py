@@ -1,4 +1,4 @@
-"""`sweep` command line: run | ablate | report | status | sync | ui | check | data.
+"""`sweep` command line: run | ablate | compare | report | status | sync | ui | check | data.
 
 Every subcommand takes an optional sweep file (TOML, see examples/) and
 flags that override it; with no file the built-in defaults (the same as
@@ -53,7 +53,8 @@ def _preflight(args: argparse.Namespace, cfg: SweepConfig, *, storage: bool = Tr
     from sweep.config.preflight import check_storage, check_tracking_uri, check_writable
     from sweep.tracking.store import default_tracking_uri
 
-    check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"))
+    check_tracking_uri(cfg.tracking_uri or default_tracking_uri(), _origin(args, "tracking_uri"),
+                       experiment=cfg.study_name)
     if storage:
         check_storage(cfg.storage, _origin(args, "storage"))
     check_writable(_written_folders(args, cfg.tracking_uri or default_tracking_uri(), cfg.storage))
@@ -127,6 +128,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         "ended": "interrupted" if outcome.interrupted else _utc_now()})
     print("\n".join(ablation_closing(outcome, cfg, args, tracking_uri)), flush=True)
     return result.exit_code
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from sweep import api
+
+    cfg = _load(args)
+    _check_resources(args, cfg, ablation=True)
+    arms = [a for a in args.arms.split(",")] if args.arms else None
+    outcome = api.compare(cfg, arms=arms, budget=args.budget, seeds=args.compare_seeds, size=args.size,
+                          fix=args.fix or None, checked=True)
+    return 130 if outcome.interrupted else 0
 
 
 def _utc_now() -> str:
@@ -260,7 +272,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "status": cmd_status, "sync": cmd_sync,
+COMMANDS = {"run": cmd_run, "ablate": cmd_ablate, "compare": cmd_compare, "report": cmd_report, "status": cmd_status, "sync": cmd_sync,
             "ui": cmd_ui, "dashboard": cmd_dashboard,
             "check": cmd_check,
             "data": cmd_data}

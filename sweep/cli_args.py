@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--dask-scheduler", help="train the cells on a Dask cluster at this address "
                                                  "(default: none, local joblib processes)")
 
+    _add_compare(sub.add_parser("compare", help="regularizers against each other: each tuned on validation with an "
+                                "equal budget, then seed-paired on the test split"), d)
+
     report = sub.add_parser("report", help="statistics, figures and a verdict for a study and its ablations")
     _add_config(report, d)
     _add_where(report, d)
@@ -227,6 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--data-dir", help="target folder (default: $SWEEP_DATA_DIR, else a per-user cache)")
     dl.add_argument("--url", help="archive URL (default: the official CIFAR-10 address, or $SWEEP_CIFAR10_URL)")
     return parser
+
+
+def _add_compare(p: argparse.ArgumentParser, d: dict[str, str]) -> None:
+    from sweep.ablation.arms import ARM_NAMES
+
+    _add_common(p, d)
+    p.add_argument("--arms", help=f"arms, comma-separated, 'none' required: {', '.join(ARM_NAMES)} "
+                                  "(default: every arm the dataset takes; augmentation only for images)")
+    p.add_argument("--budget", type=_positive_int, default=8,
+                   help="tuning trials per arm (each arm's own search of its strength on the validation set)")
+    p.add_argument("--seeds", dest="compare_seeds", type=int, default=5,
+                   help="paired seeds per arm, >= 2 (seed k: same init, batch order and rows in every arm)")
+    p.add_argument("--size", type=_positive_int,
+                   help="training rows (default: --num-train / the sweep file's, else the whole split)")
+    p.add_argument("--fix", action="append", metavar="ARM:NAME=V[,NAME=V]",
+                   help="give an arm's strength instead of searching it (repeatable), e.g. l2:reg=1e-3 or "
+                        "dropout+max-norm:keep_prob=0.5,max_norm=3 (default: none, every arm with a knob is searched)")
 
 
 def _add_serve(p: argparse.ArgumentParser, port: int) -> None:

@@ -107,7 +107,7 @@ def argparse_like(**kwargs: Any) -> Any:
 
 
 def report_closing(path: Path, written: Any, tracking_uri: str, study: str) -> list[str]:
-    """The lines `sweep report` ends with: each ablation's verdict opening, the path, the MLflow link.
+    """The lines `sweep report` ends with: each ablation's verdict opening, the paths, the MLflow link.
 
     `written`: the sweep.report.ReportWritten that write_report filled.
     """
@@ -116,7 +116,8 @@ def report_closing(path: Path, written: Any, tracking_uri: str, study: str) -> l
         lines.append(f"{name}:")
         lines += [f"  {line}" for line in opening.splitlines() if line.strip()]
     lines.append(f"report written to {path}")
+    lines.append(f"  the same with its figures in one page (opens in a browser): {path.with_suffix('.html')}")
     if written.run_ids:
         lines.append("  in MLflow: " + mlflow_link(tracking_uri, study, written.experiment_id, written.run_ids[-1],
-                                                   artifact="report/report.md"))
+                                                   artifact="report/report.html"))
     return lines

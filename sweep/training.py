@@ -97,7 +97,21 @@ def build_net(params: TrainParams, input_dim: int, num_classes: int, seed: int |
         weight_scale=params.weight_scale,
         dtype=np.float32,
         seed=seed,
+        # regularizers (issue 20): max_norm 0 is the model's None (no constraint)
+        input_keep_prob=params.input_keep_prob,
+        max_norm=params.max_norm or None,
     )
+
+
+def augmentation_kwargs(params: TrainParams, input_dim: int) -> dict[str, Any]:
+    """The Solver's augmentation keywords ({} when off); the image shape is the dataset's of that width."""
+    from sweep.config.images import image_shape_of_width
+
+    if not params.augment_flip and not params.augment_shift:
+        return {}
+    shape = image_shape_of_width(input_dim)
+    extra = {} if shape is None else {"image_shape": shape}  # unknown width: the Solver refuses it in one line
+    return {"augment_flip": params.augment_flip, "augment_shift": params.augment_shift, **extra}
 
 
 def num_classes_of(data: Mapping[str, np.ndarray]) -> int:
@@ -164,6 +178,7 @@ def _fit(net: Any, params: TrainParams, data: Mapping[str, np.ndarray], seeds: R
         num_epochs=params.epochs,
         seed=seeds.order,
         on_epoch=hook,
+        **augmentation_kwargs(params, data["X_train"].shape[1]),  # issue 20: seeded by (order seed, epoch)
     )
     try:
         solver.train()

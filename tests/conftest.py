@@ -46,7 +46,7 @@ from services import (
     free_port,
     import_or_unavailable,
     load_compose,
-    service_environment,
+    native_environment,
     set_option,
     start_postgres,
     unavailable,
@@ -71,7 +71,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         )
     import_or_unavailable("psycopg2", "install the test extras: pip install -e '.[test]'")
     # The same environment the postgres container gets, defaults applied.
-    env = service_environment(load_compose(), "postgres")
+    env = native_environment(load_compose(), "postgres")  # NAME_FILE secrets -> NAME, as in the container
     init_env = {k: env[k] for k in ("POSTGRES_USER", "MLFLOW_DB_PASSWORD", "OPTUNA_DB_PASSWORD")}
     server = start_postgres(
         bin_dir,

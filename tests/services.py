@@ -32,7 +32,14 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-BASIC_AUTH_FILE = REPO_ROOT / "docker" / "compose.basic-auth.yml"
+BASIC_AUTH_INI = REPO_ROOT / "docker" / "mlflow" / "basic_auth.ini"
+# The secrets natively: the roles' passwords are the init script's defaults
+# (no *_PASSWORD given to it here); the others are test values.
+NATIVE_SECRETS = {
+    "postgres_password": "postgres", "mlflow_db_password": "mlflow", "optuna_db_password": "optuna",
+    "mlflow_flask_secret_key": "s" * 32, "mlflow_admin_password": "native-admin-password",
+}
+NATIVE_ADMIN = ("admin", NATIVE_SECRETS["mlflow_admin_password"])
 ENV_EXAMPLE = REPO_ROOT / "docker" / "env.example"
 PG_INIT_SCRIPT = REPO_ROOT / "docker" / "postgres" / "init-databases.sh"
 
@@ -643,6 +650,26 @@ def service_environment(compose: Mapping[str, Any], service: str) -> dict[str, s
     if isinstance(env, list):
         return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
     return {str(key): "" if value is None else str(value) for key, value in env.items()}
+
+
+def native_environment(compose: Mapping[str, Any], service: str, *, auth_dir: Path | None = None) -> dict[str, str]:
+    """The service's environment as docker/with-secrets.sh leaves it: each NAME_FILE naming
+    /run/secrets/S becomes NAME=NATIVE_SECRETS[S]; RUN_AS and HOME (container-only) are dropped.
+    With `auth_dir`, MLflow's basic-auth settings point at a users database there."""
+    env = {}
+    for key, value in service_environment(compose, service).items():
+        if key in ("RUN_AS", "HOME"):
+            continue
+        if key.endswith("_FILE") and value.startswith("/run/secrets/"):
+            env[key.removesuffix("_FILE")] = NATIVE_SECRETS[value.removeprefix("/run/secrets/")]
+        else:
+            env[key] = value
+    if auth_dir is not None:
+        ini = auth_dir / "basic_auth.ini"
+        ini.write_text(BASIC_AUTH_INI.read_text().replace("sqlite:////mlflow/auth/basic_auth.db",
+                                                          f"sqlite:///{auth_dir}/basic_auth.db"))
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
+    return env
 
 
 def set_option(argv: Sequence[str], flag: str, value: str) -> list[str]:

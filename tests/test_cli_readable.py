@@ -19,7 +19,7 @@ from sweep.cli import build_parser
 from sweep.config.sweep_file import AblationConfig, SweepConfig
 from sweep_helpers import SWEEP, load_study, run_cli, sweep_env
 
-COMMANDS = ["run", "ablate", "report", "status", "sync", "ui", "dashboard", "check"]
+COMMANDS = ["run", "ablate", "compare", "report", "status", "sync", "ui", "dashboard", "check"]
 
 
 def _help(command: str) -> dict[str, str]:
@@ -111,10 +111,13 @@ def test_report_ends_with_each_verdicts_opening_and_its_mlflow_page(store: tuple
     assert re.match(r"ablation-\w+:$", lines[0]), lines
     # The verdict's one-sentence answer (issue 18's headline: it counts what survives Holm).
     assert lines[1].startswith("  In short (1 comparison, counting only differences that survive Holm"), lines
-    assert lines[-2] == f"report written to {work / 'reports' / 'dropout-digits' / 'report.md'}"
+    folder = work / "reports" / "dropout-digits"
+    assert lines[-3] == f"report written to {folder / 'report.md'}"
+    assert lines[-2] == f"  the same with its figures in one page (opens in a browser): {folder / 'report.html'}"
     _, parents, _ = mlflow_runs(work)
+    # report.html: MLflow's artifact view renders it with its figures (report.md's image links stay text there).
     assert lines[-1].startswith("  in MLflow: http://127.0.0.1:5000/#/experiments/1/runs/"
-                                f"{parents['study'].info.run_id}/artifacts/report/report.md?"), lines[-1]
+                                f"{parents['study'].info.run_id}/artifacts/report/report.html?"), lines[-1]
 
 
 def test_status_tells_the_ablations_and_the_last_report_without_mlflow(store: tuple[Path, str, str]) -> None:

@@ -2,6 +2,10 @@
 # Creates the stack's two databases, each owned by its own login role:
 #   mlflow  (role mlflow, password $MLFLOW_DB_PASSWORD)  - MLflow's backend store
 #   optuna  (role optuna, password $OPTUNA_DB_PASSWORD)  - Optuna's RDB storage
+# Each password may instead be in a file named by NAME_FILE (docker-compose.yml
+# gives them as Docker secrets, so they appear in no `docker inspect`).
+# In the stack (PGDATA set) the superuser is also refused over TCP: it logs in
+# only through the container's unix socket (`docker compose exec postgres ...`).
 #
 # The postgres image runs this once, from /docker-entrypoint-initdb.d, on an
 # empty data volume. The test fixtures run the same file against their own
@@ -27,5 +31,20 @@ SQL
     echo "init-databases.sh: created database and role '$name'"
 }
 
-create_database mlflow "${MLFLOW_DB_PASSWORD:-mlflow}"
-create_database optuna "${OPTUNA_DB_PASSWORD:-optuna}"
+read_password() {  # read_password VAR DEFAULT: $VAR, else the file named by ${VAR}_FILE, else DEFAULT
+    local file_var="${1}_FILE"
+    if [[ -n "${!file_var:-}" ]]; then
+        cat "${!file_var}"
+    else
+        printf '%s' "${!1:-$2}"
+    fi
+}
+
+create_database mlflow "$(read_password MLFLOW_DB_PASSWORD mlflow)"
+create_database optuna "$(read_password OPTUNA_DB_PASSWORD optuna)"
+
+# No superuser over the network: the first matching pg_hba.conf line wins.
+if [[ -n "${PGDATA:-}" && -w "$PGDATA/pg_hba.conf" ]]; then
+    sed -i "1i host all $POSTGRES_USER all reject" "$PGDATA/pg_hba.conf"
+    echo "init-databases.sh: superuser '$POSTGRES_USER' refused over TCP"
+fi

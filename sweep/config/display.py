@@ -82,6 +82,10 @@ def run_note(params: Mapping[str, str], state: str, summary: Mapping[str, float]
     """
     what = (f"keep_prob {params.get('keep_prob')}, hidden {params.get('hidden_dims')}, "
             f"{params.get('normalization')}, lr {params.get('learning_rate')}")
+    # The other regularizers, when on (their params are absent when off: sweep.config.space.OFF).
+    what += "".join(f", {label} {params[key]}" for key, label in (
+        ("input_keep_prob", "input keep"), ("max_norm", "max-norm"), ("augment_flip", "flip"),
+        ("augment_shift", "shift")) if key in params)
     if state == "FAIL":
         return f"{what}: failed ({failure_reason or 'no reason recorded'})"
     outcome = f"pruned at epoch {pruned_at_epoch}" if state == "PRUNED" else "complete"

@@ -88,7 +88,7 @@ def check_keys(
 class Domain:
     """The values one setting accepts: a number in an interval, or one of some strings."""
 
-    kind: type  # int, float or str
+    kind: type  # int, float, str or bool
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # True: low itself is excluded
@@ -101,6 +101,8 @@ class Domain:
         """Human text, e.g. ``a number in (0, 1]`` or ``one of 'sgd', 'adam'``."""
         if self.kind is str:
             return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.kind is bool:
+            return "true or false"
         noun = "an integer" if self.kind is int else "a number"
         lo, hi = self.low, self.high
         if lo is not None and hi is not None:
@@ -116,6 +118,10 @@ class Domain:
         bad = ConfigError(f"must be {self.describe()}{note}, got {value!r}", key=key)
         if self.kind is str:
             if not isinstance(value, str) or value not in self.choices:
+                raise bad
+            return value
+        if self.kind is bool:  # a switch: only a real bool (1 or "yes" would be a guess)
+            if not isinstance(value, bool):
                 raise bad
             return value
         # bool is an int in Python; `true` for a batch size is a mistake, not 1.
@@ -155,4 +161,13 @@ DOMAINS: dict[str, Domain] = {
     "update_rule": Domain(str, choices=UPDATE_RULES),
     "epochs": Domain(int, 1),
     "lr_decay": Domain(float, 0.0, 1.0, low_open=True, note="learning rate factor per epoch"),
+    # Regularizers besides L2 (reg) and dropout (keep_prob); each default is "off".
+    "input_keep_prob": Domain(
+        float, 0.0, 1.0, low_open=True, note="the probability of KEEPING an input feature; 1.0 = no input dropout"
+    ),
+    "max_norm": Domain(
+        float, 0.0, note="bound on each hidden unit's incoming weight norm; 0 = no constraint"
+    ),
+    "augment_flip": Domain(bool, note="mirror training images left-right at random (image data only)"),
+    "augment_shift": Domain(int, 0, note="pixels of random translation of training images; 0 = none"),
 }

@@ -46,7 +46,7 @@ __all__ = [
 #: Training parameters an ablation can vary (every TrainParams field but keep_prob, which is the grid's own).
 VARY_FACTORS = (
     "normalization", "hidden_dims", "learning_rate", "weight_scale", "epochs", "batch_size",
-    "update_rule", "lr_decay", "reg",
+    "update_rule", "lr_decay", "reg", "input_keep_prob", "max_norm", "augment_flip", "augment_shift",
 )
 #: A grid of more cells than this is refused unless ``--yes`` (one cell is one training run).
 MAX_GRID_CELLS = 200
@@ -79,6 +79,8 @@ def level_text(name: str, value: Any) -> str:
         return "-".join(str(w) for w in value)
     if DOMAINS[name].kind is float:
         return repr(float(value))
+    if DOMAINS[name].kind is bool:
+        return "true" if value else "false"
     return str(value)
 
 

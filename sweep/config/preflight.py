@@ -1,7 +1,8 @@
 """Checks made before anything is trained or recorded: the tracking URI and the storage URL.
 
-A mistyped URI must not train a whole sweep untracked, and a missing
-database driver must not end in a SQLAlchemy traceback. Each check raises
+A mistyped URI must not train a whole sweep untracked, a missing or wrong
+MLflow login must not look like an outage, and a missing database driver
+must not end in a SQLAlchemy traceback. Each check raises
 `ConfigError` (exit code 2 in the CLI) naming where the value came from (the
 flag, the sweep-file key or the environment variable), what was given with
 its password masked, and what is allowed. Nothing here leaves a file: a
@@ -11,9 +12,13 @@ command writes are probed with a file deleted at once (`check_writable`).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +55,21 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
-def check_tracking_uri(uri: str, origin: str, *, retry_seconds: float = START_RETRY_SECONDS) -> None:
-    """Raise ConfigError unless `uri` is a tracking URI MLflow can use and that answers now."""
+def check_tracking_uri(uri: str, origin: str, *, retry_seconds: float = START_RETRY_SECONDS,
+                       experiment: str | None = None) -> None:
+    """Raise ConfigError unless `uri` is a tracking URI MLflow can use and that answers now.
+
+    For a server that asks for a login (MLflow's basic-auth app, or a proxy in
+    front of it), the login from MLFLOW_TRACKING_USERNAME/PASSWORD (or
+    MLFLOW_TRACKING_TOKEN) must be accepted and, when `experiment` exists, the
+    user must be allowed to log runs into it.
+    """
     shown = mask_url(uri)
     scheme = _scheme(uri)
     base = scheme.split("+", 1)[0]
     if scheme in ("http", "https"):
         _check_server(uri, origin, retry_seconds)
+        _check_login(uri, experiment)
         return
     if base in ("postgresql", "mysql", "mssql", "sqlite"):
         _check_database(uri, origin, TRACKING_ALLOWED, retry_seconds)
@@ -88,7 +101,8 @@ def _check_server(uri: str, origin: str, retry_seconds: float) -> None:
         try:
             # MLflow's own auth (user:password in the URI) is not needed for /health.
             req = urllib.request.Request(_strip_userinfo(health))
-            with urllib.request.urlopen(req, timeout=max(1.0, min(3.0, retry_seconds))) as resp:
+            with urllib.request.urlopen(req, timeout=max(1.0, min(3.0, retry_seconds)),
+                                        context=_tls_context(uri)) as resp:
                 if resp.status == 200:
                     return
                 last = f"HTTP {resp.status}"
@@ -106,6 +120,79 @@ def _check_server(uri: str, origin: str, retry_seconds: float) -> None:
                 key=origin,
             )
         time.sleep(0.5)
+
+
+LOGIN_VARS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+LOGIN_DOC = 'docs/team.md, "Users and permissions"'
+
+
+def _tls_context(uri: str) -> ssl.SSLContext | None:
+    """The TLS settings MLflow's client uses: a CA bundle or, if asked, no verification."""
+    if not uri.lower().startswith("https"):
+        return None
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+
+
+def _login_header() -> tuple[dict[str, str], str | None]:
+    """(Authorization header, user name) from MLflow's client variables; ({}, None) without any."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}, user
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}, None
+    return {}, None
+
+
+def _get_json(uri: str, path: str, headers: dict[str, str]) -> tuple[int, dict]:
+    """(HTTP status, JSON body or {}) of GET uri/path; status 0 when the server cannot be reached."""
+    req = urllib.request.Request(_strip_userinfo(uri.rstrip("/") + path), headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=_tls_context(uri)) as resp:
+            status, body = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, {}
+    try:
+        return status, json.loads(body or b"{}")
+    except ValueError:
+        return status, {}
+
+
+def _check_login(uri: str, experiment: str | None) -> None:
+    """Refuse, naming the variables to set, a login the server does not accept (401) or a
+    user who may not log runs into `experiment` (403, or less than EDIT on it)."""
+    shown = mask_url(uri)
+    headers, user = _login_header()
+    name = urllib.parse.quote(experiment or "", safe="")
+    path = (f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}" if experiment
+            else "/api/2.0/mlflow/experiments/search?max_results=1")
+    status, body = _get_json(uri, path, headers)
+    if status == 401:
+        if not headers:
+            raise ConfigError(f"the MLflow server {shown!r} asks for a login (HTTP 401): set {LOGIN_VARS} "
+                              f"({LOGIN_DOC})", key="MLFLOW_TRACKING_USERNAME")
+        raise ConfigError(f"the MLflow server {shown!r} does not accept the login of user {user!r} (HTTP 401): "
+                          f"check {LOGIN_VARS}", key="MLFLOW_TRACKING_PASSWORD")
+    if status == 403:
+        raise ConfigError(f"MLflow user {user!r} may not read experiment {experiment!r} on {shown!r} (HTTP 403): "
+                          f"ask an MLflow admin to grant EDIT on it ({LOGIN_DOC}), or log in as another user "
+                          f"({LOGIN_VARS})", key="MLFLOW_TRACKING_USERNAME")
+    experiment_id = body.get("experiment", {}).get("experiment_id") if status == 200 and experiment else None
+    if not (experiment_id and user):
+        return  # no such experiment yet (the sweep creates it), or a server without logins
+    status, me = _get_json(uri, f"/api/2.0/mlflow/users/get?username={urllib.parse.quote(user, safe='')}", headers)
+    if status != 200 or me.get("user", {}).get("is_admin", True):
+        return  # no basic-auth app (nothing to check), or an admin (may do anything)
+    query = urllib.parse.urlencode({"username": user, "resource_type": "experiment", "resource_id": experiment_id})
+    status, grant = _get_json(uri, f"/api/3.0/mlflow/users/permissions/get?{query}", headers)
+    if status == 200 and grant.get("permission") not in ("EDIT", "MANAGE"):
+        raise ConfigError(f"MLflow user {user!r} has {grant.get('permission', 'no')} permission on experiment "
+                          f"{experiment!r} on {shown!r}; logging runs needs EDIT: ask an MLflow admin to grant it "
+                          f"({LOGIN_DOC}), or log in as another user ({LOGIN_VARS})", key="MLFLOW_TRACKING_USERNAME")
 
 
 def _strip_userinfo(url: str) -> str:

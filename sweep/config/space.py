@@ -51,6 +51,10 @@ class TrainParams:
         update_rule: one of UPDATE_RULES.
         epochs: passes over the training set, >= 1.
         lr_decay: learning rate factor applied after each epoch, in (0, 1].
+        input_keep_prob: probability of KEEPING an input feature, in (0, 1]; 1.0 = no input dropout.
+        max_norm: bound c on every hidden unit's incoming weight norm, >= 0; 0 = no constraint.
+        augment_flip: mirror training images left-right at random (images only).
+        augment_shift: translate training images by up to this many pixels, >= 0 (images only).
 
     Raises:
         ConfigError (a ValueError): a field outside its domain; the message names the field.
@@ -66,6 +70,11 @@ class TrainParams:
     update_rule: str = "adam"
     epochs: int = 10
     lr_decay: float = 1.0
+    # --- regularizers (issue 20); each default is "off" and then left out of to_flat (see OFF)
+    input_keep_prob: float = 1.0
+    max_norm: float = 0.0
+    augment_flip: bool = False
+    augment_shift: int = 0
 
     def __post_init__(self) -> None:
         # Coerce as well as check (1 -> 1.0, [512] -> (512,)) so equal settings compare equal.
@@ -99,8 +108,10 @@ class TrainParams:
         }
         flat.update({f"hidden_{i}": w for i, w in enumerate(self.hidden_dims, start=1)})
         for f in fields(self):
-            if f.name not in flat and f.name != "hidden_dims":
-                flat[f.name] = getattr(self, f.name)
+            value = getattr(self, f.name)
+            if f.name in flat or f.name == "hidden_dims" or (f.name in OFF and value == OFF[f.name]):
+                continue
+            flat[f.name] = value
         return flat
 
     @classmethod
@@ -122,6 +133,11 @@ class TrainParams:
         """
         return params_from_mapping(d, strict=strict)
 
+
+#: The regularizers' "off" values. A setting at its off value is left out of `TrainParams.to_flat`,
+#: `SearchSpace.to_dict` and the trial's suggestions, so the names of ablations, the identity of
+#: studies and the trials made before these settings existed stay as they were.
+OFF: dict[str, object] = {"input_keep_prob": 1.0, "max_norm": 0.0, "augment_flip": False, "augment_shift": 0}
 
 _PARAM_NAMES = tuple(f.name for f in fields(TrainParams))
 _FLAT_KEYS = (*_PARAM_NAMES, "depth", *(f"hidden_{i}" for i in range(1, MAX_DEPTH + 1)))
@@ -174,6 +190,8 @@ def _from_text(value: object, name: str, key: str) -> object:
     dom = DOMAINS[name]
     if not isinstance(value, str) or dom.kind is str:
         return value
+    if dom.kind is bool:
+        return {"true": True, "false": False}.get(value.strip().lower(), value)
     try:
         return int(value) if dom.kind is int else float(value)
     except ValueError:
@@ -282,7 +300,7 @@ def as_param(value: object, name: str, key: str) -> Param:
     if isinstance(value, Range):
         value = {"low": value.low, "high": value.high, "step": value.step, "log": value.log}
     if isinstance(value, Mapping):
-        if dom.kind is str:
+        if dom.kind in (str, bool):
             raise ConfigError(
                 f"is categorical: give one value or a list of choices ({dom.describe()}), not a range",
                 key=key,
@@ -349,7 +367,7 @@ def _suggest(trial: optuna.Trial, name: str, p: Param, dom: Domain) -> Any:
     if isinstance(p, Choice):
         return trial.suggest_categorical(name, list(p.choices))
     if isinstance(p, Fixed):
-        if dom.kind is str:
+        if dom.kind in (str, bool):
             return trial.suggest_categorical(name, [p.value])
         assert not isinstance(p.value, str)  # a Fixed of a numeric domain (str domains returned above)
         low = high = p.value
@@ -371,7 +389,9 @@ class SearchSpace:
 
     Optuna parameter names: keep_prob, depth, hidden_1..hidden_<depth> (each drawn from
     `width`), learning_rate, normalization, reg, weight_scale, batch_size, update_rule,
-    epochs, lr_decay. Every one is suggested, fixed ones as one-value distributions.
+    epochs, lr_decay, and the regularizers input_keep_prob, max_norm, augment_flip, augment_shift.
+    Every one is suggested, fixed ones as one-value distributions, except a regularizer fixed
+    at its off value (`OFF`): studies made before it existed keep their identity and params.
     """
 
     keep_prob: Param = Range(0.2, 1.0, step=0.05)
@@ -385,6 +405,10 @@ class SearchSpace:
     update_rule: Param = Fixed("adam")
     epochs: Param = Fixed(15)
     lr_decay: Param = Fixed(0.95)
+    input_keep_prob: Param = Fixed(1.0)
+    max_norm: Param = Fixed(0.0)
+    augment_flip: Param = Fixed(False)
+    augment_shift: Param = Fixed(0)
     # Set by the --epochs override (which also fixes `epochs`), so an ablation can apply it to
     # a configuration that did not come from this space. Not a search key: not in to_dict().
     epochs_override: int | None = None
@@ -392,6 +416,7 @@ class SearchSpace:
     KEYS: ClassVar[tuple[str, ...]] = (
         "keep_prob", "depth", "width", "learning_rate", "normalization", "reg",
         "weight_scale", "batch_size", "update_rule", "epochs", "lr_decay",
+        "input_keep_prob", "max_norm", "augment_flip", "augment_shift",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -442,8 +467,14 @@ class SearchSpace:
         return cls(**d)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-able sweep-file form of every key; ``from_dict(to_dict())`` gives an equal space."""
-        return {name: _param_to_plain(getattr(self, name)) for name in self.KEYS}
+        """JSON-able sweep-file form of every key (a regularizer fixed at its off value is left out,
+        as absent means off); ``from_dict(to_dict())`` gives an equal space."""
+        return {name: _param_to_plain(getattr(self, name)) for name in self.KEYS if not self._off(name)}
+
+    def _off(self, name: str) -> bool:
+        """True for a regularizer fixed at its off value (not suggested, not in to_dict)."""
+        p = getattr(self, name)
+        return name in OFF and isinstance(p, Fixed) and p.value == OFF[name]
 
     def suggest(self, trial: optuna.Trial) -> TrainParams:
         """Draw one configuration (define-by-run: hidden_i exists only for i <= depth).
@@ -460,7 +491,8 @@ class SearchSpace:
         keep_prob, depth = draw("keep_prob"), draw("depth")
         width = DOMAINS["width"]
         hidden = tuple(_suggest(trial, f"hidden_{i}", self.width, width) for i in range(1, depth + 1))
-        rest = {name: draw(name) for name in self.KEYS if name not in ("keep_prob", "depth", "width")}
+        rest = {name: draw(name) for name in self.KEYS
+                if name not in ("keep_prob", "depth", "width") and not self._off(name)}
         return TrainParams(keep_prob=keep_prob, hidden_dims=hidden, **rest)
 
     def contains(self, params: TrainParams) -> bool:

@@ -292,6 +292,9 @@ class SweepConfig:
             raise ConfigError(f"must be a SearchSpace, got {self.space!r}", key="space")
         if self.ablation is not None and not isinstance(self.ablation, AblationConfig):
             raise ConfigError(f"must be an AblationConfig or None, got {self.ablation!r}", key="ablation")
+        from sweep.config.images import check_config_augmentation  # issue 20: images only
+
+        check_config_augmentation(self)
 
     @property
     def study_name(self) -> str:
@@ -338,7 +341,7 @@ class SweepConfig:
                                  for n, values in abl.vary}
             if abl.params is not None:
                 flat = abl.params.to_flat()
-                table["params"] = {f.name: flat[f.name] for f in fields(TrainParams)}
+                table["params"] = {f.name: flat[f.name] for f in fields(TrainParams) if f.name in flat}  # off: absent
                 table["params"]["hidden_dims"] = list(abl.params.hidden_dims)
             out["ablation"] = table
         if self.model is not None:

@@ -3,8 +3,10 @@
 Reads everything back from where the runs were recorded (MLflow for the
 ablation cells and their curves, the Optuna study for the sweep), so a report
 can be rebuilt at any time and checked against the runs. Writes
-`<out>/report.md` with PNG figures and logs the folder as an artifact of each
-parent run (the study's and every ablation's).
+`<out>/report.md` with PNG figures, and the same as one page with the figures
+inside, `<out>/report.html` (sweep.reporting.html: what MLflow's artifact view
+renders), and logs the folder as an artifact of each parent run (the study's
+and every ablation's).
 """
 
 from __future__ import annotations
@@ -351,7 +353,9 @@ def write_report(cfg: SweepConfig, out_dir: Path | None = None, *, workdir: Path
     ablations = load_ablations(client, exp.experiment_id, paths.key) if exp is not None else []
     build = _start_build(out_dir)
     try:
-        (build / "report.md").write_text(_report_text(cfg, name, ablations, study, build, written, out), encoding="utf-8")
+        from sweep.reporting.html import write_report_files  # report.md, and report.html with its figures inside
+
+        write_report_files(build, _report_text(cfg, name, ablations, study, build, written, out))
         _swap_in(build, out_dir)
     except KeyboardInterrupt as exc:
         from sweep.search.stops import signal_name
@@ -449,8 +453,8 @@ def _alive(pid: int) -> bool:
 
 
 def _swap_in(build: Path, out_dir: Path) -> None:
-    """Replace out_dir's figures/ and report.md by the build's, with Ctrl-C and SIGTERM held
-    (three renames: a signal lands after them, so the text and its figures always match)."""
+    """Replace out_dir's figures/, report.html and report.md by the build's, with Ctrl-C and SIGTERM
+    held (four renames: a signal lands after them, so the text and its figures always match)."""
     from sweep.search.stops import signals_held
 
     with signals_held():
@@ -458,6 +462,7 @@ def _swap_in(build: Path, out_dir: Path) -> None:
             os.replace(out_dir / "figures", build / ".old-figures")
         if (build / "figures").exists():
             os.replace(build / "figures", out_dir / "figures")
+        os.replace(build / "report.html", out_dir / "report.html")
         os.replace(build / "report.md", out_dir / "report.md")
 
 

@@ -43,8 +43,10 @@ def finish(
     if others:
         out.write(f"{others} trial(s) of this study still run in another sweep process; "
                   "it will end the MLflow parent run\n")
-    if test_acc is not None:  # queued: sent with the final drain (or kept for `sweep sync`)
-        tracker.log_parent("study", tags={"best_trial": best_number, **summary_tags({"best_test_acc": test_acc})})
+    if best_number is not None:  # queued: sent with the final drain (or kept for `sweep sync`)
+        # A Dask sweep has no test accuracy (the best weights stay on the worker): its best trial is still named.
+        test_tag = summary_tags({"best_test_acc": test_acc}) if test_acc is not None else {}
+        tracker.log_parent("study", tags={"best_trial": best_number, **test_tag})
     missing = stop_tracker(tracker, None if others else "KILLED" if interrupted else "FINISHED", out)
     outcome = SweepOutcome(
         study_name=study.study_name, experiment_id=tracker.experiment_id,
@@ -54,10 +56,36 @@ def finish(
         best_run_id=with_storage_retry(_run_id_of, study, best_number),
         untracked=None if missing.empty else missing, tracking_error=tracker.health.last_error,
     )
+    if test_acc is not None and outcome.best_run_id and missing.empty and tracker.drained:
+        mark_best(tracker, study.study_name, outcome.best_run_id, test_acc, out)
     if budget is not None and budget.over() and not interrupted and outcome.counted < cfg.trials:
         outcome.budget_seconds = budget.seconds  # the budget, not the target, ended this sweep
     print_summary(outcome, cfg, out)
     return outcome
+
+
+def mark_best(tracker: Any, study_name: str, run_id: str, test_acc: float, out: TextIO) -> None:
+    """The best trial's run says so, with its test accuracy (sweep.tracking.best); MLflow
+    refusing it costs a warning line, not the sweep's end.
+
+    Tried three times: two `sweep run`s of one study ending together mark the same run, and
+    MLflow's SQLite tag write is read-then-insert (the second at the same moment: IntegrityError).
+    """
+    import time
+
+    from sweep.tracking.best import mark_best_trial
+    from sweep.tracking.outage import short_reason
+
+    for attempt in range(3):
+        try:
+            mark_best_trial(tracker.client, tracker.experiment_id, tracker.parent_run_ids["study"], run_id,
+                            study_name, test_acc)
+            return
+        except Exception as exc:
+            if attempt == 2:
+                out.write(f"warning: could not mark the best trial's MLflow run as the best ({short_reason(exc)})\n")
+            else:
+                time.sleep(0.5 * (attempt + 1))
 
 
 def _run_id_of(study: Any, number: int | None) -> str | None:

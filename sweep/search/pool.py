@@ -73,11 +73,12 @@ def cluster_threads(scheduler: str) -> int:
     """
     import dask.config
     from dask.utils import parse_timedelta
-    from distributed import Client
+
+    from sweep.search.dask_versions import dask_client
 
     timeout = min(CONNECT_SECONDS, parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s") or 0)
     try:
-        with Client(scheduler, timeout=timeout or CONNECT_SECONDS) as client:
+        with dask_client(scheduler, timeout=timeout or CONNECT_SECONDS) as client:
             return sum(client.nthreads().values())
     except (OSError, ValueError, TypeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -106,9 +107,9 @@ def run_unordered(fn: Callable[[T], dict[str, Any]], tasks: Iterable[T], *, jobs
 
     calls = (delayed(fn)(t) for t in tasks)
     if dask_scheduler:
-        from distributed import Client
+        from sweep.search.dask_versions import dask_client
 
-        with Client(dask_scheduler), parallel_config(backend="dask"):
+        with dask_client(dask_scheduler), parallel_config(backend="dask"):
             pre_dispatch = str(jobs) if jobs > 0 else "2*n_jobs"
             yield from Parallel(n_jobs=-1, pre_dispatch=pre_dispatch, batch_size=1,
                                 return_as="generator_unordered")(calls)

@@ -125,7 +125,11 @@ def format_params(space: SearchSpace, params: dict[str, Any]) -> str:
     hidden = "-".join(str(h) for h in p.hidden_dims)
     keep = format_number(p.keep_prob, **scale_of("keep_prob", space))
     lr = format_number(p.learning_rate, **scale_of("learning_rate", space))
-    return f"keep={keep} hidden={hidden} norm={p.normalization} lr={lr}"
+    # The other regularizers, only when on (absent from to_flat when off).
+    extra = "".join(f" {short}={format_number(v, **scale_of(name, space))}" for name, short in (
+        ("input_keep_prob", "input_keep"), ("max_norm", "max_norm"), ("augment_flip", "flip"),
+        ("augment_shift", "shift")) if (v := p.to_flat().get(name)) is not None)
+    return f"keep={keep} hidden={hidden} norm={p.normalization} lr={lr}{extra}"
 
 
 def hms(seconds: float) -> str:

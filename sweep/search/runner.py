@@ -32,6 +32,7 @@ from sweep.config.sweep_file import SweepConfig, available_cores
 from sweep.own_net import model_tags
 from sweep.paths import SweepPaths, journal_file, study_paths
 from sweep.redact import mask_url
+from sweep.search.dask_lost import requeue_lost_dask_trials
 from sweep.search.finish import finish
 from sweep.search.objective import TrialContext
 from sweep.search.pool import (
@@ -311,9 +312,9 @@ def run_rounds(cfg: SweepConfig, study: optuna.Study, ctx: TrialContext, plan: W
                 break
             missing = cfg.trials - with_storage_retry(counted_trials, study, say=say)
             if missing > 0 and progress.skipped > skipped_before:
-                # Tasks found the target reached counting trials RUNNING in another sweep
-                # process: those count when they end, so resubmit only for what is still
-                # open (e.g. trials re-queued meanwhile), not again for them.
+                # Tasks found the target reached counting RUNNING trials: another process's count when they end;
+                # a vanished Dask worker's are re-queued here. Resubmit only for what is still open.
+                requeue_lost_dask_trials(study, plan.dask_scheduler, out, say)
                 check = with_storage_retry(check_target, study, cfg.trials, say=say)
                 missing = max(cfg.trials - check.counted - check.running, check.waiting)
                 if missing <= 0:

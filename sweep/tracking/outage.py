@@ -84,12 +84,13 @@ def read_side_state(path: Path) -> dict[str, Any]:
 
 
 def backlog(spool_dir: Path, known: Mapping[Path, Mapping[str, Any]] | None = None,
-            parents_queued: Collection[str] = ()) -> Backlog:
+            parents_queued: Collection[str] = (), leave_to_others: bool = False) -> Backlog:
     """Count what `spool_dir` holds beyond its `.state` offsets (no lock needed: read-only).
 
     known: side states a tracker holds in memory because it could not save them
     (a full disk), used instead of the files; parents_queued: keys of parent runs with updates
-    it holds in memory for the same reason.
+    it holds in memory for the same reason; leave_to_others: do not count parent updates
+    only other live processes of this host queued (they send them when they end).
     """
     out = Backlog(Path(spool_dir))
     known = known or {}
@@ -107,12 +108,28 @@ def backlog(spool_dir: Path, known: Mapping[Path, Mapping[str, Any]] | None = No
         out.runs_missing += 0 if st.get("run_id") else 1
         out.events += len(events)
     book = ParentBook(spool_dir).read()
-    out.parents = len({key for key, entry in book.items() if _parent_pending(entry)} | set(parents_queued))
+    pending = {key for key, entry in book.items()
+               if _parent_pending(entry) and not (leave_to_others and _queued_by_others_alive(entry))}
+    out.parents = len(pending | set(parents_queued))
     return out
 
 
 def _parent_pending(entry: dict[str, Any]) -> bool:
     return bool(entry.get("metrics") or entry.get("tags") or entry.get("end"))
+
+
+def _queued_by_others_alive(entry: dict[str, Any]) -> bool:
+    """Whether every process that queued the entry's pending updates is another one still
+    running on this host (two sweeps of one folder ending at once: the later one's parent
+    update is its to send, not missing from the earlier one's point of view)."""
+    me, queued_by = spool.this_process(), entry.get("queued_by") or []
+    return bool(queued_by) and all(p != me and _process_alive(p) for p in queued_by)
+
+
+def _process_alive(process: str) -> bool:
+    """'host:pid:start' (spool.this_process) still runs here (False when unknown: another host)."""
+    host, pid, start = process.rsplit(":", 2)
+    return bool(spool.is_alive(host, int(pid), None if start == "None" else float(start)))
 
 
 class ParentBook:
@@ -137,8 +154,10 @@ class ParentBook:
         os.replace(tmp, self.path)
 
     def update(self, key: str, **changes: Any) -> None:
+        """Queue `changes` for parent `key`, noting this process among those waiting for them to be sent."""
         book = self.read()
         entry = book.setdefault(key, {})
+        entry["queued_by"] = sorted({*entry.get("queued_by", []), spool.this_process()})
         for name, value in changes.items():
             if name in ("metrics", "tags"):
                 entry[name] = {**entry.get(name, {}), **value}

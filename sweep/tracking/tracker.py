@@ -178,7 +178,8 @@ class Tracker:
         # One HTTP call may still be under way when the deadline passes: it ends within
         # MLflow's (limited) timeout and retries.
         self._thread.join(timeout + 2 * float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")) + 5)
-        return self.backlog()
+        # Parent updates another sweep of this folder queued after this drain are its to send.
+        return self.backlog(leave_to_others=True)
 
     def abandon(self, parent_status: str | None, lock_seconds: float = 1.0) -> Backlog:
         """Stop waiting for MLflow at once (a signal stopped the sweep's end): no final drain.
@@ -203,11 +204,11 @@ class Tracker:
         self._wake.set()
         return self.backlog()
 
-    def backlog(self) -> Backlog:
+    def backlog(self, leave_to_others: bool = False) -> Backlog:
         """What is not in MLflow yet: the spool folder as its side files say, corrected
-        by what this tracker knows but could not save there."""
+        by what this tracker knows but could not save there (see outage.backlog)."""
         return backlog(self.spool_dir, known=self.mirror.known(),
-                       parents_queued=set(self._parent_queue))
+                       parents_queued=set(self._parent_queue), leave_to_others=leave_to_others)
 
     def log_parent(
         self, key: str, metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None
@@ -412,6 +413,7 @@ class Tracker:
                     sent[part] = {**sent.get(part, {}), **entry.pop(part, {})}
                 if entry.get("end"):
                     sent["end"] = entry.pop("end")
+                entry.pop("queued_by", None)  # nobody waits for anything of it now
                 with contextlib.suppress(OSError):  # sent; a stale entry would only be sent again
                     book.write(entries)
 

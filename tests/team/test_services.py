@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from services import (
-    BASIC_AUTH_FILE,
+    NATIVE_ADMIN,
     VENV_BIN,
     PostgresServer,
     ServerProcess,
@@ -33,8 +33,8 @@ from services import (
     import_or_unavailable,
     load_compose,
     native_argv,
+    native_environment,
     service_command,
-    service_environment,
     unavailable,
 )
 
@@ -47,6 +47,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalW
 def _in_container_network(pg: PostgresServer) -> dict[str, str]:
     """Container address of PostgreSQL -> the native cluster's."""
     return {"postgres:5432": f"127.0.0.1:{pg.port}"}
+
+
+def _no_password(url: str) -> str:
+    """The URL as the compose file writes it: role, no password (libpq reads PGPASSWORD)."""
+    scheme, rest = url.split("://", 1)
+    userinfo, _, host = rest.rpartition("@")
+    return f"{scheme}://{userinfo.split(':', 1)[0]}@{host}"
+
+
+_ADMIN_HEADERS = {"Authorization": "Basic " + base64.b64encode(":".join(NATIVE_ADMIN).encode()).decode()}
 
 
 # --------------------------------------------------------------------------
@@ -90,8 +100,9 @@ def test_postgres_healthcheck_passes_only_when_the_server_listens(postgres_serve
 
 def _run_schema_job(pg: PostgresServer) -> subprocess.CompletedProcess[str]:
     argv = native_argv(service_command(COMPOSE, "optuna-schema"), hosts=_in_container_network(pg))
-    assert argv[-1] == pg.url("optuna", role="optuna")
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert argv[-1] == _no_password(pg.url("optuna", role="optuna"))
+    env = {**os.environ, **native_environment(COMPOSE, "optuna-schema")}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -215,9 +226,11 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 def test_dashboard_from_compose_lists_the_study(
-    postgres_server: PostgresServer, optuna_dashboard, two_process_study: str
+    postgres_server: PostgresServer, optuna_dashboard, two_process_study: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     argv = native_argv(service_command(COMPOSE, "optuna-dashboard"), hosts=_in_container_network(postgres_server))
+    for key, value in native_environment(COMPOSE, "optuna-dashboard").items():
+        monkeypatch.setenv(key, value)  # PGPASSWORD, as with-secrets.sh sets it; the dashboard inherits it
     url = optuna_dashboard(argv=argv)
 
     status, body = http_request(url + "/api/studies")
@@ -342,8 +355,9 @@ def _mlflow_launch(request: pytest.FixtureRequest) -> MlflowStack | None:
         options={"--artifacts-destination": str(artifacts), "--workers": "1"},
         hosts=_in_container_network(postgres_server),
     )
-    assert postgres_server.url("mlflow", role="mlflow") in argv
-    server = factory(argv=argv, env=service_environment(COMPOSE, "mlflow"), wait=False)
+    assert _no_password(postgres_server.url("mlflow", role="mlflow")) in argv
+    auth_dir = request.getfixturevalue("tmp_path_factory").mktemp("mlflow-auth")
+    server = factory(argv=argv, env=native_environment(COMPOSE, "mlflow", auth_dir=auth_dir), wait=False)
     return MlflowStack(server, artifacts)
 
 
@@ -356,12 +370,14 @@ def compose_mlflow(_mlflow_launch: MlflowStack | None) -> MlflowStack:
 
 
 def test_mlflow_server_keeps_runs_in_postgres_and_proxies_artifacts(
-    compose_mlflow: MlflowStack, postgres_server: PostgresServer, tmp_path: Path
+    compose_mlflow: MlflowStack, postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunStatus
 
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", NATIVE_ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", NATIVE_ADMIN[1])
     client = MlflowClient(tracking_uri=compose_mlflow.url)
     experiment_id = client.create_experiment("stack-check")
     # Proxied artifacts: the experiment points at the server, not at a path
@@ -405,10 +421,10 @@ def test_mlflow_server_keeps_runs_in_postgres_and_proxies_artifacts(
 def test_mlflow_accepts_the_compose_host_names_and_rejects_others(compose_mlflow: MlflowStack) -> None:
     api = compose_mlflow.url + "/api/2.0/mlflow/experiments/search?max_results=1"
     # `mlflow:5000` is how other containers reach it; localhost/LAN IPs stay allowed.
-    for host in ("mlflow:5000", "localhost:5000", "127.0.0.1:5000", "192.168.1.20:5000"):
-        assert http_request(api, headers={"Host": host})[0] == 200, host
+    for host in ("mlflow:5000", "localhost:5000", "127.0.0.1:5000", "192.168.1.20:5000", "172.20.0.5:5000"):
+        assert http_request(api, headers={"Host": host, **_ADMIN_HEADERS})[0] == 200, host
     # A DNS-rebinding page arrives with its own name as Host.
-    assert http_request(api, headers={"Host": "attacker.example:5000"})[0] == 403
+    assert http_request(api, headers={"Host": "attacker.example:5000", **_ADMIN_HEADERS})[0] == 403
 
     # State-changing requests from a foreign page are refused; the UI's own
     # origin (localhost, any port) is not.
@@ -417,7 +433,7 @@ def test_mlflow_accepts_the_compose_host_names_and_rejects_others(compose_mlflow
         body = json.dumps({"name": f"cors-{expected}"}).encode()
         status, text = http_request(
             post, method="POST", body=body,
-            headers={"Origin": origin, "Content-Type": "application/json"},
+            headers={"Origin": origin, "Content-Type": "application/json", **_ADMIN_HEADERS},
         )
         assert status == expected, (origin, text[:200])
 
@@ -435,46 +451,21 @@ def test_mlflow_healthcheck_command_reaches_the_server(compose_mlflow: MlflowSta
     assert dead.returncode != 0
 
 
-def test_mlflow_basic_auth_override_requires_a_login(
-    postgres_server: PostgresServer, mlflow_server_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """docker/compose.basic-auth.yml's command and environment, on a fresh database."""
-    try:
-        import flask_wtf  # noqa: F401
-    except ImportError:
-        pytest.skip("Flask-WTF (mlflow[auth], installed in the image) is not installed here")
+def test_mlflow_from_compose_requires_a_login(compose_mlflow: MlflowStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compose command always runs MLflow's basic-auth app (users in the mlflow-auth volume)."""
+    api = compose_mlflow.url + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert http_request(api)[0] == 401
+    wrong = base64.b64encode(b"admin:wrong-password-1").decode()
+    assert http_request(api, headers={"Authorization": f"Basic {wrong}"})[0] == 401
+    assert http_request(api, headers=_ADMIN_HEADERS)[0] == 200
+    assert http_request(compose_mlflow.url + "/health")[0] == 200  # the healthcheck needs no login
+    # What the proxy asks MLflow for every request: is this login a user?
+    me = compose_mlflow.url + f"/api/2.0/mlflow/users/get?username={NATIVE_ADMIN[0]}"
+    assert http_request(me, headers=_ADMIN_HEADERS)[0] == 200 and http_request(me)[0] == 401
 
-    auth_env = {"MLFLOW_FLASK_SERVER_SECRET_KEY": "s" * 32, "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-1"}
-    override = load_compose(BASIC_AUTH_FILE, auth_env)
-    # The users database: the image's ini, pointed at a local file.
-    ini = (Path(__file__).resolve().parents[2] / "docker" / "mlflow" / "basic_auth.ini").read_text()
-    local_ini = tmp_path / "basic_auth.ini"
-    local_ini.write_text(ini.replace("sqlite:////mlflow/auth/basic_auth.db", f"sqlite:///{tmp_path}/auth.db"))
-    assert local_ini.read_text() != ini
-    env = {**service_environment(COMPOSE, "mlflow"), **service_environment(override, "mlflow"),
-           "MLFLOW_AUTH_CONFIG_PATH": str(local_ini)}
-    db_url = postgres_server.create_database("mlflow_auth_check", owner="mlflow")
-    argv = native_argv(
-        service_command(override, "mlflow"),
-        options={"--artifacts-destination": str(tmp_path / "artifacts"), "--workers": "1"},
-        hosts=_in_container_network(postgres_server),
-    )
-    argv = [db_url if part == postgres_server.url("mlflow", role="mlflow") else part for part in argv]
-    assert db_url in argv
-    server = mlflow_server_factory(argv=argv, env=env)
-    try:
-        api = server.url + "/api/2.0/mlflow/experiments/search?max_results=1"
-        assert http_request(api)[0] == 401
-        token = base64.b64encode(b"admin:admin-password-1").decode()
-        assert http_request(api, headers={"Authorization": f"Basic {token}"})[0] == 200
-        assert http_request(server.url + "/health")[0] == 200  # the healthcheck needs no login
+    from mlflow import MlflowClient
 
-        from mlflow import MlflowClient
-
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "admin-password-1")
-        client = MlflowClient(tracking_uri=server.url)
-        assert client.get_experiment(client.create_experiment("with-auth")).name == "with-auth"
-    finally:
-        server.stop()
-        postgres_server.drop_database("mlflow_auth_check")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", NATIVE_ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", NATIVE_ADMIN[1])
+    client = MlflowClient(tracking_uri=compose_mlflow.url)
+    assert client.get_experiment(client.create_experiment("with-auth")).name == "with-auth"

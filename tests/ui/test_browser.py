@@ -16,6 +16,8 @@ loudly, naming the page):
   drawn by Plotly (`.js-plotly-plot`, whose `data` holds the drawn points);
 - artifacts: `data-testid=artifact-tree-node`, the rendered markdown's
   `role=heading`, the viewer's title (the file's path) and its decoded `img`;
+  an `.html` artifact is drawn in `iframe.mlflow-html-iframe` (a `blob:` page,
+  `sandbox="allow-scripts"`: ShowArtifactHtmlView), its `img` elements inside;
 - the view: sidebar links "Runs" (machine-learning view) vs "Sessions", "Judges",
   "Evaluation runs", "Playground" and the breadcrumb "Evaluations" (GenAI view);
   a run page's "Parent run" link (the parent's name); a row's selection checkbox
@@ -29,6 +31,7 @@ Screenshots of every page go to the test's tmp folder; their paths are printed.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +81,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("ui-store")
     run_cli(work, "run", "--trials", "12", "--epochs", "6", "--jobs", "2")
     run_cli(work, "ablate", "--sizes", "100", "--seeds", "2", "--keep-probs", "1,0.5", "--epochs", "3", "--jobs", "2")
-    run_cli(work, "report")
+    (work / "report.out").write_text(run_cli(work, "report").stdout)  # its closing lines: the MLflow link
     states = [t.state.name for t in load_study(work).trials]
     assert "PRUNED" in states and "COMPLETE" in states, f"the sweep should have pruned and complete trials: {states}"
     return work
@@ -93,7 +96,10 @@ def ui(store: Path) -> Iterator[str]:
                            env=sweep_env(store), cwd=store)
     server.start(timeout=180)
     try:
-        printed = re.search(r"open (http://\S+)", server.log())
+        # `sweep ui` prints once ITS check of the server answers, which may come a poll after ours.
+        deadline = time.monotonic() + 60
+        while not (printed := re.search(r"open (http://\S+)", server.log())) and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert printed, f"`sweep ui` printed no address:\n{server.log()}"
         yield printed.group(1)
     finally:
@@ -196,7 +202,7 @@ def test_the_mlflow_ui_as_a_person_meets_it(store: Path, ui: str, pages: Pages) 
         pages.check("runs table (parent expanded)", f"the link to {run.info.run_name}", link)
         link.click()
         pages.check(f"{run.info.run_name} overview", "its description (mlflow.note.content)",
-                    page.get_by_text(run.data.tags["mlflow.note.content"]).first)
+                    page.get_by_text(run.data.tags["mlflow.note.content"].split("\n\n")[-1]).first)
         page.get_by_role("tab", name="Model metrics").click()
         sections = page.get_by_test_id("experiment-view-compare-runs-section-header")
         pages.check(name, "a chart section", sections.first)
@@ -219,6 +225,15 @@ def test_the_mlflow_ui_as_a_person_meets_it(store: Path, ui: str, pages: Pages) 
             f"page {name!r}: val_acc drawn at steps {steps}, trained {expected} epochs"
         pages.shot(f"{run.info.run_name}-model-metrics")
         print(f"{name}: first section {sorted(first_section)}, val_acc {len(steps)} points")
+
+    # The best trial's Overview says so, with its test accuracy (its description's first line).
+    [best] = [r for r in trials.values() if r.data.tags.get("best_trial_of_study") == "true"]
+    page.goto(ui.split("?")[0] + f"/{best.info.run_id}?workflowType=machine_learning")
+    name = f"{best.info.run_name} overview (the best trial)"
+    pages.check(name, "'Best trial of study dropout-digits' in its description",
+                page.get_by_text("Best trial of study dropout-digits", exact=True).first)
+    pages.check(name, "its test accuracy", page.get_by_text(f"test acc {best.data.tags['test_acc']}").first)
+    pages.shot("best-trial-overview")
 
     # 3. The ablation's parent, and the report in its artifact viewer: report.md and a figure.
     [abl_key] = [k for k in parents if k.startswith("ablation:")]
@@ -248,6 +263,65 @@ def test_the_mlflow_ui_as_a_person_meets_it(store: Path, ui: str, pages: Pages) 
         pages.shot(f"{name}-FAILED")
         raise AssertionError(f"page {name!r}: the learning-curves image missing ({exc})") from None
     pages.shot("ablation-report-figure")
+
+
+def assert_report_figures_drawn(pages: Pages, name: str, figures: list[Path]) -> None:
+    """The page shows report.html in MLflow's HTML viewer, every one of `figures` decoded inside its iframe."""
+    from PIL import Image
+
+    page = pages.page
+    iframe = page.locator("iframe.mlflow-html-iframe").first
+    pages.check(name, "the HTML viewer's iframe", iframe)
+    inside = page.frame_locator("iframe.mlflow-html-iframe").first
+    pages.check(name, "the report's title inside the iframe",
+                inside.get_by_role("heading", name=re.compile("Does dropout regularize")).first)
+    pages.check(name, "the verdict inside the iframe", inside.get_by_text(re.compile(r"^In short \(")).first)
+    frame = iframe.element_handle().content_frame()
+    assert frame is not None, f"page {name!r}: the HTML viewer's iframe has no document"
+    try:  # every figure decoded, none broken (a broken <img> is complete with naturalWidth 0)
+        frame.wait_for_function("n => document.images.length === n && "
+                                "[...document.images].every(i => i.complete && i.naturalWidth > 0)", arg=len(figures))
+    except playwright_sync.Error as exc:
+        pages.shot(f"{name}-FAILED")
+        raise AssertionError(f"page {name!r}: not all {len(figures)} figures drawn in the iframe ({exc})") from None
+    drawn = frame.evaluate("() => [...document.images].map(i => [i.naturalWidth, i.naturalHeight])")
+    on_disk = []
+    for f in figures:
+        with Image.open(f) as img:
+            on_disk.append([img.width, img.height])
+    assert sorted(drawn) == sorted(on_disk), f"page {name!r}: drawn {drawn}, figures on disk {on_disk}"
+    inside.locator("img").last.scroll_into_view_if_needed()
+    print(f"{name}: {len(drawn)} figures drawn inside MLflow's HTML viewer, sizes {drawn}")
+
+
+def test_the_report_reads_in_mlflow_with_its_figures(store: Path, ui: str, pages: Pages) -> None:
+    """report.html in MLflow's artifact view: at the address `sweep report` printed, and clicked to from the
+    ablation's parent run; its figures are data: URIs, the one thing the viewer's sandboxed blob: page loads."""
+    figures = sorted((store / "reports" / "dropout-digits" / "figures").rglob("*.png"))
+    assert len(figures) >= 5, figures
+    printed = re.search(r"in MLflow: (http://\S+)", (store / "report.out").read_text())
+    assert printed, (store / "report.out").read_text()
+    page = pages.page
+    page.goto(ui.split("/#/")[0] + "/#/" + printed.group(1).split("/#/", 1)[1])  # `sweep ui`'s port
+    name = "report.html at the address sweep report printed"
+    assert_report_figures_drawn(pages, name, figures)
+    assert_machine_learning_view(pages, name)
+    pages.shot("report-html-printed-link")
+
+    _, parents, _ = mlflow_runs(store)
+    [ablation] = [r for k, r in parents.items() if k.startswith("ablation:")]
+    page.goto(ui)
+    link = page.locator(f"[role=row][row-id='{ablation.info.run_id}'] a[href*='{ablation.info.run_id}']").first
+    pages.check("runs table", f"the ablation parent {ablation.info.run_name}", link)
+    link.click()
+    page.get_by_role("tab", name="Artifacts").click()
+    tree = page.get_by_test_id("artifact-tree-node")
+    name = f"{ablation.info.run_name} artifacts, report.html"
+    pages.check(name, "the report folder", tree.get_by_text("report", exact=True).first)
+    tree.get_by_text("report", exact=True).first.click()
+    tree.get_by_text("report.html", exact=True).first.click()
+    assert_report_figures_drawn(pages, name, figures)
+    pages.shot("ablation-report-html")
 
 
 def test_optuna_dashboard_shows_the_study_and_its_trials(store: Path, optuna_dashboard: Any, pages: Pages) -> None:
@@ -304,7 +378,8 @@ def test_every_page_a_person_clicks_to_stays_in_the_machine_learning_view(store:
     pages.check("runs table (parent expanded)", f"the link to {first.info.run_name}", link)
     link.click()  # 1. into a trial
     name = f"{first.info.run_name} (clicked from the runs table)"
-    pages.check(name, "its description", page.get_by_text(first.data.tags["mlflow.note.content"]).first)
+    own_note = first.data.tags["mlflow.note.content"].split("\n\n")[-1]  # below the best trial's line, if any
+    pages.check(name, "its description", page.get_by_text(own_note).first)
     assert_machine_learning_view(pages, name)
     pages.shot("clicked-trial")
 

@@ -2,7 +2,8 @@
 # TEST-ONLY entrypoint of the postgres:15-bookworm stand-in (see ../README.md).
 # Follows the part of the official image's documented contract that
 # docker-compose.yml uses:
-#   POSTGRES_USER (default postgres), POSTGRES_PASSWORD (required), PGDATA;
+#   POSTGRES_USER (default postgres), POSTGRES_PASSWORD (required) or
+#   POSTGRES_PASSWORD_FILE (a file holding it, e.g. a Docker secret), PGDATA;
 #   on an empty PGDATA: initdb, then /docker-entrypoint-initdb.d/*.sh in name
 #   order (executable ones run, the others sourced) against a temporary server
 #   listening on the unix socket only; then the real server on port 5432, run
@@ -25,6 +26,9 @@ fi
 
 : "${POSTGRES_USER:=postgres}"
 export POSTGRES_USER
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+  POSTGRES_PASSWORD="$(< "$POSTGRES_PASSWORD_FILE")"
+fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   if [ -z "${POSTGRES_PASSWORD:-}" ]; then
     echo "docker-entrypoint.sh: the database is uninitialized and POSTGRES_PASSWORD is not set" >&2
