@@ -76,9 +76,10 @@ def cluster_threads(scheduler: str) -> int:
 
     from sweep.search.dask_versions import dask_client
 
-    timeout = min(CONNECT_SECONDS, parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s") or 0)
+    configured = dask.config.get("distributed.comm.timeouts.connect", default=None)  # None: distributed not imported
+    timeout = min(CONNECT_SECONDS, parse_timedelta(configured, "s") or CONNECT_SECONDS)
     try:
-        with dask_client(scheduler, timeout=timeout or CONNECT_SECONDS) as client:
+        with dask_client(scheduler, timeout=timeout) as client:
             return sum(client.nthreads().values())
     except (OSError, ValueError, TypeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
