@@ -179,3 +179,51 @@ def test_until_decided_adds_its_rounds_of_seeds_on_the_dask_cluster(
     assert "round 2: training 2 cell(s)" in text, text
     files = list(spool.spool_files(next((tmp_path / ".sweep" / "dropout-digits").glob("*/spool"))))
     assert len(files) == 8 and {spool.read_state(p).start["pid"] for p in files} <= set(dask_client.run(os.getpid).values())
+
+
+@pytest.mark.faults
+def test_a_dask_worker_killed_mid_cell_leaves_one_finished_run_per_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL the Dask worker training a cell: Dask re-runs the task on a restarted worker,
+    which continues the cell's spool file under its claim; MLflow keeps one run per cell."""
+    import json
+    import logging
+    import signal
+    import time
+
+    from distributed import LocalCluster
+
+    from sweep.ablation.claims import attempt_files
+
+    monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))  # the cluster's workers inherit it
+    (tmp_path / "grid.toml").write_text(GRID.replace("epochs = 2", "epochs = 40").replace("sizes = [100]",
+                                                                                          "sizes = [300]"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+                      silence_logs=logging.WARNING) as cluster:
+        proc = subprocess.Popen([*SWEEP, "ablate", "grid.toml", "--dask-scheduler", cluster.scheduler_address],
+                                cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            killed, deadline = None, time.monotonic() + 180
+            while killed is None and time.monotonic() < deadline and proc.poll() is None:
+                for path in tmp_path.glob(".sweep/dropout-digits/*/spool/*.jsonl"):
+                    events = [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+                    if any(e["event"] == "epoch" for e in events) and not any(e["event"] == "end" for e in events):
+                        os.kill(events[0]["pid"], signal.SIGKILL)
+                        killed = path
+                        break
+                time.sleep(0.05)
+            out = proc.communicate(timeout=300)[0]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert killed is not None and proc.returncode == 0, out
+    assert "4/4 cells done" in out, out
+    # The re-run continued the killed attempt's file: one attempt, two starts, one end.
+    assert attempt_files(killed.parent, killed.name.rsplit("-a", 1)[0]) == [killed]
+    kinds = [json.loads(line)["event"] for line in killed.read_text().splitlines()]
+    assert kinds.count("start") == 2 and kinds.count("end") == 1, kinds
+    _, _, children = mlflow_runs(tmp_path)
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+    assert len({r.info.run_name for r in children}) == 4
