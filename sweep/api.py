@@ -126,14 +126,15 @@ def run(config: SweepConfig | str | Path | None = None, *, workdir: str | Path |
 
 
 def ablate(config: SweepConfig | str | Path | None = None, *, name: str | None = None, yes: bool = True,
-           workdir: str | Path | None = None, out: TextIO | None = None, progress: bool = True,
-           tables: bool = True, checked: bool = False, **overrides: object) -> AblationResult:
+           workdir: str | Path | None = None, dask_scheduler: str | None = None, out: TextIO | None = None,
+           progress: bool = True, tables: bool = True, checked: bool = False, **overrides: object) -> AblationResult:
     """Train every missing cell of the ablation grid, then summarize it; the same as `sweep ablate`.
 
     Args:
         config: a SweepConfig, a sweep file, or None (the built-in digits sweep).
         name: the ablation's name (default: derived from the grid).
         yes: run a large or long grid without asking (the CLI asks on a terminal).
+        dask_scheduler: train the cells on this Dask cluster's workers (as ``sweep.run``'s).
         **overrides: ``keep_probs=[1, 0.5]``, ``sizes=[300, 1000]``, ``seeds=5``, ``vary=["normalization=none,batchnorm"]``, ...
             ``until="decided"`` (with ``precision=2.0`` points, ``max_seeds=10``): seeds added in rounds while
             a comparison is undecided, as ``--until-decided``; ``result.outcome.decisions`` then holds each
@@ -144,10 +145,10 @@ def ablate(config: SweepConfig | str | Path | None = None, *, name: str | None =
 
     cfg = _config(config, overrides)
     if not checked:
-        _preflight(cfg, workdir, ablation=True)
+        _preflight(cfg, workdir, ablation=True, local=dask_scheduler is None)
     with _progress_bar(progress, None, "cells") as listener:
         o = run_ablation(cfg, name=name, out=out or sys.stdout, workdir=_path(workdir), yes=yes,
-                         on_progress=listener)
+                         on_progress=listener, dask_scheduler=dask_scheduler)
     code = 130 if o.interrupted else EXIT_FAULT if o.fault else EXIT_UNTRACKED if o.untracked is not None else 0
     return _ablation_result(cfg, o, code, _path(workdir), tables)
 

@@ -117,8 +117,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from sweep.tracking.store import default_tracking_uri
 
     cfg = _load(args)
-    _check_resources(args, cfg, ablation=True)
-    result = api.ablate(cfg, name=args.name, yes=args.yes, progress=False, tables=False, checked=True)
+    _check_resources(args, cfg, ablation=True, local=not args.dask_scheduler)
+    result = api.ablate(cfg, name=args.name, yes=args.yes, dask_scheduler=args.dask_scheduler, progress=False,
+                        tables=False, checked=True)
     outcome = result.outcome
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
     record_on_study(cfg, Path.cwd(), ABLATION_ATTR_PREFIX + outcome.name, {

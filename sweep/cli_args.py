@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"don't ask, run it: a grid of more than {MAX_GRID_CELLS} cells, or one estimated "
                              "at over 10 minutes of wall time")
     ablate.add_argument("--name", help="ablation name (default: ablation-<hash of the configuration and grid>)")
+    ablate.add_argument("--dask-scheduler", help="train the cells on a Dask cluster at this address "
+                                                 "(default: none, local joblib processes)")
 
     _add_compare(sub.add_parser("compare", help="regularizers against each other: each tuned on validation with an "
                                 "equal budget, then seed-paired on the test split"), d)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,10 @@ def _train_cell(task: CellTask, spool_path: Path) -> dict[str, Any]:
             end_tags["failure_reason"] = result.failure_reason
         rec.end(end_status(result.state), {**end_tags, **summary_tags(result.summary), **traceback_tags(result)},
                 summary_chart_metrics(result.summary))
-    return {"cell": c, "status": result.status, "best_val_acc": result.best_val_acc, "reason": result.failure_reason}
+    # The cell's events (a few kB) travel back with the result: a Dask worker on another
+    # machine wrote them on its own disk, which the parent's tracker cannot read.
+    return {"cell": c, "status": result.status, "best_val_acc": result.best_val_acc, "reason": result.failure_reason,
+            "pid": os.getpid(), "spool_file": spool_path.name, "spool": spool_path.read_text(encoding="utf-8")}
 
 
 def ablation_name(params: TrainParams, grid: AblationConfig, dataset: str, model: ModelSpec | None = None) -> str:

@@ -48,19 +48,19 @@ from sweep.ablation.grid import (
     run_cell,
     subset_seed,
 )
-from sweep.config.bounds import useful_jobs
+from sweep.ablation.workers import CellWorkers, adopt_events, cell_workers
 from sweep.config.display import NOTE_TAG, ablation_note, mlflow_params, readable_params
 from sweep.config.factors import level_text, vary_text
 from sweep.config.sweep_file import (
     AblationConfig,
     SweepConfig,
     TrainParams,
-    available_cores,
 )
 from sweep.own_net import model_tags
 from sweep.paths import SweepPaths, paths_of_config
 from sweep.search.pool import (
     MAX_ROUNDS,
+    cluster_threads,
     death_detail,
     run_unordered,
     sigterm_as_interrupt,
@@ -176,7 +176,8 @@ def _estimate(cfg: SweepConfig, params: TrainParams, todo: list[Cell], data_seed
 
 def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys.stdout,
                  workdir: Path | None = None, yes: bool = False, stdin: TextIO | None = None,
-                 on_progress: Callable[[int, int], None] | None = None) -> AblationOutcome:
+                 on_progress: Callable[[int, int], None] | None = None,
+                 dask_scheduler: str | None = None) -> AblationOutcome:
     """Train every missing cell of the ablation grid; returns where it is logged.
 
     `yes` (``--yes``): run a grid of more than MAX_GRID_CELLS cells without
@@ -184,28 +185,30 @@ def run_ablation(cfg: SweepConfig, *, name: str | None = None, out: TextIO = sys
     asking. Without it the estimate (sweep.ablation.cost, printed first) above 10
     minutes starts only with a 'y' typed on a terminal (`stdin`), else raises
     sweep.ablation.cost.NotConfirmed with nothing trained. `on_progress(done, total)`
-    is called after every cell (a notebook's bar).
+    is called after every cell (a notebook's bar). `dask_scheduler`: the cells run on that
+    Dask cluster's workers (sweep.ablation.workers).
     """
     from sweep.check.contract import checked_config
 
     cfg, model_line = checked_config(cfg)  # your own net (--model): its contract, before anything is created
+    if dask_scheduler:
+        cluster_threads(dask_scheduler)  # a wrong address: one line before anything is created
     if model_line:
         out.write(model_line + "\n")
     if cfg.grid.until is not None:  # --until-decided: seeds added in rounds (its own module)
         from sweep.ablation.sequential import run_until_decided
 
         return run_until_decided(cfg, name=name, out=out, workdir=workdir or Path.cwd(), yes=yes,
-                                 stdin=stdin or sys.stdin, on_progress=on_progress)
+                                 stdin=stdin or sys.stdin, on_progress=on_progress, dask_scheduler=dask_scheduler)
     plan = plan_ablation(cfg, name, workdir or Path.cwd(), yes, out)
     prepare_subsets(cfg, plan)  # each (size, subset seed) cache written once, before workers open it
     todo = cells_to_train(plan)
-    jobs = useful_jobs(cfg.resolved_jobs(), len(todo))  # an idle worker still costs a process and its memory
-    threads = max(1, available_cores() // jobs)
-    estimated = announce_and_confirm(cfg, plan, todo, jobs, threads, yes, stdin or sys.stdin, out)
+    workers = cell_workers(cfg, len(todo), dask_scheduler)
+    estimated = announce_and_confirm(cfg, plan, todo, workers, yes, stdin or sys.stdin, out)
     started = time.monotonic()
     tracker = Tracker(plan.tracking_uri, cfg.study_name, plan.spool_dir, [plan.parent], say=say_to(out)).start()
     with sigterm_as_interrupt():
-        ended = train_cells(cfg, plan, todo, jobs, threads, out, on_progress)
+        ended = train_cells(cfg, plan, todo, workers, out, on_progress)
     outcome = end_ablation(cfg, plan, tracker, todo, ended, out)
     outcome.estimated_seconds, outcome.seconds = estimated, time.monotonic() - started
     return outcome
@@ -242,7 +245,8 @@ def plan_ablation(cfg: SweepConfig, name: str | None, workdir: Path, yes: bool, 
         f"ablation:{name}", name,
         # Not the base configuration's keep_prob: the ablation varies it (keep_probs), and a param
         # keep_prob would fill the runs table's keep_prob column for the parent. It is a tag instead.
-        params={**_without_keep_prob(mlflow_params(params.to_flat())), "keep_probs": keeps, "sizes": sizes_text, "seeds": grid.seeds,
+        params={**mlflow_params({k: v for k, v in params.to_flat().items() if k != "keep_prob"}),
+                "keep_probs": keeps, "sizes": sizes_text, "seeds": grid.seeds,
                 "dataset": cfg.dataset, "subsets": grid.subsets, **({"vary": vary_text(grid.vary)} if grid.vary else {})},
         tags={"sweep.kind": "ablation", "optuna.study": cfg.study_name, **paths.identity_tags, **model_tags(cfg.model),
               BASE_KEEP_PROB_TAG: readable_params({"keep_prob": params.keep_prob})["keep_prob"],
@@ -256,10 +260,6 @@ def plan_ablation(cfg: SweepConfig, name: str | None, workdir: Path, yes: bool, 
 
 # The keep_prob of the configuration an ablation re-trains (the best trial's, or [ablation.params]').
 BASE_KEEP_PROB_TAG = "base_keep_prob"
-
-
-def _without_keep_prob(params: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in params.items() if k != "keep_prob"}
 
 
 def prepare_subsets(cfg: SweepConfig, plan: AblationPlan) -> None:
@@ -282,7 +282,7 @@ def cells_to_train(plan: AblationPlan) -> list[Cell]:
     return [c for c in plan.cells if c not in done]
 
 
-def announce_and_confirm(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: int, threads: int,
+def announce_and_confirm(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], workers: CellWorkers,
                          yes: bool, stdin: TextIO, out: TextIO) -> float | None:
     """The start line and the cost estimate; above 10 minutes it asks (or needs `yes`).
     Returns the estimated wall time (None: nothing to train)."""
@@ -290,10 +290,11 @@ def announce_and_confirm(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell],
     varied = "".join(f", {n} {[level_text(n, v) for v in values]}" for n, values in grid.vary)
     subsets = "one training subset per seed" if grid.subsets == "per-seed" else "the same training subset for every seed"
     out.write(f"{plan.name}: {len(plan.cells) - len(todo)}/{len(plan.cells)} cells done, training {len(todo)} "
-              f"on {jobs} worker(s) (sizes {list(plan.sizes)}, keep_prob {list(grid.keep_probs)}{varied}, "
+              f"{workers.where} (sizes {list(plan.sizes)}, keep_prob {list(grid.keep_probs)}{varied}, "
               f"{grid.seeds} seeds, {subsets})\n")
     if todo:
-        est = _estimate(cfg, plan.params, todo, plan.data_seeds[0], plan.paths.workdir, jobs, threads)
+        est = _estimate(cfg, plan.params, todo, plan.data_seeds[0], plan.paths.workdir, workers.in_flight,
+                        workers.threads)
         out.write(f"{plan.name}: {describe(est)}\n")
         out.flush()
         confirm(est, yes=yes, stdin=stdin, out=out)
@@ -310,7 +311,7 @@ class CellsEnd:
     trained: int = 0  # cells this process trained (not settled by another process or an earlier run)
 
 
-def train_cells(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: int, threads: int, out: TextIO,
+def train_cells(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], workers: CellWorkers, out: TextIO,
                 on_progress: Callable[[int, int], None] | None) -> CellsEnd:
     """Rounds of the missing cells on the pool until none is left (at most MAX_ROUNDS after
     workers died); `todo` keeps what is still untrained. Ctrl-C/SIGTERM closes the cut-off runs."""
@@ -330,7 +331,9 @@ def train_cells(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: in
             batch = list(todo)
             busy: dict[Cell, str] = {}
             try:
-                for res in run_unordered(run_cell, (task(c) for c in batch), jobs=jobs, threads=threads):
+                for res in run_unordered(run_cell, (task(c) for c in batch), jobs=workers.jobs,
+                                         threads=workers.threads, dask_scheduler=workers.dask_scheduler):
+                    adopt_events(plan.spool_dir, res)
                     if res["status"] == "BUSY":
                         busy[res["cell"]] = res["holder"]
                         continue
@@ -340,7 +343,7 @@ def train_cells(cfg: SweepConfig, plan: AblationPlan, todo: list[Cell], jobs: in
                     _say_cell(res, finished, total, out)
                     if on_progress is not None:
                         on_progress(finished, total)
-            except worker_death_errors(dask=False) as exc:
+            except worker_death_errors(dask=workers.dask_scheduler is not None) as exc:
                 _close_dead_spools(plan.spool_dir, "worker process died")
                 out.write(f"a worker process died{death_detail(exc)}; its cells run again\n")
             if busy:  # another `sweep ablate` of this grid trains them: wait for it, then take its results

@@ -35,6 +35,7 @@ from sweep.ablation.runner import (
     plan_ablation,
     train_cells,
 )
+from sweep.ablation.workers import CellWorkers, cell_workers
 from sweep.analysis.sequential import (
     BASELINE,
     ComparisonKey,
@@ -46,8 +47,7 @@ from sweep.analysis.sequential import (
     replay,
     seeds_to_add,
 )
-from sweep.config.bounds import useful_jobs
-from sweep.config.sweep_file import SweepConfig, available_cores
+from sweep.config.sweep_file import SweepConfig
 from sweep.config.until import DEFAULT_MAX_SEEDS
 from sweep.search.recovery import say_to
 from sweep.tracking.tracker import Tracker
@@ -63,8 +63,10 @@ def rule_of(cfg: SweepConfig) -> Rule:
 
 
 def run_until_decided(cfg: SweepConfig, *, name: str | None, out: TextIO, workdir: Path, yes: bool,
-                      stdin: TextIO, on_progress: Callable[[int, int], None] | None) -> AblationOutcome:
-    """Rounds of seeds for the open comparisons until none is open (or it is stopped)."""
+                      stdin: TextIO, on_progress: Callable[[int, int], None] | None,
+                      dask_scheduler: str | None = None) -> AblationOutcome:
+    """Rounds of seeds for the open comparisons until none is open (or it is stopped);
+    on the Dask cluster at `dask_scheduler` if given (sweep.ablation.workers)."""
     import time
 
     rule = rule_of(cfg)
@@ -74,8 +76,8 @@ def run_until_decided(cfg: SweepConfig, *, name: str | None, out: TextIO, workdi
     state = replay(values, keys, rule)
     say_start(plan, rule, keys, values, out)
     todo = next_round(plan, state, values, rule, len(keys))
-    jobs = useful_jobs(cfg.resolved_jobs(), max(1, len(todo)))
-    estimated = announce_round_cost(cfg, plan, rule, keys, todo, jobs, yes, stdin, out)
+    estimated = announce_round_cost(cfg, plan, rule, keys, todo, cell_workers(cfg, max(1, len(todo)), dask_scheduler),
+                                    yes, stdin, out)
     started = time.monotonic()
     tracker = Tracker(plan.tracking_uri, cfg.study_name, plan.spool_dir, [plan.parent], say=say_to(out)).start()
     ended, trained, rounds = CellsEnd(), 0, 0
@@ -87,8 +89,7 @@ def run_until_decided(cfg: SweepConfig, *, name: str | None, out: TextIO, workdi
         for c in todo:  # nested subsets: each (size, subset seed) cache written once, before workers open it
             cfg.data.subset(c.size, plan.data_seeds[c.seed]).load()
         round_plan = replace(plan, cells=[c for c in plan.cells if key_of(c) in values or c in todo])
-        jobs = useful_jobs(cfg.resolved_jobs(), len(todo))
-        ended = train_cells(cfg, round_plan, todo, jobs, max(1, available_cores() // jobs), out, on_progress)
+        ended = train_cells(cfg, round_plan, todo, cell_workers(cfg, len(todo), dask_scheduler), out, on_progress)
         trained += ended.trained
         values = recorded_values(plan, base=values)
         state = replay(values, keys, rule)
@@ -196,13 +197,13 @@ def say_start(plan: AblationPlan, rule: Rule, keys: list[ComparisonKey], values:
 
 
 def announce_round_cost(cfg: SweepConfig, plan: AblationPlan, rule: Rule, keys: list[ComparisonKey],
-                        todo: list[Cell], jobs: int, yes: bool, stdin: TextIO, out: TextIO) -> float | None:
+                        todo: list[Cell], workers: CellWorkers, yes: bool, stdin: TextIO, out: TextIO) -> float | None:
     """The first round's cost estimate (asked above 10 minutes, as a fixed grid) and the cap's size."""
     if not todo:
         return None
-    est = _estimate(cfg, plan.params, todo, plan.data_seeds[0], plan.paths.workdir, jobs,
-                    max(1, available_cores() // jobs))
-    out.write(f"{plan.name}: first round: {describe(est)}; later rounds add one seed to each open comparison "
+    est = _estimate(cfg, plan.params, todo, plan.data_seeds[0], plan.paths.workdir, workers.in_flight,
+                    workers.threads)
+    out.write(f"{plan.name}: first round {workers.where}: {describe(est)}; later rounds add one seed to each open comparison "
               f"(at most {len(plan.cells)} cells in all, the fixed grid at {rule.max_seeds} seeds)\n")
     out.flush()
     confirm(est, yes=yes, stdin=stdin, out=out)

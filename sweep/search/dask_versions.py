@@ -19,15 +19,16 @@ _checked: set[str] = set()  # schedulers already checked in this process
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str, err: TextIO | None = None) -> Iterator[Any]:
-    """A `distributed.Client` to `scheduler`; the first time in this process, one line on
-    `err` (default stderr) naming the packages whose versions differ, if any."""
+def dask_client(scheduler: str, err: TextIO | None = None, timeout: float | None = None) -> Iterator[Any]:
+    """A `distributed.Client` to `scheduler` (trying to connect for `timeout` s, default Dask's);
+    the first time in this process, one line on `err` (default stderr) naming the packages
+    whose versions differ, if any."""
     from distributed import Client
     from distributed.versions import VersionMismatchWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VersionMismatchWarning)
-        client = Client(scheduler)
+        client = Client(scheduler, **({"timeout": timeout} if timeout else {}))
     with client:
         if scheduler not in _checked:
             _checked.add(scheduler)

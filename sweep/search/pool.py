@@ -27,6 +27,9 @@ T = TypeVar("T")
 
 # Rounds of re-submission after workers died (a sweep's trials, an ablation's cells).
 MAX_ROUNDS = 10
+# How long `--dask-scheduler` is given to answer at most (Dask's own default waits 30 s, then a
+# traceback); a shorter distributed.comm.timeouts.connect in Dask's config wins.
+CONNECT_SECONDS = 10
 
 
 class Terminated(KeyboardInterrupt):
@@ -60,6 +63,29 @@ def worker_death_errors(dask: bool) -> tuple[type[BaseException], ...]:
     )
 
     return (TerminatedWorkerError, KilledWorker)
+
+
+def cluster_threads(scheduler: str) -> int:
+    """Worker threads of the Dask cluster at `scheduler` now (joblib runs one task per thread).
+
+    Raises:
+        ValueError: one line naming --dask-scheduler when no scheduler answers there.
+    """
+    import dask.config
+    from dask.utils import parse_timedelta
+
+    from sweep.search.dask_versions import dask_client
+
+    configured = dask.config.get("distributed.comm.timeouts.connect", default=None)  # None: distributed not imported
+    timeout = min(CONNECT_SECONDS, parse_timedelta(configured, "s") or CONNECT_SECONDS)
+    try:
+        with dask_client(scheduler, timeout=timeout) as client:
+            return sum(client.nthreads().values())
+    except (OSError, ValueError, TypeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"--dask-scheduler: no Dask scheduler answers at {scheduler!r} ({reason}); start one "
+                         "(`dask scheduler`, then `dask worker ADDRESS`), or leave the flag out to run on this "
+                         "machine") from None
 
 
 def death_detail(exc: BaseException) -> str:

@@ -37,6 +37,7 @@ from sweep.search.finish import finish
 from sweep.search.objective import TrialContext
 from sweep.search.pool import (
     MAX_ROUNDS,
+    cluster_threads,
     death_detail,
     run_unordered,
     sigterm_as_interrupt,
@@ -104,6 +105,8 @@ def run_sweep(
 
     budget = Budget.start(cfg.timeout_seconds, kill=timeout_kill)  # counts from this invocation's start
     cfg, model_line = checked_config(cfg)  # your own net (--model): its contract, before anything is created
+    if dask_scheduler:
+        cluster_threads(dask_scheduler)  # a wrong address: one line before anything is created
     data = prepare_data(cfg)  # the parent writes the memory-mapped cache once; workers only open it
     study, paths = open_sweep_study(cfg, workdir or Path.cwd(), out)
     if model_line:
@@ -192,7 +195,7 @@ def plan_workers(cfg: SweepConfig, missing: int, dask_scheduler: str | None) -> 
     if cfg.jobs:
         in_flight, limit = cfg.jobs, f"at most {cfg.jobs} at a time"
     else:
-        in_flight = _dask_threads(dask_scheduler)
+        in_flight = cluster_threads(dask_scheduler)
         limit = f"one per worker thread: {in_flight} now"
     return WorkerPlan(cfg.jobs or 0, threads, in_flight, f"on the Dask cluster at {dask_scheduler} ({limit})",
                       dask_scheduler)
@@ -352,14 +355,6 @@ def end_sweep(cfg: SweepConfig, study: optuna.Study, data: dict[str, np.ndarray]
     except KeyboardInterrupt as exc:
         outcome = stopped_ending(exc, cfg.study_name, tracker, tracking_uri, out)
     return outcome
-
-
-def _dask_threads(scheduler: str) -> int:
-    """Worker threads of the Dask cluster at `scheduler` now (joblib runs one trial per thread)."""
-    from sweep.search.dask_versions import dask_client
-
-    with dask_client(scheduler) as client:
-        return sum(client.nthreads().values())
 
 
 def _parallel_trials(
