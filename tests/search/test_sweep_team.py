@@ -80,9 +80,9 @@ def _assert_study_mirrored(storage_url: str, tracking_uri: str, name: str, expec
         steps = sorted(m.step for m in history)
         # One point per epoch the trial trained (pruned trials stop early), as Optuna saw them.
         assert steps == sorted(t.intermediate_values) == list(range(1, len(steps) + 1))
-        assert {m.step: m.value for m in history} == pytest.approx(t.intermediate_values)
+        assert {m.step: m.value for m in history} == pytest.approx(t.intermediate_values, abs=5e-5)  # 4 decimals in MLflow
         if t.state == TrialState.COMPLETE:
-            assert len(steps) == t.params["epochs"]
+            assert len(steps) == int(run.data.params["epochs"])  # fixed settings are no Optuna params
 
 
 def test_sweep_on_postgres_and_mlflow_server_reaches_the_target_then_adds_the_missing(
