@@ -367,6 +367,7 @@ def test_two_processes_building_one_key_at_once_leave_one_valid_entry(tmp_path: 
     assert digest(fresh) == digest(here)
 
 
+@pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_a_writer_killed_mid_build_leaves_no_entry(tmp_path: Path, cache: Path) -> None:
     root = tmp_path / "data"
     raw = write_cifar10(root, rows=2000)  # ~150 MB of float32 to write: long enough to catch

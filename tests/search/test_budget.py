@@ -105,6 +105,7 @@ def test_timeout_ends_the_sweep_with_running_trials_finished_and_the_same_comman
     assert done < counted_trials(load_study(tmp_path)) < TARGET
 
 
+@pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_timeout_kill_stops_the_running_trials_and_requeues_them_like_an_interrupt(tmp_path: Path) -> None:
     out, wall = _sweep(tmp_path, "--timeout-kill")
     print(out)

@@ -96,6 +96,7 @@ if b"resource_tracker import main" in cmdline:
 """
 
 
+@pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_a_resource_tracker_that_dies_as_the_pool_starts_is_replaced_and_the_sweep_completes(tmp_path: Path) -> None:
     from sweep_helpers import SWEEP
 

@@ -61,6 +61,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_a_report_stopped_midway_keeps_the_previous_report_and_figures(tmp_path: Path) -> None:
     run_cli(tmp_path, "run", "--trials", "3", "--epochs", "2", "--jobs", "1")
     run_cli(tmp_path, "report")

@@ -131,6 +131,7 @@ def test_diverging_trial_fails_with_reason_and_the_sweep_goes_on(tmp_path: Path)
     assert "no completed trial" in proc.stdout
 
 
+@pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_killed_worker_trial_is_failed_and_its_params_trained_again(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE, sweep='pruner = "none"')
     code, number, out = run_cli_interrupted(
@@ -160,6 +161,7 @@ def test_killed_worker_trial_is_failed_and_its_params_trained_again(tmp_path: Pa
     assert "died" in killed_run.data.tags["failure_reason"]
 
 
+@pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE, sweep='pruner = "none"')
     code, _, out = run_cli_interrupted(

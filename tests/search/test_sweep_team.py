@@ -102,6 +102,7 @@ def test_sweep_on_postgres_and_mlflow_server_reaches_the_target_then_adds_the_mi
     _assert_study_mirrored(postgres_db, mlflow_server, name, 8)
 
 
+@pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_killed_worker_on_postgres_is_retried_once_and_the_sweep_reaches_its_target(
     tmp_path: Path, postgres_db: str, mlflow_server: str
 ) -> None:
@@ -184,6 +185,7 @@ def test_a_trial_whose_reaper_died_before_requeueing_it_is_requeued_once_by_the_
     assert end["status"] == "FAILED" and end["tags"]["failure_reason"] == "worker process died"
 
 
+@pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_parent_reaping_and_optuna_heartbeat_retry_a_dead_trial_once(
     tmp_path: Path, postgres_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -419,6 +421,7 @@ def test_a_loky_worker_leaves_a_dead_siblings_trial_to_their_sweep_process(tmp_p
     assert study.trials[numbers["sibling"]].user_attrs["failure_reason"] == "interrupted"
 
 
+@pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_a_trial_a_killed_sweep_had_just_asked_is_requeued_at_once_unless_another_sweep_may_own_it(
     tmp_path: Path,
 ) -> None:
