@@ -175,7 +175,10 @@ def test_two_ablations_of_one_grid_at_once_train_each_cell_once(tmp_path: Path) 
     cells, waits for those instead of training them, and the first takes the second's results.
     Both exit 0 with nothing said missing; each cell is trained once, one MLflow run each."""
     cfg = tmp_path / "a.toml"
-    cfg.write_text(FAST_TOML.replace("seeds = 10", "seeds = 4").replace("epochs = 1", "epochs = 15"))
+    # Cells of about a second each (a 512x512 net, 40 epochs): on a quiet machine 16-unit cells of
+    # 15 epochs ended between two 50-ms looks, so none could be caught mid-training and held.
+    cfg.write_text(FAST_TOML.replace("seeds = 10", "seeds = 4").replace("epochs = 1", "epochs = 40")
+                   .replace("hidden_dims = [16]", "hidden_dims = [512, 512]"))
     args = [*SWEEP, "ablate", str(cfg), "--yes", "--jobs"]
     # Two loky workers (one job would train in the sweep process itself, whose tracker must go on).
     first = subprocess.Popen([*args, "2"], cwd=tmp_path, env=sweep_env(tmp_path), stdout=subprocess.PIPE,
@@ -227,7 +230,8 @@ def test_two_ablations_of_one_grid_at_once_train_each_cell_once(tmp_path: Path) 
 
 def test_report_of_an_interrupted_ablation_says_it_is_unfinished(tmp_path: Path) -> None:
     cfg = tmp_path / "a.toml"
-    cfg.write_text(FAST_TOML)
+    # 20 epochs a cell: with 1 the 40 cells took 1 s on a quiet machine and ended before the SIGINT.
+    cfg.write_text(FAST_TOML.replace("epochs = 1", "epochs = 20"))
     proc = subprocess.Popen([*SWEEP, "ablate", str(cfg), "--jobs", "1", "--yes"], cwd=tmp_path,
                             env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
