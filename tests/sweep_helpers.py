@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +128,29 @@ def trial_context(cfg: Any, state_dir: Path, *, target: bool = False) -> Any:
         data=cfg.data, pruner=cfg.pruner,
         max_epochs=cfg.space.max_epochs, target_trials=cfg.trials if target else None,
     )
+
+
+@contextlib.contextmanager
+def on_dask_workers(client: Any, cache_dir: Path, cwd: Path | None = None) -> Iterator[None]:
+    """Give the (session-wide) cluster's workers this test's array cache, and optionally
+    another working folder, restoring both afterwards."""
+    before = client.run(lambda: (os.getcwd(), os.environ.get("SWEEP_CACHE_DIR")))
+
+    def enter(cache: str, folder: str | None) -> None:
+        os.environ["SWEEP_CACHE_DIR"] = cache
+        if folder:
+            os.chdir(folder)
+
+    def leave(folder: str, cache: str | None) -> None:
+        os.chdir(folder)
+        if cache is None:
+            os.environ.pop("SWEEP_CACHE_DIR", None)
+        else:
+            os.environ["SWEEP_CACHE_DIR"] = cache
+
+    client.run(enter, str(cache_dir), str(cwd) if cwd else None)
+    try:
+        yield
+    finally:
+        for address, (folder, cache) in before.items():
+            client.run(leave, folder, cache, workers=[address])

@@ -7,12 +7,10 @@ and trains a cs231n-style fixture net (`--model`), not this project's class.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 
 from sweep.tracking import spool
-from sweep_helpers import SWEEP, mlflow_runs, sweep_env
+from sweep_helpers import SWEEP, mlflow_runs, on_dask_workers, sweep_env
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NET = f"{FIXTURES / 'cs231n_net.py'}:FullyConnectedNet"
@@ -38,32 +36,6 @@ learning_rate = 3e-3
 normalization = "none"
 epochs = 2
 """
-
-
-@contextlib.contextmanager
-def _on_dask_workers(client: Any, cache_dir: Path, cwd: Path | None = None) -> Iterator[None]:
-    """Give the session's cluster workers this test's array cache (and optionally another
-    working folder, as on another machine), restoring both afterwards."""
-    before = client.run(lambda: (os.getcwd(), os.environ.get("SWEEP_CACHE_DIR")))
-
-    def enter(cache: str, folder: str | None) -> None:
-        os.environ["SWEEP_CACHE_DIR"] = cache
-        if folder:
-            os.chdir(folder)
-
-    def leave(folder: str, cache: str | None) -> None:
-        os.chdir(folder)
-        if cache is None:
-            os.environ.pop("SWEEP_CACHE_DIR", None)
-        else:
-            os.environ["SWEEP_CACHE_DIR"] = cache
-
-    client.run(enter, str(cache_dir), str(cwd) if cwd else None)
-    try:
-        yield
-    finally:
-        for address, (folder, cache) in before.items():
-            client.run(leave, folder, cache, workers=[address])
 
 
 def _ablate_and_report(workdir: Path, monkeypatch: pytest.MonkeyPatch, **where: Any) -> tuple[str, list[str]]:
@@ -94,7 +66,7 @@ def test_an_own_net_ablation_on_a_local_dask_cluster_is_the_loky_one_run_elsewhe
 ) -> None:
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     on_loky, loky_headings = _ablate_and_report(tmp_path / "loky", monkeypatch)
-    with _on_dask_workers(dask_client, tmp_path / "cache"):
+    with on_dask_workers(dask_client, tmp_path / "cache"):
         on_dask, dask_headings = _ablate_and_report(tmp_path / "dask", monkeypatch,
                                                      dask_scheduler=dask_client.scheduler.address)
 
@@ -134,7 +106,7 @@ def test_cells_a_worker_trained_on_another_disk_reach_the_parents_spool(
     plan = replace(plan, spool_dir=plan.spool_dir.relative_to(parent))
     prepare_subsets(cfg, plan)
     todo = list(plan.cells)
-    with _on_dask_workers(dask_client, tmp_path / "cache", cwd=worker):
+    with on_dask_workers(dask_client, tmp_path / "cache", cwd=worker):
         ended = train_cells(cfg, plan, todo, cell_workers(cfg, len(todo), dask_client.scheduler.address),
                             io.StringIO(), None)
 
@@ -170,7 +142,7 @@ def test_until_decided_adds_its_rounds_of_seeds_on_the_dask_cluster(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))
     out = io.StringIO()
-    with _on_dask_workers(dask_client, tmp_path / "cache"):
+    with on_dask_workers(dask_client, tmp_path / "cache"):
         result = sweep.ablate(tmp_path / "grid.toml", workdir=tmp_path, out=out, progress=False, tables=False,
                               dask_scheduler=dask_client.scheduler.address, until="decided", max_seeds=4)
     text = out.getvalue()

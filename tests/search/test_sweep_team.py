@@ -9,7 +9,6 @@ case with no heartbeat to fall back on.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import signal
@@ -18,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from sweep_helpers import (
     dead_pid,
     load_study,
     mlflow_runs,
+    on_dask_workers,
     run_cli,
     run_cli_interrupted,
     trial_context,
@@ -263,32 +262,6 @@ def test_reaping_leaves_a_trial_another_process_failed_meanwhile(tmp_path: Path,
 # -- Dask ---------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _on_dask_workers(client: Any, cache_dir: Path, cwd: Path | None = None) -> Iterator[None]:
-    """Give the (session-wide) cluster's workers this test's array cache, and optionally
-    another working folder, restoring both afterwards."""
-    before = client.run(lambda: (os.getcwd(), os.environ.get("SWEEP_CACHE_DIR")))
-
-    def enter(cache: str, folder: str | None) -> None:
-        os.environ["SWEEP_CACHE_DIR"] = cache
-        if folder:
-            os.chdir(folder)
-
-    def leave(folder: str, cache: str | None) -> None:
-        os.chdir(folder)
-        if cache is None:
-            os.environ.pop("SWEEP_CACHE_DIR", None)
-        else:
-            os.environ["SWEEP_CACHE_DIR"] = cache
-
-    client.run(enter, str(cache_dir), str(cwd) if cwd else None)
-    try:
-        yield
-    finally:
-        for address, (folder, cache) in before.items():
-            client.run(leave, folder, cache, workers=[address])
-
-
 def _spool_pids(spool_dir: Path) -> set[int]:
     return {spool.read_state(p).start["pid"] for p in spool.spool_files(spool_dir)}
 
@@ -297,7 +270,7 @@ def test_sweep_on_a_dask_cluster_runs_trials_on_its_workers(
     tmp_path: Path, postgres_db: str, mlflow_server: str, dask_client: Any
 ) -> None:
     name = "team-dask"
-    with _on_dask_workers(dask_client, tmp_path / "cache"):
+    with on_dask_workers(dask_client, tmp_path / "cache"):
         proc = run_cli(tmp_path, "run", "--study", name, "--storage", postgres_db, "--tracking-uri", mlflow_server,
                        "--dask-scheduler", dask_client.scheduler.address, "--trials", "4", "--epochs", "2")
     assert "4/4" in proc.stdout and "best trial" in proc.stdout, proc.stdout
@@ -325,7 +298,7 @@ def test_events_of_a_worker_on_another_disk_reach_the_parents_spool(
     # The same relative folders name different places on the two "machines".
     monkeypatch.chdir(parent)
     ctx = trial_context(cfg, Path(".sweep") / cfg.study_name)
-    with _on_dask_workers(dask_client, tmp_path / "cache", cwd=worker):
+    with on_dask_workers(dask_client, tmp_path / "cache", cwd=worker):
         results = list(_parallel_trials(ctx, 2, 2, 1, dask_client.scheduler.address))
 
     assert sorted(r["number"] for r in results) == [0, 1]
@@ -474,7 +447,7 @@ def test_jobs_caps_the_trials_in_flight_on_a_dask_cluster(
         cfg = load_config(None, {"storage": postgres_db, "study": f"team-cap-{jobs}", "trials": 4, "epochs": 3})
         open_study(cfg, make_storage(cfg.storage, tmp_path / "unused.journal"))
         ctx = trial_context(cfg, Path(".sweep") / cfg.study_name)
-        with _on_dask_workers(dask_client, tmp_path / "cache", cwd=tmp_path):
+        with on_dask_workers(dask_client, tmp_path / "cache", cwd=tmp_path):
             results = list(_parallel_trials(ctx, 4, jobs, 1, dask_client.scheduler.address))
         assert sorted(r["number"] for r in results) == [0, 1, 2, 3]
         runs = spans(tmp_path / ".sweep" / cfg.study_name / "spool")
