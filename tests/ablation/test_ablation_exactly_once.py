@@ -230,8 +230,9 @@ def test_two_ablations_of_one_grid_at_once_train_each_cell_once(tmp_path: Path) 
 
 def test_report_of_an_interrupted_ablation_says_it_is_unfinished(tmp_path: Path) -> None:
     cfg = tmp_path / "a.toml"
-    # 20 epochs a cell: with 1 the 40 cells took 1 s on a quiet machine and ended before the SIGINT.
-    cfg.write_text(FAST_TOML.replace("epochs = 1", "epochs = 20"))
+    # Cells of about half a second (a 512x512 net, 20 epochs): 16-unit cells of 1 or 20 epochs took
+    # 1-2 s for all 40 on the quiet CI machine, and the ablation ended before the SIGINT.
+    cfg.write_text(FAST_TOML.replace("epochs = 1", "epochs = 20").replace("hidden_dims = [16]", "hidden_dims = [512, 512]"))
     proc = subprocess.Popen([*SWEEP, "ablate", str(cfg), "--jobs", "1", "--yes"], cwd=tmp_path,
                             env=sweep_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)

@@ -91,10 +91,10 @@ def test_same_seed_gives_the_same_trials_at_two_jobs_twice_and_at_one_job(jobs2_
 def test_a_reproducible_sweep_on_dask_matches_the_loky_one(
     tmp_path: Path, dask_client: Any, jobs2_twice_and_jobs1: dict[str, Path]
 ) -> None:
-    from test_sweep_team import _on_dask_workers
+    from sweep_helpers import on_dask_workers
 
     storage = f"journal:{tmp_path / 'dask' / 'optuna.journal'}"
-    with _on_dask_workers(dask_client, tmp_path / "cache"):
+    with on_dask_workers(dask_client, tmp_path / "cache"):
         _sweep(tmp_path / "dask", "--storage", storage, "--dask-scheduler", dask_client.scheduler.address)
     study = optuna.load_study(study_name="dropout-digits",
                               storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
