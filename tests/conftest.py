@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,13 @@ from services import (
     start_postgres,
     unavailable,
 )
+
+# A test run started in the background of a non-interactive shell (`bash -c '... &'`,
+# `nohup`) inherits SIGINT ignored, and an ignored signal stays ignored across exec: every
+# `sweep` a test starts would ignore its Ctrl-C, and the tests that press it would see the
+# command run to its end. A person's terminal delivers it, so the tests do too.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 MlflowFactory = Callable[..., ServerProcess]
 DashboardFactory = Callable[..., str]
