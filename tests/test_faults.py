@@ -566,7 +566,7 @@ BAD_INPUT = [
     ("run-jobs-type", ["run", "--jobs", "two"], None, "--jobs"),
     ("run-epochs-range", ["run", "--epochs", "0"], None, "epochs"),
     ("run-seed-range", ["run", "--seed", "-1"], None, "seed"),
-    ("run-num-train-range", ["run", "--num-train", "0"], None, "num_train"),
+    ("run-num-train-range", ["run", "--num-train", "0"], None, "--num-train"),
     ("run-dataset-name", ["run", "--dataset", "mnist"], None, "--dataset"),
     ("run-pruner-name", ["run", "--pruner", "sometimes"], None, "--pruner"),
     ("run-unknown-flag", ["run", "--trails", "5"], None, "--trails"),
@@ -613,7 +613,7 @@ BAD_INPUT = [
     ("file-not-toml", ["run"], "[sweep\n", "not valid TOML"),
     ("file-missing", ["run", "nowhere.toml"], None, "nowhere.toml"),
     # ablate
-    ("ablate-keep-probs-range", ["ablate", "--keep-probs", "1,1.5"], None, "keep_probs"),
+    ("ablate-keep-probs-range", ["ablate", "--keep-probs", "1,1.5"], None, "--keep-probs (value 2)"),
     ("ablate-keep-probs-type", ["ablate", "--keep-probs", "1,half"], None, "--keep-probs"),
     ("ablate-keep-probs-baseline", ["ablate", "--keep-probs", "0.5,0.75"], None, "1.0"),
     ("ablate-sizes-range", ["ablate", "--sizes", "0"], None, "sizes"),

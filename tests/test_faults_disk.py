@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,7 +142,13 @@ def test_the_working_folder_filling_up_mid_sweep_stops_it_in_one_line_exit_4(tmp
     for line in proc.stdout:
         out.append(line)
         if line.startswith("[  1/4]"):
-            filler = _fill(tmpfs)
+            # Held while the disk fills (--jobs 1 trains in this process): on a quiet machine the other
+            # three trials ended in the second _fill took, and the sweep met no full disk at all.
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                filler = _fill(tmpfs)
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
             break
     out.extend(proc.stdout)
     code = proc.wait(timeout=300)
