@@ -169,8 +169,10 @@ def test_a_dask_worker_killed_mid_cell_leaves_one_finished_run_per_cell(
     from sweep.ablation.claims import attempt_files
 
     monkeypatch.setenv("SWEEP_CACHE_DIR", str(tmp_path / "cache"))  # the cluster's workers inherit it
-    (tmp_path / "grid.toml").write_text(GRID.replace("epochs = 2", "epochs = 40").replace("sizes = [100]",
-                                                                                          "sizes = [300]"))
+    # Cells of a few seconds each, so the kill lands mid-cell even on a quiet machine:
+    # with 40 epochs of a 24-unit net all four cells ended between two looks at the spool in one CI run.
+    (tmp_path / "grid.toml").write_text(GRID.replace("epochs = 2", "epochs = 150").replace("sizes = [100]", "sizes = [300]")
+                                        .replace("hidden_dims = [24]", "hidden_dims = [512, 512]"))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
                       silence_logs=logging.WARNING) as cluster:
         proc = subprocess.Popen([*SWEEP, "ablate", "grid.toml", "--dask-scheduler", cluster.scheduler_address],
