@@ -52,6 +52,7 @@ from sweep.search.recovery import say_to
 from sweep.search.stops import stopped_ending
 from sweep.search.worker import run_one_trial, trial_blas_threads
 from sweep.tracking import spool
+from sweep.tracking.backpressure import release_worker
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -280,8 +281,11 @@ def run_rounds(cfg: SweepConfig, study: optuna.Study, ctx: TrialContext, plan: W
             try:
                 trials = _parallel_trials(ctx, missing, plan.jobs, plan.threads, plan.dask_scheduler)
                 for res in trials:
-                    if tracker is not None and res.get("number", -1) >= 0:  # counted by the mirror's gate at once
-                        tracker.trial_ended(spool_path(paths.spool_dir, res["number"]).name)
+                    if res.get("number", -1) >= 0:
+                        ended = spool_path(paths.spool_dir, res["number"]).name
+                        if tracker is not None:  # counted by the mirror's gate at once
+                            tracker.trial_ended(ended)
+                        release_worker(paths.spool_dir, ended)  # then its worker may start another trial
                     progress.update(res)
                     if res.get("stop"):
                         fault = res["reason"]

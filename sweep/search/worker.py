@@ -16,7 +16,7 @@ from sweep.config.budget import over_deadline
 from sweep.search.objective import TrialContext, TrialFailed, trial_objective
 from sweep.search.recovery import disk_error, disk_error_text, fail_and_requeue, fault_outcome
 from sweep.tracking import spool
-from sweep.tracking.backpressure import wait_for_mirror
+from sweep.tracking.backpressure import mark_ended, wait_for_mirror
 
 if TYPE_CHECKING:
     import optuna
@@ -92,7 +92,7 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
     )
 
     # MLflow behind on short trials: the parent's tracker holds new trials back (sweep.tracking.backpressure).
-    wait_for_mirror(ctx.spool_dir)
+    wait_for_mirror(ctx.spool_dir, parent=ctx.sweep_process)
     if over_deadline(ctx.deadline):  # first: costs no storage read
         return _budget_skip()
     # A new worker's first storage connection may meet a restarting database too.
@@ -150,6 +150,8 @@ def run_one_trial(ctx: TrialContext) -> dict[str, Any]:
         if "number" in done:
             with_storage_retry(fail_and_requeue, study, done["number"], reason, ctx.spool_dir)
         return fault_outcome(done.get("number", -1), reason)
+    if ctx.sweep_process is not None and "number" in done:  # loky: the parent's gate counts it (backpressure)
+        mark_ended(spool_path(ctx.spool_dir, done["number"]))
     storage = study._storage
     frozen = with_storage_retry(
         lambda: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, done["number"])))

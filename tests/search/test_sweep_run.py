@@ -83,6 +83,8 @@ def test_sweep_runs_target_trials_and_resumes_to_a_new_target(tmp_path: Path) ->
     assert f"/#/experiments/{exp}/runs/{parents['study'].info.run_id}?workflowType" in urls[1]
     assert f"/#/experiments/{exp}/runs/{best.info.run_id}?workflowType" in urls[2]
     _assert_mirrors(tmp_path, 8)
+    # Every worker's end mark was released by the parent (sweep.tracking.backpressure): none is left.
+    assert not list(tmp_path.glob(".sweep/*/spool/*.ended"))
 
     second = run_cli(tmp_path, "run", "--jobs", "2", "--trials", "12", "--epochs", "5")
     assert "8/12 trials done, running 4 more" in second.stdout

@@ -235,3 +235,23 @@ def test_trial_ends_close_the_gate_at_once_while_the_tracker_cannot_sync(tmp_pat
         time.sleep(0.02)
     assert not tracker.gate.closed
     assert tracker.stop(parent_status="FINISHED").empty
+
+
+def test_a_worker_starts_its_next_trial_only_after_the_parent_counted_its_last_end(tmp_path: Path) -> None:
+    """A worker returned a result and passed the still-open gate before the parent's main thread
+    counted that end: a 1 000-trial bench had MLflow 6 runs behind with a limit of 2 x 2."""
+    from sweep.tracking import backpressure
+
+    run = tmp_path / "trial-0007.jsonl"
+    run.write_text("")
+    backpressure.mark_ended(run)
+    assert (tmp_path / "trial-0007.jsonl.ended").exists()
+    threading.Timer(0.3, backpressure.release_worker, (tmp_path, run.name)).start()
+    waited = wait_for_mirror(tmp_path, max_seconds=30, parent=spool.this_process())
+    assert 0.25 < waited < 10 and not (tmp_path / "trial-0007.jsonl.ended").exists()
+    assert wait_for_mirror(tmp_path, max_seconds=30, parent=spool.this_process()) < 0.1  # nothing of its own left
+
+    backpressure.mark_ended(run)  # the parent died before counting it: no one to wait for
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert wait_for_mirror(tmp_path, max_seconds=30, parent=f"{os.uname().nodename}:{dead.pid}:None") < 0.5
