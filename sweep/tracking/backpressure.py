@@ -161,7 +161,8 @@ def mark_ended(spool_file: Path) -> None:
     try:
         marker.touch()
     except OSError:  # a full disk: no mark, no wait (the gate alone, racy by a run or two)
-        marker = None
+        _uncounted = None
+        return
     _uncounted = marker
 
 
