@@ -19,6 +19,7 @@ folder, then prints:
     python bench/big_study.py              # N = 1 000
     python bench/big_study.py --big        # N = 10 000 (about 20-30 min on 2 cores)
     python bench/big_study.py --trials 300 --keep /tmp/big   # keep the folder
+    python bench/big_study.py --report-only /tmp/big         # time report and status again on it
 
 `bench/overhead_6s.py` measures the other half of issue 23 (6-s trials
 against their bare twin and a naive Optuna + MLflow script).
@@ -67,10 +68,14 @@ def sweep(work: Path, env: dict[str, str], *args: str, cpu: list[tuple[int, floa
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", *args], cwd=work, env=env, stdout=out, stderr=err,
                                 text=True)
-        while proc.poll() is None:
-            if cpu is not None:
-                cpu.append((started_trials(work), tree_cpu_seconds(proc.pid)))
-            time.sleep(2)
+        while cpu is not None:
+            cpu.append((started_trials(work), tree_cpu_seconds(proc.pid)))
+            try:
+                proc.wait(timeout=2)  # not sleep(2): the wall time would round up to 2 s steps
+                break
+            except subprocess.TimeoutExpired:
+                pass
+        proc.wait()
         seconds = time.perf_counter() - t0
         out.seek(0)
         err.seek(0)
@@ -182,7 +187,14 @@ def main() -> None:
     ap.add_argument("--big", action="store_true", help="10 000 trials")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    ap.add_argument("--report-only", type=Path, metavar="DIR",
+                    help="only time `sweep report` and `sweep status` on the study a --keep run left in DIR")
     args = ap.parse_args()
+    if args.report_only is not None:
+        env = dict(os.environ)
+        env.pop("MLFLOW_TRACKING_URI", None)
+        time_report_and_status(args.report_only, env)
+        return
     n = 10_000 if args.big else args.trials
     work = args.keep or Path(tempfile.mkdtemp(prefix="big-study-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -216,6 +228,14 @@ def main() -> None:
     have = runs_in_mlflow(work)
     print(f"at the end: {have} ended trial runs in MLflow for {n} trials"
           + (f"; the sweep said: {untracked}" if untracked else ""))
+    time_report_and_status(work, env)
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def time_report_and_status(work: Path, env: dict[str, str]) -> None:
+    """`sweep report` and `sweep status` on the finished study, twice (the second report reads cached importances)."""
+    print(f"{started_trials(work)} trials in {work}; load average before: {loadavg()}")
     for i in range(2):
         rep_s, _ = sweep(work, env, "report", "bench.toml")
         rep_cpu = sweep.last_cpu  # type: ignore[attr-defined]
@@ -223,8 +243,6 @@ def main() -> None:
         st_cpu = sweep.last_cpu  # type: ignore[attr-defined]
         print(f"sweep report {rep_s:.2f} s ({rep_cpu:.2f} s CPU), sweep status {st_s:.2f} s ({st_cpu:.2f} s CPU)"
               + (" (cached)" if i else " (first)"))
-    if args.keep is None:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
