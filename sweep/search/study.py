@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 import optuna
 from optuna.samplers import TPESampler
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -31,6 +31,7 @@ from sweep.config.sweep_file import SweepConfig
 from sweep.paths import STUDY_KEY_ATTR, journal_file, new_study_key
 from sweep.search.journal import CheckedJournalFileBackend
 from sweep.search.journal_lock import JournalFlock
+from sweep.search.journal_storage import ScalingJournalStorage
 from sweep.search.sampler_scale import BoundedHistoryMixin
 from sweep.search.trial_counts import trial_counts
 from sweep.tracking import spool
@@ -132,7 +133,8 @@ def make_storage(url: str | None, journal_path: Path) -> BaseStorage:
         # flock: a worker killed while holding it stalls no one, and a slow holder
         # is waited for, never broken (sweep.search.journal_lock says why not Optuna's symlink lock).
         # Records are numbered and appended whole or not at all (sweep.search.journal).
-        return JournalStorage(CheckedJournalFileBackend(str(path), lock_obj=JournalFlock(path)))
+        # Trial lists in time that does not grow with the study (sweep.search.journal_storage).
+        return ScalingJournalStorage(CheckedJournalFileBackend(str(path), lock_obj=JournalFlock(path)))
     assert url is not None  # journal_file gives None only for a database URL
     if url.startswith(_RDB_PREFIXES):
         with warnings.catch_warnings():  # heartbeat_interval is flagged experimental, in every worker's stderr

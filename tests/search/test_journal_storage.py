@@ -1,0 +1,61 @@
+"""sweep.search.journal_storage: the kept prefix of finished trials gives the same lists as Optuna's own walk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from sweep.search.journal_storage import ScalingJournalStorage
+
+STATES = [None, (TrialState.COMPLETE,), (TrialState.WAITING,), (TrialState.RUNNING,),
+          (TrialState.COMPLETE, TrialState.PRUNED), [TrialState.FAIL], {TrialState.PRUNED, TrialState.FAIL}]
+
+
+def _lists(storage: JournalStorage, study_id: int) -> list[list[tuple[int, str, object]]]:
+    return [[(t.number, t.state.name, t.value) for t in storage.get_all_trials(study_id, deepcopy=False, states=s)]
+            for s in STATES]
+
+
+def test_trial_lists_match_optunas_while_trials_start_finish_and_wait(tmp_path: Path) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal = str(tmp_path / "optuna.journal")
+    ours = ScalingJournalStorage(JournalFileBackend(journal))
+    study = optuna.create_study(study_name="s", storage=ours, direction="maximize")
+    # Another process's view of the same file: Optuna's plain storage (it also writes trials of its own).
+    plain = JournalStorage(JournalFileBackend(journal))
+    other = optuna.load_study(study_name="s", storage=plain)
+    sid = study._study_id
+
+    def same() -> None:
+        assert _lists(ours, sid) == _lists(plain, sid)
+
+    long_running = study.ask()  # stays RUNNING while later trials finish: the kept prefix must stop before it
+    same()
+    for i in range(12):
+        trial = study.ask()
+        state = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL][i % 3]
+        study.tell(trial, i / 10 if state == TrialState.COMPLETE else None, state=state)
+        same()
+    study.enqueue_trial({"x": 1.0})  # WAITING
+    same()
+    popped = study.ask()  # pops the WAITING one
+    assert popped.number == 13
+    same()
+    mine = other.ask()  # written by the other storage: seen by ours at its next read
+    same()
+    study.tell(long_running, 5.0)  # the prefix may now run past it
+    same()
+    other.tell(mine, state=TrialState.PRUNED)
+    same()
+    study.tell(popped, 0.5)
+    same()
+    assert [t.number for t in ours.get_all_trials(sid, deepcopy=False)] == list(range(15))
+    assert study.best_value == 5.0 and study.best_trial.number == long_running.number
+    # A deep copy is a copy: changing it changes nothing kept.
+    copied = ours.get_all_trials(sid, deepcopy=True)
+    copied[1].user_attrs["x"] = 1
+    assert "x" not in ours.get_all_trials(sid, deepcopy=False)[1].user_attrs
