@@ -14,7 +14,7 @@ Prints wall times, the ratios to bare, and the median `epoch_seconds` in each.
 `--load` runs one CPU-bound process beside the benchmark (a numpy GEMM loop on
 one BLAS thread) for the "busy machine" figure.
 
-    python bench/overhead_6s.py [--trials 40] [--repeats 1] [--load]
+    python bench/overhead_6s.py [--trials 40] [--repeats 1] [--load] [--epochs 13]
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ while True:
 """
 
 
-def run_sweep(work: Path, trials: int, env: dict[str, str]) -> float:
-    (work / "bench.toml").write_text(CONFIG)
+def run_sweep(work: Path, trials: int, env: dict[str, str], epochs: int = 13) -> float:
+    (work / "bench.toml").write_text(CONFIG.replace("epochs = 13", f"epochs = {epochs}"))
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sweep.cli", "run", "bench.toml", "--trials", str(trials), "--jobs", "2"],
                    cwd=work, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -186,6 +186,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--load", action="store_true", help="one CPU-bound process beside the benchmark")
+    ap.add_argument("--epochs", type=int, default=13,
+                    help="epochs per trial: 13 made trials of ~6 s when the issue was measured (0.42 s an epoch); "
+                         "on a faster machine raise it until the bare twin prints ~6 s per trial")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="overhead-6s-"))
     env = dict(os.environ)
@@ -195,17 +198,18 @@ def main() -> None:
         load = subprocess.Popen([sys.executable, "-c", LOAD],
                                 env=dict(env, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"))
     try:
-        print(f"{args.trials} digits trials of 3 x 1024 units, 13 epochs, 2 at a time; "
+        print(f"{args.trials} digits trials of 3 x 1024 units, {args.epochs} epochs, 2 at a time; "
               f"{'one CPU-bound process beside' if load else 'nothing else started'}; "
               f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; work in {root}")
         for r in range(args.repeats):
             work = root / f"run{r}"
             work.mkdir()
-            sweep_s = run_sweep(work, args.trials, env)
+            sweep_s = run_sweep(work, args.trials, env, args.epochs)
             tasks, sweep_epochs = trial_tasks(work)
             bare_s, bare_epochs = run_bare(work, tasks, env)
             naive_s, naive_epochs = run_naive(work, tasks, env)
-            print(f"repeat {r}: bare {bare_s:.1f} s, sweep run {sweep_s:.1f} s ({sweep_s / bare_s:.3f}x), "
+            print(f"repeat {r}: bare {bare_s:.1f} s ({2 * bare_s / args.trials:.1f} s per trial), "
+                  f"sweep run {sweep_s:.1f} s ({sweep_s / bare_s:.3f}x), "
                   f"naive Optuna + MLflow {naive_s:.1f} s ({naive_s / bare_s:.3f}x); median epoch_seconds "
                   f"bare {median(bare_epochs):.3f}, sweep {median(sweep_epochs):.3f}, naive {median(naive_epochs):.3f}")
     finally:
