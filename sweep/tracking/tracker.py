@@ -268,6 +268,7 @@ class Tracker:
         """The run of spool file `spool_name` ended in its worker: counted by the gate until MLflow
         has its end (sweep.tracking.backpressure), and a sync made soon."""
         self.gate.ended(spool_name, self.mirror.closed_names, self.ready.is_set() and not self.health.down)
+        self.mirror.hint(spool_name)
         self._wake.set()
 
     @property
@@ -501,7 +502,8 @@ class Tracker:
             # Not while the outage lasts: the gate is for a tracker that is merely slow.
             closed = self.mirror.closed_names
             on_behind = None if self.health.down else (lambda n: self.gate.hold_back(n, closed))
-            sent = self.mirror.sync(self._client, self.experiment_id, self.parent_run_ids, on_behind)
+            # A blocking sync (final drain, `sweep sync`, an outage) lists the whole folder.
+            sent = self.mirror.sync(self._client, self.experiment_id, self.parent_run_ids, on_behind, full=block)
         self.gate.after_sync(self.mirror.closed_names, self.health.down, self.mirror.behind, sent)
         return sent
 
