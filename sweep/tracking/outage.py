@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ def backlog(spool_dir: Path, known: Mapping[Path, Mapping[str, Any]] | None = No
     known: side states a tracker holds in memory because it could not save them
     (a full disk), used instead of the files; parents_queued: keys of parent runs with updates
     it holds in memory for the same reason; leave_to_others: do not count parent updates
-    only other live processes of this host queued (they send them when they end); closed:
+    only other live processes of this host queued (they send them when they end), nor the
+    epochs of a run another live process of this host is still training; closed:
     names of spool files a tracker knows are closed in MLflow (not read again: at 10 000
     trials that is most of the folder).
     """
@@ -109,6 +111,10 @@ def backlog(spool_dir: Path, known: Mapping[Path, Mapping[str, Any]] | None = No
             continue
         if not events:
             continue  # everything sent (its worker may still be writing), or nothing to send
+        if leave_to_others and not any(e.get("event") == "end" for e in events) and _trained_by_live_other(path):
+            # Another sweep process's trial, still training: its epochs keep coming after any drain
+            # of ours, and that sweep's tracker sends them (the same folder, the same lock).
+            continue
         out.runs_open += 1
         out.runs_missing += 0 if st.get("run_id") else 1
         out.events += len(events)
@@ -117,6 +123,16 @@ def backlog(spool_dir: Path, known: Mapping[Path, Mapping[str, Any]] | None = No
                if _parent_pending(entry) and not (leave_to_others and _queued_by_others_alive(entry))}
     out.parents = len(pending | set(parents_queued))
     return out
+
+
+def _trained_by_live_other(path: Path) -> bool:
+    """Whether the run of `path` is being written by a live process of this host other than this one."""
+    start = spool.first_event(path)
+    if not start or start.get("event") != "start":
+        return False
+    if start.get("host") == socket.gethostname() and start.get("pid") == os.getpid():
+        return False
+    return spool.is_alive(str(start.get("host", "")), int(start.get("pid", -1)), start.get("proc_start")) is True
 
 
 def _parent_pending(entry: dict[str, Any]) -> bool:

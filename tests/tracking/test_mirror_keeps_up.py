@@ -313,3 +313,25 @@ def test_a_big_folder_is_listed_less_often_and_no_run_is_lost(tmp_path: Path, mo
     runs = child_runs(tracker.client, tracker.experiment_id, tracker.parent_run_ids["study"])
     assert sorted(r.info.run_name for r in runs) == ["trial-0000", "trial-0001", "trial-0002"]
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_run_another_live_sweep_still_trains_is_left_to_it_at_the_end(tmp_path: Path) -> None:
+    """Two sweeps of one study: the one that ends first drained the folder, but the other's trial wrote
+    epochs after that drain, and the first said NOT ALL IN MLFLOW and exited 3 (a CI run)."""
+    from sweep.tracking.outage import backlog
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = tmp_path / "trial-0000.jsonl"
+        with spool.RunRecorder(path) as rec:
+            rec.start("trial-0000", "study", {"keep_prob": 0.5}, {})
+            rec.epoch(1, {"val_acc": 0.5})
+        start = json.loads(path.read_text().splitlines()[0])
+        start.update(pid=other.pid, proc_start=spool.process_start_time(other.pid))  # as the other's worker wrote it
+        path.write_text("\n".join([json.dumps(start), *path.read_text().splitlines()[1:]]) + "\n")
+        assert backlog(tmp_path, leave_to_others=True).empty  # the other sweep's tracker sends it
+        assert backlog(tmp_path).runs_open == 1  # `sweep sync` and a sweep's own count still see it
+    finally:
+        other.kill()
+        other.wait()
+    assert backlog(tmp_path, leave_to_others=True).runs_open == 1  # its writer is gone: nobody else will send it
