@@ -346,8 +346,12 @@ def console_main() -> None:
     takes them out of that traversal; atexit handlers and stream flushing
     still run as usual.
     """
+    import faulthandler
     import gc
 
+    # A crash in native code (a segfault) prints where it happened instead of ending in silence: a CI
+    # run saw one `sweep run` end with -11 and no output (not reproduced in three runs of the same test).
+    faulthandler.enable()
     code = main()
     gc.freeze()
     sys.exit(code)
