@@ -192,3 +192,50 @@ def test_the_history_kept_between_asks_gives_what_reading_every_trial_gives() ->
             got = bounded_history(trials, True, 200, np.random.default_rng([n]), scores, settled)
             want = _reference_history(trials, True, 200, np.random.default_rng([n]))
             assert [t.number for t in got] == [t.number for t in want], n
+
+
+def test_the_grouped_search_space_kept_between_asks_is_optunas(tmp_path: Path) -> None:
+    """Trials of changing spaces ending out of order (one RUNNING throughout most of it, pruned ones):
+    the incremental grouped space equals Optuna's at each ask. Optuna's object is kept between asks
+    too (TPE keeps it), re-adding every trial: its groups' order is the order trials were first seen."""
+    import optuna
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    from sweep.search.sampler_scale import _IncrementalGroupSearchSpace
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=JournalStorage(JournalFileBackend(str(tmp_path / "j"))))
+    for include_pruned in (False, True):
+        ours = _IncrementalGroupSearchSpace(include_pruned)
+        optunas = _GroupDecomposedSearchSpace(include_pruned)
+
+        def same(ours: Any = ours, optunas: Any = optunas) -> None:
+            want = optunas.calculate(study).search_spaces
+            assert ours.calculate(study).search_spaces == want
+            assert [list(s) for s in ours.calculate(study).search_spaces] == [list(s) for s in want]
+
+        rng = np.random.default_rng(include_pruned)
+        held = study.ask()  # ends late, with a space of its own
+        held.suggest_float("late", 0, 1)
+        open_trials = []
+        for n in range(40):
+            trial = study.ask()
+            trial.suggest_float("x", 0, 1)
+            if n % 4 == 0:
+                trial.suggest_int(f"branch{n % 3}", 0, 3)
+            open_trials.append(trial)
+            if rng.random() < 0.6:  # a random open trial ends
+                ending = open_trials.pop(int(rng.integers(len(open_trials))))
+                if rng.random() < 0.3:
+                    study.tell(ending, state=TrialState.PRUNED)
+                else:
+                    study.tell(ending, 1.0)
+            same()
+        study.tell(held, 0.5)
+        same()
+        for trial in open_trials:
+            study.tell(trial, 0.1)
+        same()
