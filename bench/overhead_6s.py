@@ -15,6 +15,9 @@ Prints wall times, the ratios to bare, and the median `epoch_seconds` in each.
 one BLAS thread) for the "busy machine" figure.
 
     python bench/overhead_6s.py [--trials 40] [--repeats 1] [--load] [--epochs 13]
+
+With --repeats the three run in a turning order (the sweep first, then bare first, then
+naive first, ...) and the median ratios are printed at the end.
 """
 
 from __future__ import annotations
@@ -201,17 +204,37 @@ def main() -> None:
         print(f"{args.trials} digits trials of 3 x 1024 units, {args.epochs} epochs, 2 at a time; "
               f"{'one CPU-bound process beside' if load else 'nothing else started'}; "
               f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; work in {root}")
+        # The order turns with each repeat (sweep/bare/naive, bare/naive/sweep, naive/sweep/bare): under load
+        # the three differ by a few per cent from one window of minutes to the next. Bare and naive run
+        # the trials of the latest sweep (the same work: only keep_prob and the learning rate differ).
+        kinds = ["sweep", "bare", "naive"]
+        ratios: dict[str, list[float]] = {"sweep": [], "naive": []}
+        tasks: list[dict] = []
         for r in range(args.repeats):
             work = root / f"run{r}"
             work.mkdir()
-            sweep_s = run_sweep(work, args.trials, env, args.epochs)
-            tasks, sweep_epochs = trial_tasks(work)
-            bare_s, bare_epochs = run_bare(work, tasks, env)
-            naive_s, naive_epochs = run_naive(work, tasks, env)
-            print(f"repeat {r}: bare {bare_s:.1f} s ({2 * bare_s / args.trials:.1f} s per trial), "
-                  f"sweep run {sweep_s:.1f} s ({sweep_s / bare_s:.3f}x), "
-                  f"naive Optuna + MLflow {naive_s:.1f} s ({naive_s / bare_s:.3f}x); median epoch_seconds "
-                  f"bare {median(bare_epochs):.3f}, sweep {median(sweep_epochs):.3f}, naive {median(naive_epochs):.3f}")
+            order = kinds[r % 3:] + kinds[:r % 3] if tasks else kinds
+            secs: dict[str, float] = {}
+            epochs: dict[str, list[float]] = {}
+            for kind in order:
+                if kind == "sweep":
+                    secs[kind] = run_sweep(work, args.trials, env, args.epochs)
+                    tasks, epochs[kind] = trial_tasks(work)
+                elif kind == "bare":
+                    secs[kind], epochs[kind] = run_bare(work, tasks, env)
+                else:
+                    secs[kind], epochs[kind] = run_naive(work, tasks, env)
+            bare_s = secs["bare"]
+            ratios["sweep"].append(secs["sweep"] / bare_s)
+            ratios["naive"].append(secs["naive"] / bare_s)
+            print(f"repeat {r} ({', '.join(order)}): bare {bare_s:.1f} s ({2 * bare_s / args.trials:.1f} s per trial), "
+                  f"sweep run {secs['sweep']:.1f} s ({ratios['sweep'][-1]:.3f}x), "
+                  f"naive Optuna + MLflow {secs['naive']:.1f} s ({ratios['naive'][-1]:.3f}x); median epoch_seconds "
+                  f"bare {median(epochs['bare']):.3f}, sweep {median(epochs['sweep']):.3f}, "
+                  f"naive {median(epochs['naive']):.3f}", flush=True)
+        if args.repeats > 1:
+            print(f"median over {args.repeats} repeats: sweep run {median(ratios['sweep']):.3f}x, "
+                  f"naive {median(ratios['naive']):.3f}x bare")
     finally:
         if load is not None:
             load.kill()
