@@ -21,13 +21,18 @@ def _lists(storage: JournalStorage, study_id: int) -> list[list[tuple[int, str, 
             for s in STATES]
 
 
-def test_trial_lists_match_optunas_while_trials_start_finish_and_wait(tmp_path: Path) -> None:
+def _study_and_plain_view(tmp_path: Path, direction: str) -> tuple[optuna.Study, ScalingJournalStorage, JournalStorage]:
+    """A study on our storage, and another process's view of the same file: Optuna's plain storage."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     journal = str(tmp_path / "optuna.journal")
     ours = ScalingJournalStorage(JournalFileBackend(journal))
-    study = optuna.create_study(study_name="s", storage=ours, direction="maximize")
-    # Another process's view of the same file: Optuna's plain storage (it also writes trials of its own).
-    plain = JournalStorage(JournalFileBackend(journal))
+    study = optuna.create_study(study_name="s", storage=ours, direction=direction)
+    return study, ours, JournalStorage(JournalFileBackend(journal))
+
+
+def test_trial_lists_match_optunas_while_trials_start_finish_and_wait(tmp_path: Path) -> None:
+    study, ours, plain = _study_and_plain_view(tmp_path, "maximize")
+    # The plain view also writes trials of its own.
     other = optuna.load_study(study_name="s", storage=plain)
     sid = study._study_id
 
@@ -72,11 +77,7 @@ def test_trial_lists_match_optunas_while_trials_start_finish_and_wait(tmp_path: 
 
 
 def test_the_best_trial_of_a_minimizing_study_is_optunas(tmp_path: Path) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    journal = str(tmp_path / "optuna.journal")
-    ours = ScalingJournalStorage(JournalFileBackend(journal))
-    study = optuna.create_study(study_name="m", storage=ours, direction="minimize")
-    plain = JournalStorage(JournalFileBackend(journal))
+    study, ours, plain = _study_and_plain_view(tmp_path, "minimize")
     for value in [3.0, 1.0, 2.0, 1.0, 0.5, 0.5]:
         study.tell(study.ask(), value)
         assert ours.get_best_trial(study._study_id).number == plain.get_best_trial(study._study_id).number
