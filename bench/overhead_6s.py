@@ -213,7 +213,7 @@ def main() -> None:
         for r in range(args.repeats):
             work = root / f"run{r}"
             work.mkdir()
-            order = kinds[r % 3:] + kinds[:r % 3] if tasks else kinds
+            order = kinds[r % 3:] + kinds[:r % 3]  # the sweep first in repeat 0: the others need its trials
             secs: dict[str, float] = {}
             epochs: dict[str, list[float]] = {}
             for kind in order:

@@ -67,9 +67,7 @@ class ScalingJournalStorage(JournalStorage):
 
         with self._thread_lock:
             kept, rest = self._kept_and_rest(study_id, COMPLETE)
-            read, best = self._best.get(study_id, (0, None))
-            if read > len(kept):  # the kept list was read again from the start (a new replay)
-                read, best = 0, None
+            read, best = self._best.get(study_id, (0, None))  # reset with the kept lists (a new replay)
             for trial in kept[read:]:
                 if better(trial, best):
                     best = trial
