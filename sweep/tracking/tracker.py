@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from sweep.paths import STUDY_KEY_TAG
 from sweep.redact import mask_url
 from sweep.tracking.backpressure import Gate, spool_names
-from sweep.tracking.mirror import SpoolMirror
+from sweep.tracking.mirror import LIVE_SECONDS, SpoolMirror
 from sweep.tracking.outage import (
     RETRY_MAX_SECONDS,
     RETRY_MIN_SECONDS,
@@ -94,6 +94,8 @@ class Tracker:
             once per run, by the tracker that creates it (when several mirror
             one folder, maybe another process's).
         poll_seconds: how often to look for new events.
+        live_seconds: a running run's epochs are sent at most this often (its start and
+            end at once, everything in the final drain); see sweep.tracking.mirror.LIVE_SECONDS.
         say: prints one line to the person running the sweep (the outage and
             catch-up lines, see sweep.tracking.outage.Health); default: a log warning.
         max_behind: hold the workers back (sweep.tracking.backpressure) while this many
@@ -126,6 +128,7 @@ class Tracker:
         poll_seconds: float = 0.5,
         say: Callable[[str], None] | None = None,
         max_behind: int | None = None,
+        live_seconds: float = LIVE_SECONDS,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -145,7 +148,7 @@ class Tracker:
         self._lock_warned = False
         self._client: MlflowClient | None = None
         self.health = Health(mask_url(tracking_uri) or "", self.spool_dir, say or (lambda line: log.warning("%s", line)))
-        self.mirror = SpoolMirror(self.spool_dir, self.health, on_run_created)
+        self.mirror = SpoolMirror(self.spool_dir, self.health, on_run_created, live_seconds)
         self.gate = Gate(self.spool_dir, max_behind)
         self.drained = False  # the final drain sent everything (parents included)
         self._reopen = True  # False in sync_now: complete what a sweep left, re-open nothing
@@ -309,8 +312,8 @@ class Tracker:
                 block = stopping or self.health.down
                 runs_before = self.mirror.runs_created + self.mirror.runs_ended
                 sent = self.sync_once(block=block)
-                # Only epochs sent (long trials): the next poll at the usual pace, so MLflow gets them
-                # in fewer, larger commits. Runs created or ended (short trials): look again soon.
+                # Runs created or ended (short trials): look again soon. Otherwise the usual pace
+                # (a running run's epochs go every `live_seconds` anyway, see SpoolMirror).
                 busy = self.mirror.runs_created + self.mirror.runs_ended != runs_before
                 self._flush_parents(block=block)
                 self.health.succeeded(sent)
