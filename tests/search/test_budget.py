@@ -30,6 +30,8 @@ ASK_MARGIN = dt.timedelta(seconds=2)
 # one `sweep run` on a loaded 2-core machine: the bound on its wall time is
 # budget + the longest trial + this.
 RUN_MARGIN = 40.0
+# Epochs of the --timeout-kill test's trials: ~3 s a trial quiet, far longer than the stop takes.
+KILL_EPOCHS = 40
 DEADLINE_LINE = re.compile(r"time budget (\S+): no trial starts after (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 
 
@@ -39,10 +41,10 @@ def _deadline(out: str) -> dt.datetime:
     return dt.datetime.strptime(match.group(2), "%Y-%m-%d %H:%M:%S")
 
 
-def _sweep(tmp_path: Path, *extra: str) -> tuple[str, float]:
+def _sweep(tmp_path: Path, *extra: str, epochs: int = 6) -> tuple[str, float]:
     cfg = write_config(tmp_path / "slow.toml", SLOW_SPACE, sweep='pruner = "none"')
     t0 = time.monotonic()
-    out = run_cli(tmp_path, "run", str(cfg), "--jobs", "2", "--trials", str(TARGET), "--epochs", "6",
+    out = run_cli(tmp_path, "run", str(cfg), "--jobs", "2", "--trials", str(TARGET), "--epochs", str(epochs),
                   "--timeout", f"{BUDGET}s", *extra).stdout
     return out, time.monotonic() - t0
 
@@ -107,7 +109,9 @@ def test_timeout_ends_the_sweep_with_running_trials_finished_and_the_same_comman
 
 @pytest.mark.faults  # a process killed or signalled: the fault suite (keeps the default run under 10 min)
 def test_timeout_kill_stops_the_running_trials_and_requeues_them_like_an_interrupt(tmp_path: Path) -> None:
-    out, wall = _sweep(tmp_path, "--timeout-kill")
+    # Trials of seconds, not 0.3 s: in CI the two trials running at the deadline (0.45 s each at
+    # that load) both completed before the stop reached them, and there was nothing to check.
+    out, wall = _sweep(tmp_path, "--timeout-kill", epochs=KILL_EPOCHS)
     print(out)
     deadline = _deadline(out)
     assert "time budget over: stopping the running trials (--timeout-kill); they are re-queued" in out
@@ -129,7 +133,7 @@ def test_timeout_kill_stops_the_running_trials_and_requeues_them_like_an_interru
 
     # The same command continues: the stopped trials' params are trained first, as fresh attempts
     # (a trial stopped before its last suggest is retried with what it had drawn, plus fresh draws).
-    again, _ = _sweep(tmp_path, "--timeout-kill")
+    again, _ = _sweep(tmp_path, "--timeout-kill", epochs=KILL_EPOCHS)
     trials = load_study(tmp_path).get_trials()
     for t in stopped:
         retry = next(u for u in trials if u.system_attrs.get("failed_trial") == t.number)
