@@ -86,6 +86,16 @@ lr_decay = 1.0
 """
 
 
+def wait_for(predicate: Any, timeout: float = 120) -> None:
+    """Poll `predicate` every 50 ms until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
 def running_worker(spool_dir: Path, timeout: float = 120) -> tuple[int, int]:
     """(trial number, pid) of a trial that has reported an epoch and is still going."""
     deadline = time.monotonic() + timeout

@@ -61,6 +61,11 @@ FULL_LISTING_SECONDS = 1.0
 LIVE_SECONDS = 5.0
 
 
+def _behind(st: FileState, events: list[dict[str, Any]]) -> bool:
+    """MLflow is behind on this file's run: it has no run yet, or the run has ended in the spool file."""
+    return st.run_id is None or any(e.get("event") == "end" for e in events)
+
+
 class SpoolMirror:
     """Mirrors the spool files of one folder into child runs (the caller holds the folder's lock).
 
@@ -158,8 +163,7 @@ class SpoolMirror:
             events, offset = spool.read_events(path, st.offset)
             if events and (full or self._due(name, st, events, now)):
                 pending.append((path, st, events, offset))
-        self.behind = sum(1 for _, st, events, _ in pending
-                          if st.run_id is None or any(e.get("event") == "end" for e in events))
+        self.behind = sum(1 for _, st, events, _ in pending if _behind(st, events))
         if on_behind is not None:
             on_behind(self.behind)
         self._lookups = {}
@@ -181,9 +185,8 @@ class SpoolMirror:
     def _due(self, name: str, st: FileState, events: list[dict[str, Any]], now: float) -> bool:
         """Whether a regular sync sends these new events of `name` now: always a run to create
         or to end, a running run's epochs once `live_seconds` have passed since its last batch."""
-        if st.run_id is None or st.creating or any(e.get("event") == "end" for e in events):
-            return True
-        return now - self._sent_at.get(name, -float("inf")) >= self.live_seconds
+        return (_behind(st, events) or st.creating
+                or now - self._sent_at.get(name, -float("inf")) >= self.live_seconds)
 
     def forget(self, parent_keys: Iterable[str]) -> int:
         """Drop the side files of the runs under these parents (they describe another

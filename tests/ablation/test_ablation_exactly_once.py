@@ -10,13 +10,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from sweep_helpers import SWEEP, mlflow_runs, run_cli, sweep_env
+from sweep_helpers import SWEEP, mlflow_runs, run_cli, sweep_env, wait_for
 
 # Small and quick per cell; many cells, so a skipped one shows.
 FAST_TOML = """
@@ -60,6 +59,8 @@ epochs = 6
 lr_decay = 1.0
 """
 
+WAIT_SECONDS = 180  # for a state of the ablation under a loaded 2-core machine
+
 
 def cell_key(run) -> tuple[str, str, str]:
     t = run.data.tags
@@ -91,15 +92,6 @@ def spool_dir_of(workdir: Path) -> Path:
     return spool
 
 
-def wait_for(predicate, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def cells_mid_training(workdir: Path) -> int:
     """How many cells have reported an epoch and not ended (0 before the spool folder exists)."""
     found = list((workdir / ".sweep" / "once").glob("ablation-*/spool/*.jsonl"))
@@ -121,10 +113,10 @@ def test_ablation_sigkilled_then_the_same_command_leaves_one_run_per_cell(tmp_pa
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         # Past the first cells' ends, with two cells mid-training.
-        wait_for(lambda: any((tmp_path / ".sweep" / "once").glob("ablation-*/spool/*.jsonl")))
+        wait_for(lambda: any((tmp_path / ".sweep" / "once").glob("ablation-*/spool/*.jsonl")), WAIT_SECONDS)
         spool = spool_dir_of(tmp_path)
         wait_for(lambda: sum('"event":"end"' in p.read_text() for p in spool.glob("*.jsonl")) >= 2
-                 and cells_mid_training(tmp_path) >= 1)
+                 and cells_mid_training(tmp_path) >= 1, WAIT_SECONDS)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -152,11 +144,11 @@ def _stop_workers_mid_cell(workdir: Path, workers: set[int]) -> list[str]:
     and the next cells are tried, until one is caught mid-training.
     """
     for _ in range(50):
-        wait_for(lambda: cells_mid_training(workdir) >= 1)
+        wait_for(lambda: cells_mid_training(workdir) >= 1, WAIT_SECONDS)
         for path in spool_dir_of(workdir).glob("*.jsonl"):
             if '"event":"end"' not in path.read_text():
                 # A file its worker created a moment ago may not hold its start record yet.
-                wait_for(lambda path=path: "\n" in path.read_text())
+                wait_for(lambda path=path: "\n" in path.read_text(), WAIT_SECONDS)
                 pid = json.loads(path.read_text().splitlines()[0])["pid"]
                 workers.add(pid)
                 os.kill(pid, signal.SIGSTOP)
@@ -238,7 +230,7 @@ def test_report_of_an_interrupted_ablation_says_it_is_unfinished(tmp_path: Path)
                             text=True, start_new_session=True)
     try:
         wait_for(lambda: any((tmp_path / ".sweep" / "once").glob("ablation-*/spool/*-a0.jsonl"))
-                 and sum('"event":"end"' in p.read_text() for p in spool_dir_of(tmp_path).glob("*.jsonl")) >= 2)
+                 and sum('"event":"end"' in p.read_text() for p in spool_dir_of(tmp_path).glob("*.jsonl")) >= 2, WAIT_SECONDS)
         os.killpg(proc.pid, signal.SIGINT)
         out = proc.communicate(timeout=120)[0]
     finally:

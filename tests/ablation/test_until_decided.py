@@ -8,13 +8,12 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from sweep_helpers import SWEEP, mlflow_runs, run_cli, sweep_env
+from sweep_helpers import SWEEP, mlflow_runs, run_cli, sweep_env, wait_for
 
 # keep 0.3 costs a tiny net ~20 points (decided at the first look); keep 0.95 changes little (capped).
 TWO_EFFECTS_TOML = """
@@ -148,15 +147,6 @@ def spool_ends(workdir: Path) -> Counter[str]:
     return ends
 
 
-def wait_for(predicate, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
 def decisions_of(output: str) -> list[str]:
     return sorted(line.strip() for line in output.splitlines() if line.startswith("  size "))
 
@@ -175,7 +165,7 @@ def test_killed_mid_round_then_the_same_command_trains_no_cell_twice_and_ends_as
         def ended_cells() -> int:
             return sum(spool_ends(killed).values())
 
-        wait_for(lambda: 2 <= ended_cells() < 6)  # mid-round 1 (6 cells: 3 seeds x 2 keep_probs)
+        wait_for(lambda: 2 <= ended_cells() < 6, 300)  # mid-round 1 (6 cells: 3 seeds x 2 keep_probs)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

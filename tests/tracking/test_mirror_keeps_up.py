@@ -19,6 +19,7 @@ from sweep.tracking.backpressure import GATE_NAME, Gate, wait_for_mirror
 from sweep.tracking.mirror import SPOOL_FILE_TAG
 from sweep.tracking.store import child_runs
 from sweep.tracking.tracker import ParentSpec, Tracker
+from sweep_helpers import wait_for
 
 
 def _write_run(spool_dir: Path, name: str, epochs: int = 2) -> Path:
@@ -337,13 +338,6 @@ def test_a_run_another_live_sweep_still_trains_is_left_to_it_at_the_end(tmp_path
     assert backlog(tmp_path, leave_to_others=True).runs_open == 1  # its writer is gone: nobody else will send it
 
 
-def _wait_for(check: Any, seconds: float = 60) -> Any:
-    deadline = time.monotonic() + seconds
-    while not (found := check()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return found
-
-
 @pytest.mark.parametrize("live_seconds", [0.3, 3600])
 def test_a_running_runs_epochs_go_every_live_seconds_its_start_and_end_at_once(tmp_path: Path,
                                                                             live_seconds: float) -> None:
@@ -358,16 +352,16 @@ def test_a_running_runs_epochs_go_every_live_seconds_its_start_and_end_at_once(t
     rec = spool.RunRecorder(spool_dir / "trial-0000.jsonl")
     rec.start("trial-0000", "study", {"keep_prob": 0.5}, {})
     rec.epoch(1, {"val_acc": 0.1})
-    runs = _wait_for(lambda: child_runs(client, tracker.experiment_id, parent))
-    run_id = runs[0].info.run_id
+    wait_for(lambda: child_runs(client, tracker.experiment_id, parent), 60)
+    run_id = child_runs(client, tracker.experiment_id, parent)[0].info.run_id
 
     def steps() -> list[int]:
         return [m.step for m in client.get_metric_history(run_id, "val_acc")]
 
-    assert _wait_for(lambda: steps() == [1])  # sent with the run's creation
+    wait_for(lambda: steps() == [1], 60)  # sent with the run's creation
     rec.epoch(2, {"val_acc": 0.2})
     if live_seconds < 1:  # the live curve follows, the run still running
-        assert _wait_for(lambda: steps() == [1, 2]), steps()
+        wait_for(lambda: steps() == [1, 2], 60)
         assert client.get_run(run_id).info.status == "RUNNING"
     else:  # 50 polls later, still not sent
         time.sleep(1.0)
@@ -376,6 +370,6 @@ def test_a_running_runs_epochs_go_every_live_seconds_its_start_and_end_at_once(t
     rec.end("FINISHED", {"state": "COMPLETE"})
     rec.close()
     # The end goes at the next poll, with every epoch before it, whatever live_seconds says.
-    assert _wait_for(lambda: client.get_run(run_id).info.status == "FINISHED", 30)
+    wait_for(lambda: client.get_run(run_id).info.status == "FINISHED", 30)
     assert steps() == [1, 2, 3]
     assert tracker.stop(parent_status="FINISHED").empty
