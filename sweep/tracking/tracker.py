@@ -68,6 +68,7 @@ BUSY_POLL_SECONDS = 0.02
 # at an equal priority its MLflow import and SQLite commits (~8 % of a core on trials of 3 s) came out
 # of their training: 40 trials took 1.15 x their bare twin. Niced, it runs in what they leave, and on
 # short trials the mirror's gate leaves it the time it needs (the workers wait for it there).
+# Only once connected: see _nice_this_thread.
 TRACKER_NICE = 10
 
 
@@ -105,7 +106,8 @@ class Tracker:
     A poll that created or ended runs is followed by the next one after
     `BUSY_POLL_SECONDS`, not `poll_seconds`: on short trials runs end every few
     tens of milliseconds, and the backlog must not wait half a second. The
-    thread runs at nice `TRACKER_NICE`, below the workers whose CPU it shares.
+    thread runs at nice `TRACKER_NICE`, below the workers whose CPU it shares,
+    once it is connected (its start-up is over sooner at their priority).
 
     Trackers in other processes (or threads) may mirror the same spool folder:
     they take turns through the folder's lock file, and a poll that finds the
@@ -297,9 +299,6 @@ class Tracker:
     # -- thread body -------------------------------------------------------
     def _main(self) -> None:
         limit_http_retries()
-        with contextlib.suppress(OSError, AttributeError):  # not Linux: the same priority as the rest
-            me = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + TRACKER_NICE))
         delay = RETRY_MIN_SECONDS
         while True:
             stopping = self._stop.is_set()
@@ -307,6 +306,7 @@ class Tracker:
                 if self._client is None:
                     self._record_parent_specs(block=False)  # also in _connect, under its lock
                     self._connect()
+                    _nice_this_thread()
                     self.ready.set()
                 # Regular polls skip a busy lock; the final drain waits for it.
                 block = stopping or self.health.down
@@ -515,3 +515,17 @@ class Tracker:
     events_sent = property(lambda self: self.mirror.events_sent)
 
     _log_batch = staticmethod(log_batch)
+
+
+
+def _nice_this_thread() -> None:
+    """Set the calling thread's nice value to the process's + TRACKER_NICE (Linux: per thread; idempotent).
+
+    The tracker calls it once MLflow is connected, not before: niced from the start, its
+    start-up (importing MLflow and creating the store, ~2.7 s of CPU) stretched to ~7 s
+    beside two training workers, past the end of their first trials, which then waited
+    at the mirror's gate (sweep.tracking.backpressure). At their priority it is over in ~3 s.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the same priority as the rest
+        niced = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + TRACKER_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niced)

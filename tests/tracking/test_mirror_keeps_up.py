@@ -280,6 +280,26 @@ def test_the_tracker_thread_runs_niced_below_the_rest_of_the_sweep(tmp_path: Pat
         assert tracker.stop(parent_status="FINISHED").empty
 
 
+def test_the_tracker_starts_up_at_the_process_priority_and_is_niced_only_once_connected(tmp_path: Path) -> None:
+    """Niced from the start, importing MLflow and creating the store (~2.7 s of CPU) took ~7 s beside
+    two training workers: their first trials ended first and waited at the mirror's gate."""
+    from services import free_port
+
+    main_nice = _nice_of(threading.get_native_id())
+    # Nothing listens there: the thread keeps trying to connect (an outage at start).
+    tracker = Tracker(f"http://127.0.0.1:{free_port()}", "exp", tmp_path / "spool", [ParentSpec("study", "exp")],
+                      poll_seconds=0.05).start()
+    try:
+        wait_for(lambda: tracker.health.down, timeout=60)  # it tried to connect, and failed
+        thread = next(t for t in threading.enumerate() if t.name == "mlflow-tracker")
+        assert thread.native_id is not None
+        assert not tracker.ready.is_set()
+        assert _nice_of(thread.native_id) == main_nice
+    finally:
+        tracker.stop(timeout=0)
+        assert not tracker._thread.is_alive()
+
+
 def test_a_big_folder_is_listed_less_often_and_no_run_is_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Listing 20 000 spool files took ~10 ms a sync at 10 000 trials, most of the tracker's growth per trial.
     Between listings a sync reads the files it knows and those the sweep said ended; the final drain lists all."""
