@@ -41,6 +41,10 @@ from sweep.tracking import spool
 
 GATE_NAME = ".mirror-gate"  # not *.jsonl: never read as events
 ENDED_SUFFIX = ".ended"  # `<spool file>.ended`: a worker's trial ended, not yet counted by the parent
+# How often `watch_start_up` counts new spool files. Tiny trials (~30 ms) start between two
+# counts: at 50 ms, beside a tracker thread importing MLflow at the workers' priority, 5
+# runs were behind at the first sync of a 10 000-trial sweep (limit 2 x jobs = 4).
+START_UP_POLL_SECONDS = 0.01
 
 # This worker process's mark of its last trial's end (a worker runs one trial at a time).
 _uncounted: Path | None = None
@@ -130,7 +134,7 @@ class Gate:
         self.closed_seconds += time.monotonic() - self._since
 
     def watch_start_up(self, done: threading.Event, hold: Callable[[], bool], before: set[str],
-                       poll: float = 0.05) -> None:
+                       poll: float = START_UP_POLL_SECONDS) -> None:
         """Until `done` is set, count the spool files that appear (none is in MLflow yet: the
         tracker is still importing MLflow and opening the store) and close the gate at the limit.
 
