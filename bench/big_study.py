@@ -17,7 +17,7 @@ folder, then prints:
   each: the second report reads its cached importances).
 
     python bench/big_study.py              # N = 1 000
-    python bench/big_study.py --big        # N = 10 000 (about 20-30 min on 2 cores)
+    python bench/big_study.py --big        # N = 10 000 (about 7 min on 2 cores, report and status included)
     python bench/big_study.py --trials 300 --keep /tmp/big   # keep the folder
     python bench/big_study.py --report-only /tmp/big         # time report and status again on it
 
