@@ -517,7 +517,6 @@ class Tracker:
     _log_batch = staticmethod(log_batch)
 
 
-
 def _nice_this_thread() -> None:
     """Set the calling thread's nice value to the process's + TRACKER_NICE (Linux: per thread; idempotent).
 
